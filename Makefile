@@ -1,0 +1,36 @@
+# Two commands matter: `make run` (sandbox) and `make test`. See README.md.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+
+.PHONY: run test lint bench-mint clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed
+	$(PIP) install --quiet -r requirements-dev.txt
+	touch $@
+
+## Sandbox: embedded SQLite, the stand-in Requesty, demo users printed. Nothing leaves this machine.
+run: $(VENV)/.installed
+	DEBUG=true PORTAL_SANDBOX=true REQUESTY_BASE_URL=http://127.0.0.1:8099 \
+	REQUESTY_ADMIN_TOKEN=sandbox-admin-token DATABASE_URL=sqlite:///db.sqlite3 \
+	$(PY) manage.py sandbox
+
+## The whole suite (unit, view, browser). DATABASE_URL=postgres://... runs it on PostgreSQL.
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+bench-mint: $(VENV)/.installed-dev
+	$(PY) bench/mint.py
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache

@@ -1,0 +1,32 @@
+"""System checks for configurations that would be unsafe in production (threat 15).
+
+`manage.py check --deploy` runs them; start-up already refuses a missing SECRET_KEY or admin token
+and sandbox mode without DEBUG (portal/settings.py)."""
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+
+@register(Tags.security, deploy=True)
+def requesty_settings(app_configs, **kwargs):
+    problems = []
+    deadline = settings.REQUESTY_CONNECT_TIMEOUT + settings.REQUESTY_READ_TIMEOUT
+    if settings.REQUESTY_CONNECT_TIMEOUT <= 0 or settings.REQUESTY_READ_TIMEOUT <= 0:
+        problems.append(Error("Requesty timeouts must be positive.", id="keys.E001"))
+    if deadline >= settings.GUNICORN_TIMEOUT:
+        problems.append(
+            Error(
+                f"REQUESTY_CONNECT_TIMEOUT + REQUESTY_READ_TIMEOUT ({deadline:g}s) must be below "
+                f"GUNICORN_TIMEOUT ({settings.GUNICORN_TIMEOUT}s), or a slow Requesty kills workers mid-mint.",
+                id="keys.E002",
+            )
+        )
+    if not settings.PORTAL_SANDBOX and not settings.REQUESTY_BASE_URL.startswith("https://"):
+        problems.append(
+            Warning("REQUESTY_BASE_URL is not HTTPS: the admin token would travel in clear text.", id="keys.W001")
+        )
+    if settings.PORTAL_SANDBOX:
+        problems.append(Warning("PORTAL_SANDBOX is on: keys come from the stand-in Requesty.", id="keys.W002"))
+    if settings.PORTAL_MAX_MONTHLY_LIMIT <= 0:
+        problems.append(Error("PORTAL_MAX_MONTHLY_LIMIT must be more than 0.", id="keys.E003"))
+    return problems

@@ -1,0 +1,220 @@
+"""Minting a key: the issuance state machine of shared/security.md in one function.
+
+1. Commit an issuance record (state `requested`) and its audit event *before* calling Requesty;
+   the unique form nonce makes a replayed or double-clicked form mint nothing.
+2. Call Requesty once (never retried).
+3. Record the outcome: `issued`, `rejected` (a definite no) or `unknown` (it may exist upstream).
+4. If Requesty created the key but the record cannot be committed, delete it upstream
+   (compensation): no secret is shown without its audit record.
+5. The secret is returned to the caller only, wrapped in `Secret`, and stored nowhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.db import DatabaseError, IntegrityError, transaction
+from django.views.decorators.debug import sensitive_variables
+
+from . import audit, requesty
+from .models import AuditEvent, Issuance, IssuedKey
+
+log = logging.getLogger(__name__)
+Action, Outcome, State = AuditEvent.Action, AuditEvent.Outcome, Issuance.State
+
+
+@dataclass(frozen=True)
+class Minted:
+    key: IssuedKey
+    secret: requesty.Secret
+
+
+class MintError(Exception):
+    """A mint that produced no secret. `kind` says what the user may conclude:
+    rejected (nothing was created), unknown (it may exist, being checked), failed (created and
+    removed again), duplicate, unavailable (portal database down)."""
+
+    def __init__(self, kind: str, message: str, status: int, reference: str = "", retry_after: int | None = None):
+        super().__init__(message)
+        self.kind, self.message, self.status = kind, message, status
+        self.reference, self.retry_after = reference, retry_after
+
+
+UNKNOWN_MESSAGE = (
+    "We could not confirm whether Requesty created the key, so no key is shown. "
+    "Please do not submit again: the portal will check with Requesty and remove any key "
+    "that was created. Quote reference {ref} if you contact the portal admins."
+)
+
+
+@sensitive_variables()
+def mint_key(*, actor, cleaned: dict, nonce: str, source_ip: str | None) -> Minted:
+    issuance = _open_issuance(actor, cleaned, nonce, source_ip)
+    try:
+        created = requesty.create_key(issuance.upstream_name, issuance.monthly_limit, issuance.permissions)
+    except requesty.Rejected as exc:
+        _finish(issuance, State.REJECTED, Action.MINT_REJECTED, Outcome.FAILURE, exc)
+        raise _rejected_error(exc, issuance) from None
+    except requesty.OutcomeUnknown as exc:
+        _finish(issuance, State.UNKNOWN, Action.MINT_UNKNOWN, Outcome.UNKNOWN, exc)
+        if isinstance(exc, requesty.MalformedResponse) and exc.api_key_id:
+            # Requesty made a key but its answer is unusable: nobody can receive it, so remove it.
+            _compensate(issuance, exc.api_key_id)
+        raise MintError("unknown", UNKNOWN_MESSAGE.format(ref=issuance.reference), 202, issuance.reference) from None
+
+    try:
+        key = _record_issued(issuance, created.api_key_id)
+    except Exception:
+        log.exception("Recording issued key failed; compensating", extra={"reference": issuance.reference})
+        compensated = _compensate(issuance, created.api_key_id)
+        message = (
+            "The key could not be recorded, so it was deleted again for safety. No key was issued; "
+            f"please try again shortly. Reference {issuance.reference}."
+            if compensated
+            else "The key could not be recorded and is being removed again; no key was issued. "
+            f"Please try again later and quote reference {issuance.reference} if it persists."
+        )
+        raise MintError("failed", message, 503, issuance.reference) from None
+    return Minted(key=key, secret=created.api_key)
+
+
+def _open_issuance(actor, cleaned: dict, nonce: str, source_ip: str | None) -> Issuance:
+    try:
+        with transaction.atomic():
+            issuance = Issuance.objects.create(
+                nonce=nonce,
+                actor=actor,
+                name=cleaned["name"],
+                monthly_limit=cleaned["monthly_limit"],
+                manage=cleaned["manage"],
+                completions=cleaned["completions"],
+                source_ip=source_ip,
+            )
+            audit.record(Action.MINT_REQUESTED, Outcome.PENDING, issuance=issuance)
+    except IntegrityError:
+        if Issuance.objects.filter(nonce=nonce).exists():
+            _audit_duplicate(actor, cleaned, source_ip)
+            raise MintError(
+                "duplicate",
+                "This request was already submitted, so nothing new was created. "
+                "Reload the form if you want another key.",
+                409,
+            ) from None
+        raise
+    except DatabaseError:
+        log.exception("Portal database unavailable before minting")
+        raise MintError(
+            "unavailable",
+            "The portal cannot reach its database right now, so no key was created. Try again in a few minutes.",
+            503,
+        ) from None
+    return issuance
+
+
+def _audit_duplicate(actor, cleaned: dict, source_ip: str | None) -> None:
+    try:
+        audit.record(
+            Action.MINT_DUPLICATE,
+            Outcome.DENIED,
+            actor=actor,
+            source_ip=source_ip,
+            key_name=cleaned["name"],
+            monthly_limit=cleaned["monthly_limit"],
+            manage=cleaned["manage"],
+            completions=cleaned["completions"],
+            detail="form nonce already used",
+        )
+    except DatabaseError:
+        log.exception("Could not audit a duplicate submission")
+
+
+@sensitive_variables()
+def _record_issued(issuance: Issuance, api_key_id: str) -> IssuedKey:
+    with transaction.atomic():
+        issuance.state, issuance.api_key_id, issuance.upstream_status = State.ISSUED, api_key_id, 201
+        issuance.save(update_fields=["state", "api_key_id", "upstream_status", "updated_at"])
+        key = IssuedKey.objects.create(
+            api_key_id=api_key_id,
+            issuance=issuance,
+            owner=issuance.actor,
+            name=issuance.name,
+            monthly_limit=issuance.monthly_limit,
+            manage=issuance.manage,
+            completions=issuance.completions,
+        )
+        audit.record(Action.MINT_ISSUED, Outcome.SUCCESS, issuance=issuance, upstream_status=201)
+    return key
+
+
+def _finish(issuance: Issuance, state: str, action: str, outcome: str, exc: requesty.RequestyError) -> None:
+    """Record a non-issued outcome. If the database is down too, the record stays `requested`
+    and reconciliation resolves it later."""
+    level = logging.ERROR if isinstance(exc, requesty.AuthFailed) else logging.WARNING
+    log.log(
+        level,
+        "Requesty create failed: %s",
+        type(exc).__name__,
+        extra={"reference": issuance.reference, "upstream_status": exc.status, "upstream_message": exc.message},
+    )
+    try:
+        with transaction.atomic():
+            issuance.state, issuance.upstream_status = state, exc.status
+            issuance.save(update_fields=["state", "upstream_status", "updated_at"])
+            audit.record(action, outcome, issuance=issuance, upstream_status=exc.status, detail=type(exc).__name__)
+    except DatabaseError:
+        log.exception("Could not record issuance outcome", extra={"reference": issuance.reference})
+
+
+def _compensate(issuance: Issuance, api_key_id: str) -> bool:
+    """Delete a key nobody may receive. True when it is gone upstream (a 404 counts: already gone)."""
+    try:
+        requesty.delete_key(api_key_id)
+        gone, detail = True, "deleted upstream"
+    except requesty.NotFound:
+        gone, detail = True, "already gone upstream"
+    except requesty.RequestyError as exc:
+        gone, detail = False, f"delete failed: {type(exc).__name__}"
+    log.log(
+        logging.WARNING if gone else logging.ERROR,
+        "Compensation for issuance: %s",
+        detail,
+        extra={"reference": issuance.reference, "api_key_id": api_key_id},
+    )
+    try:
+        with transaction.atomic():
+            issuance.api_key_id = api_key_id
+            issuance.state = State.COMPENSATED if gone else State.UNKNOWN
+            issuance.save(update_fields=["state", "api_key_id", "updated_at"])
+            audit.record(
+                Action.KEY_COMPENSATED if gone else Action.KEY_COMPENSATION_FAILED,
+                Outcome.SUCCESS if gone else Outcome.FAILURE,
+                issuance=issuance,
+                detail=detail,
+            )
+    except DatabaseError:
+        log.exception("Could not record compensation", extra={"reference": issuance.reference})
+    return gone
+
+
+def _rejected_error(exc: requesty.Rejected, issuance: Issuance) -> MintError:
+    ref = issuance.reference
+    if isinstance(exc, requesty.NotSent):
+        message = "Requesty could not be reached, so no key was created. Please try again in a minute."
+        return MintError("rejected", message, 503, ref)
+    if isinstance(exc, requesty.RateLimited):
+        wait = f"in {exc.retry_after} seconds" if exc.retry_after else "in a minute"
+        return MintError(
+            "rejected", f"Requesty is busy, so no key was created. Try again {wait}.", 429, ref, exc.retry_after
+        )
+    if isinstance(exc, requesty.AuthFailed):
+        message = (
+            "The portal is misconfigured and cannot create keys right now; the portal admins have been "
+            f"notified. No key was created. Reference {ref}."
+        )
+        return MintError("rejected", message, 502, ref)
+    message = (
+        "Requesty refused these values, so no key was created. Check the name and limit and try again; "
+        f"if it keeps happening, quote reference {ref} to the portal admins."
+    )
+    return MintError("rejected", message, 502, ref)

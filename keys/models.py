@@ -1,0 +1,152 @@
+"""What the portal stores: issuance attempts, issued keys (ids only) and the audit trail.
+
+No model has a field for a key's secret; shared/security.md, invariant I1.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+LEVELS = [("none", "none"), ("read", "read"), ("write", "write")]
+
+
+class Issuance(models.Model):
+    """One attempt to mint a key, committed *before* Requesty is called (the state machine in
+    shared/security.md). Its id doubles as the reference shown to users and as the marker in the
+    upstream key name that lets reconciliation match keys with certainty."""
+
+    class State(models.TextChoices):
+        REQUESTED = "requested"  # committed, Requesty not yet answered
+        ISSUED = "issued"  # Requesty created it, record and audit committed
+        REJECTED = "rejected"  # a definite no: 4xx or the request never left
+        UNKNOWN = "unknown"  # Requesty may have created it; reconciliation decides
+        COMPENSATED = "compensated"  # created upstream, then deleted by the portal
+        ABSENT = "absent"  # reconciliation proved nothing was created
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    nonce = models.CharField(max_length=64, unique=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    name = models.CharField(max_length=64)
+    monthly_limit = models.DecimalField(max_digits=12, decimal_places=2)
+    manage = models.CharField(max_length=5, choices=LEVELS)
+    completions = models.CharField(max_length=5, choices=LEVELS)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.REQUESTED)
+    api_key_id = models.CharField(max_length=64, blank=True, default="")
+    upstream_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.state})"
+
+    @property
+    def reference(self) -> str:
+        """Short id for messages and support conversations."""
+        return self.id.hex[:12]
+
+    @property
+    def upstream_name(self) -> str:
+        return f"{self.name} [portal:{self.reference}]"
+
+    @property
+    def permissions(self) -> dict[str, str]:
+        return {"manage": self.manage, "completions": self.completions}
+
+
+class IssuedKey(models.Model):
+    """A key Requesty created for a portal user: its id and what was asked, never its secret."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        REVOKED = "revoked"
+
+    api_key_id = models.CharField(max_length=64, unique=True)
+    issuance = models.OneToOneField(Issuance, on_delete=models.PROTECT, related_name="issued_key")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="issued_keys"
+    )
+    name = models.CharField(max_length=64)
+    monthly_limit = models.DecimalField(max_digits=12, decimal_places=2)
+    manage = models.CharField(max_length=5, choices=LEVELS)
+    completions = models.CharField(max_length=5, choices=LEVELS)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("portal_admin", "Can act as a portal admin (manage rights, any limit)")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.api_key_id})"
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise PermissionError("Audit events are append-only.")
+
+    def delete(self):
+        raise PermissionError("Audit events are append-only.")
+
+
+class AuditEvent(models.Model):
+    """Who did what, when, from where, and what happened. Append-only: the model refuses updates
+    and deletes. The actor's name and e-mail are copied, so renaming or deleting the user later
+    does not rewrite history."""
+
+    class Action(models.TextChoices):
+        MINT_REQUESTED = "mint.requested"
+        MINT_ISSUED = "mint.issued"
+        MINT_REJECTED = "mint.rejected"
+        MINT_UNKNOWN = "mint.unknown"
+        MINT_DENIED = "mint.denied"
+        MINT_DUPLICATE = "mint.duplicate"
+        MINT_RECORD_FAILED = "mint.record_failed"
+        KEY_COMPENSATED = "key.compensated"
+        KEY_COMPENSATION_FAILED = "key.compensation_failed"
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending"
+        SUCCESS = "success"
+        DENIED = "denied"
+        FAILURE = "failure"
+        UNKNOWN = "unknown"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # No database constraint and no cascade: deleting a user must not rewrite (UPDATE) history.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False
+    )
+    actor_username = models.CharField(max_length=150, blank=True)
+    actor_email = models.CharField(max_length=254, blank=True)
+    action = models.CharField(max_length=40, choices=Action.choices)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    issuance = models.ForeignKey(Issuance, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
+    key_name = models.CharField(max_length=200, blank=True)
+    api_key_id = models.CharField(max_length=64, blank=True)
+    monthly_limit = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    manage = models.CharField(max_length=16, blank=True)
+    completions = models.CharField(max_length=16, blank=True)
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    upstream_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    detail = models.CharField(max_length=500, blank=True)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_username} {self.action} {self.outcome}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise PermissionError("Audit events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("Audit events are append-only.")

@@ -1,0 +1,318 @@
+"""The Requesty key-management client: the only module that imports `requests`.
+
+Strict in what it sends, tolerant in what it reads (see shared/requesty-api.md). Every failure
+becomes one of a few typed errors, split by what the caller may conclude:
+
+- `Rejected` and its subclasses: Requesty definitely did not act (4xx, or the request never left).
+- `OutcomeUnknown` and its subclasses: Requesty may have acted (timeout after sending, 5xx,
+  reset connection, malformed 2xx). The create call is never retried automatically, because
+  Requesty has no idempotency key.
+
+Errors carry the upstream status and a short, plain message; never the token, never a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
+
+_session = requests.Session()
+# Never pick up proxies or credentials from the environment/.netrc for the admin token's calls.
+_session.trust_env = False
+
+_MAX_BODY = 1_000_000
+_LEVELS = ("none", "read", "write")
+
+
+# --- Errors ---------------------------------------------------------------------------------------
+class RequestyError(Exception):
+    """Base class. `status` is the upstream HTTP status, or None if there was no response."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class Rejected(RequestyError):
+    """Requesty definitely did not act."""
+
+
+class NotSent(Rejected):
+    """The request never left: connection refused, DNS failure, connect timeout."""
+
+
+class BadRequest(Rejected):
+    """400: Requesty refused the body."""
+
+
+class AuthFailed(Rejected):
+    """401/403: the admin token is missing, invalid, revoked or lacks `manage` rights."""
+
+
+class NotFound(Rejected):
+    """404: unknown key id."""
+
+
+class RateLimited(Rejected):
+    def __init__(self, message: str, status: int | None = 429, retry_after: int | None = None):
+        super().__init__(message, status)
+        self.retry_after = retry_after
+
+
+class OutcomeUnknown(RequestyError):
+    """Requesty may or may not have acted."""
+
+
+class Unavailable(OutcomeUnknown):
+    """5xx, or a reset connection / timeout after the request was sent."""
+
+
+class MalformedResponse(OutcomeUnknown):
+    """A 2xx whose body is not what the API documents.
+
+    `api_key_id` is set when a usable key id could still be read, so the caller can compensate.
+    """
+
+    def __init__(self, message: str, status: int | None = None, api_key_id: str | None = None):
+        super().__init__(message, status)
+        self.api_key_id = api_key_id
+
+
+# --- Results --------------------------------------------------------------------------------------
+class Secret:
+    """A value shown once. Its repr is masked, so tracebacks, error e-mails and debug pages that
+    print local variables never contain it; templates call `reveal`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    api_key_id: str
+    api_key: Secret
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: str
+    name: str
+    monthly_limit: Decimal | None
+    monthly_spend: Decimal | None
+    permissions: dict[str, str]
+
+
+# --- Parsing helpers ------------------------------------------------------------------------------
+def parse_money(value: Any) -> Decimal | None:
+    """Money arrives as a JSON number or a numeric string; both are accepted, nothing else."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, Decimal)):
+        return Decimal(value)
+    if isinstance(value, (float, str)):
+        try:
+            amount = Decimal(str(value).strip())
+        except InvalidOperation:
+            return None
+        return amount if amount.is_finite() else None
+    return None
+
+
+def _error_message(response: requests.Response) -> str:
+    """Requesty's own error message if the body is its JSON error shape; else a generic phrase.
+
+    A proxy may answer with an HTML page: it is never echoed."""
+    try:
+        data = json.loads(response.content[:10_000])
+        message = data["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
+    return str(message)[:200] if message else f"HTTP {response.status_code}"
+
+
+def _retry_after(response: requests.Response) -> int | None:
+    try:
+        return max(0, int(response.headers.get("Retry-After", "")))
+    except ValueError:
+        return None
+
+
+# --- Transport ------------------------------------------------------------------------------------
+@sensitive_variables()
+def _call(method: str, path: str, body: dict | None = None, params: dict | None = None) -> tuple[int, bytes]:
+    """One HTTP call with connect/read timeouts and an overall deadline on the body, so a server
+    that trickles bytes cannot hold a worker past the gunicorn timeout."""
+    connect, read = settings.REQUESTY_CONNECT_TIMEOUT, settings.REQUESTY_READ_TIMEOUT
+    deadline = time.monotonic() + connect + read
+    headers = {"Authorization": f"Bearer {settings.REQUESTY_ADMIN_TOKEN}", "Accept": "application/json"}
+    try:
+        response = _session.request(
+            method,
+            settings.REQUESTY_BASE_URL + path,
+            json=body,
+            params=params,
+            headers=headers,
+            timeout=(connect, read),
+            stream=True,
+            allow_redirects=False,
+        )
+    except requests.exceptions.ConnectTimeout as exc:
+        raise NotSent("Requesty could not be reached (connect timeout).") from _plain(exc)
+    except requests.exceptions.ReadTimeout as exc:
+        raise Unavailable("Requesty did not answer in time.") from _plain(exc)
+    except requests.exceptions.ConnectionError as exc:
+        if _never_connected(exc):
+            raise NotSent("Requesty could not be reached.") from _plain(exc)
+        raise Unavailable("The connection to Requesty broke before it answered.") from _plain(exc)
+    except requests.exceptions.RequestException as exc:
+        raise Unavailable("The call to Requesty failed.") from _plain(exc)
+
+    with response:
+        chunks, size = [], 0
+        try:
+            for chunk in response.iter_content(chunk_size=8192):
+                chunks.append(chunk)
+                size += len(chunk)
+                if time.monotonic() > deadline:
+                    raise Unavailable("Requesty answered too slowly.", response.status_code)
+                if size > _MAX_BODY:
+                    raise MalformedResponse("Requesty's answer was too large.", response.status_code)
+        except requests.exceptions.RequestException as exc:
+            raise Unavailable("The connection to Requesty broke mid-answer.", response.status_code) from _plain(exc)
+        response._content = b"".join(chunks)
+        status = response.status_code
+        if status < 300 and status >= 200:
+            return status, response.content
+        _raise_for_status(response)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _raise_for_status(response: requests.Response) -> None:
+    status = response.status_code
+    if status == 400:
+        raise BadRequest(_error_message(response), status)
+    if status in (401, 403):
+        raise AuthFailed(_error_message(response), status)
+    if status == 404:
+        raise NotFound(_error_message(response), status)
+    if status == 429:
+        raise RateLimited(_error_message(response), status, _retry_after(response))
+    if 400 <= status < 500:
+        raise Rejected(_error_message(response), status)
+    # 3xx (no redirects are followed: the token must not travel elsewhere) and 5xx.
+    raise Unavailable(f"Requesty answered HTTP {status}.", status)
+
+
+def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when the TCP connection was never established, so nothing was sent."""
+    import urllib3.exceptions as u3
+
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # MaxRetryError wraps the real cause
+    return isinstance(reason, (u3.NewConnectionError, u3.NameResolutionError, u3.ConnectTimeoutError))
+
+
+def _plain(exc: Exception) -> Exception:
+    """Chain a message-only copy: urllib3 errors can hold connection objects and request data."""
+    return RuntimeError(type(exc).__name__)
+
+
+def _json(content: bytes, status: int) -> Any:
+    try:
+        return json.loads(content, parse_float=Decimal)
+    except ValueError:
+        raise MalformedResponse("Requesty's answer was not JSON.", status) from None
+
+
+# --- API ------------------------------------------------------------------------------------------
+@sensitive_variables()
+def create_key(name: str, monthly_limit: Decimal, permissions: dict[str, str]) -> CreatedKey:
+    """POST /v1/manage/apikey. Never retried: a retry could mint a second key."""
+    if set(permissions) != {"manage", "completions"} or not set(permissions.values()) <= set(_LEVELS):
+        raise ValueError("permissions must name both manage and completions with a valid level")
+    body = {
+        "name": name,
+        # A JSON number, from the Decimal's exact digits (never through float arithmetic).
+        "monthly_limit": int(monthly_limit) if monthly_limit == monthly_limit.to_integral() else float(monthly_limit),
+        "permissions": dict(permissions),
+    }
+    status, content = _call("POST", "/v1/manage/apikey", body)
+    data = _json(content, status)
+    key_id = data.get("api_key_id") if isinstance(data, dict) else None
+    secret = data.get("api_key") if isinstance(data, dict) else None
+    valid_id = _as_uuid(key_id)
+    if valid_id is None:
+        raise MalformedResponse("Requesty's answer had no valid key id.", status)
+    if not isinstance(secret, str) or not secret.strip():
+        raise MalformedResponse("Requesty's answer had no key.", status, api_key_id=valid_id)
+    return CreatedKey(api_key_id=valid_id, api_key=Secret(secret))
+
+
+def delete_key(api_key_id: str) -> None:
+    """DELETE /v1/manage/apikey/{id}. Raises NotFound if it is already gone."""
+    _call("DELETE", f"/v1/manage/apikey/{_path_id(api_key_id)}")
+
+
+def get_key(api_key_id: str) -> KeyInfo:
+    status, content = _call("GET", f"/v1/manage/apikey/{_path_id(api_key_id)}")
+    return _key_info(_json(content, status), status)
+
+
+def list_keys() -> list[KeyInfo]:
+    """Every key of the organization (the API documents no pagination)."""
+    status, content = _call("GET", "/v1/manage/apikey")
+    data = _json(content, status)
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise MalformedResponse("Requesty's key list was not a list.", status)
+    return [_key_info(item, status) for item in data["keys"]]
+
+
+def _key_info(item: Any, status: int) -> KeyInfo:
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+        raise MalformedResponse("Requesty's key entry had no id.", status)
+    perms = item.get("permissions") if isinstance(item.get("permissions"), dict) else {}
+    return KeyInfo(
+        id=item["id"],
+        name=str(item.get("name", "")),
+        monthly_limit=parse_money(item.get("monthly_limit")),
+        monthly_spend=parse_money(item.get("monthly_spend", item.get("spend"))),
+        permissions={k: str(perms.get(k, "")) for k in ("manage", "completions")},
+    )
+
+
+def _as_uuid(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+def _path_id(api_key_id: str) -> str:
+    """Key ids go into URL paths: accept only UUIDs (or `self`), so no id can rewrite the path."""
+    if api_key_id == "self":
+        return api_key_id
+    valid = _as_uuid(api_key_id)
+    if valid is None:
+        raise ValueError("not a Requesty key id")
+    return valid

@@ -1,0 +1,220 @@
+"""Settings for the key portal, read from the environment (see .env.example and the README).
+
+Safe by default: DEBUG is off and the production security settings are on unless the environment
+turns them off. Secrets have no default outside sandbox mode; a missing one stops start-up.
+"""
+
+from decimal import Decimal
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env")
+
+DEBUG = env.bool("DEBUG", default=False)
+
+# Sandbox mode: the portal talks to the stand-in Requesty and says so on every page. It is an
+# explicit switch and refuses to start with DEBUG off unless forced, so a production
+# configuration cannot reach it by accident.
+PORTAL_SANDBOX = env.bool("PORTAL_SANDBOX", default=False)
+if PORTAL_SANDBOX and not DEBUG and not env.bool("PORTAL_SANDBOX_FORCE", default=False):
+    raise ImproperlyConfigured(
+        "PORTAL_SANDBOX is on while DEBUG is off. Sandbox mode is for local use; "
+        "set PORTAL_SANDBOX_FORCE=true if you really mean to run it this way."
+    )
+_relaxed = DEBUG or PORTAL_SANDBOX
+
+
+def _required(name: str, sandbox_default: str) -> str:
+    value = env.str(name, default="")
+    if value:
+        return value
+    if _relaxed:
+        return sandbox_default
+    raise ImproperlyConfigured(f"{name} must be set when DEBUG is off and sandbox mode is off.")
+
+
+SECRET_KEY = _required("SECRET_KEY", "sandbox-insecure-" + "k" * 50)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"] if _relaxed else [])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "keys",
+]
+
+MIDDLEWARE = [
+    "portal.health.HealthCheckMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.csp",
+                "keys.context_processors.portal",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Threaded servers and a long-lived connection do not mix well with SQLite's locking.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20})
+
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+# --- Security ------------------------------------------------------------------------------------
+_secure_default = not DEBUG
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=_secure_default)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=_secure_default)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=_secure_default)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 60 * 60)
+CSRF_COOKIE_HTTPONLY = True  # htmx takes the token from the page, never from the cookie
+
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "frame-ancestors": [CSP.NONE],
+}
+
+ADMINS = env.list("ADMINS", default=[])
+SERVER_EMAIL = env.str("SERVER_EMAIL", default="portal@localhost")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default=SERVER_EMAIL)
+# EMAIL_URL names the mail server in one variable, e.g. smtp+tls://user:password@mail.example.com:587
+_mail = env.email_url("EMAIL_URL", default="consolemail://" if _relaxed else "smtp://localhost:25")
+MAILERS = {
+    "default": {
+        "BACKEND": _mail["EMAIL_BACKEND"],
+        "OPTIONS": {
+            k.removeprefix("EMAIL_").removeprefix("HOST_").lower(): v
+            for k, v in _mail.items()
+            if k
+            in ("EMAIL_HOST", "EMAIL_PORT", "EMAIL_HOST_USER", "EMAIL_HOST_PASSWORD", "EMAIL_USE_TLS", "EMAIL_USE_SSL")
+        }
+        | {"timeout": 10}
+        if _mail["EMAIL_BACKEND"].endswith("smtp.EmailBackend")
+        else {},
+    }
+}
+
+# --- Requesty -------------------------------------------------------------------------------------
+REQUESTY_BASE_URL = env.str("REQUESTY_BASE_URL", default="https://api.requesty.ai").rstrip("/")
+# The name matches Django's "sensitive settings" pattern (TOKEN), so error pages hide it.
+REQUESTY_ADMIN_TOKEN = _required("REQUESTY_ADMIN_TOKEN", "sandbox-admin-token")
+REQUESTY_CONNECT_TIMEOUT = env.float("REQUESTY_CONNECT_TIMEOUT", default=5.0)
+REQUESTY_READ_TIMEOUT = env.float("REQUESTY_READ_TIMEOUT", default=20.0)
+# gunicorn.conf.py reads the same variable; the Requesty deadlines must end before it.
+GUNICORN_TIMEOUT = env.int("GUNICORN_TIMEOUT", default=60)
+
+# --- Portal policy --------------------------------------------------------------------------------
+PORTAL_MAX_MONTHLY_LIMIT = Decimal(env.str("PORTAL_MAX_MONTHLY_LIMIT", default="100"))
+# How many reverse proxies in front of the portal append to X-Forwarded-For (0: use REMOTE_ADDR).
+PORTAL_TRUSTED_PROXY_HOPS = env.int("PORTAL_TRUSTED_PROXY_HOPS", default=0)
+# How long a rendered form (and its one-time nonce) stays valid.
+PORTAL_FORM_MAX_AGE = env.int("PORTAL_FORM_MAX_AGE", default=2 * 60 * 60)
+
+# --- Logging: one JSON object per line, control characters escaped -------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "portal.jsonlog.JsonFormatter"}},
+    "filters": {"require_debug_false": {"()": "django.utils.log.RequireDebugFalse"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json"},
+        "mail_admins": {
+            "class": "django.utils.log.AdminEmailHandler",
+            "level": "ERROR",
+            "filters": ["require_debug_false"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # Both propagate to the root's JSON console handler; errors also e-mail ADMINS.
+        "django": {"handlers": ["mail_admins"], "level": LOG_LEVEL},
+        "keys": {"handlers": ["mail_admins"], "level": LOG_LEVEL},
+    },
+}

@@ -1,0 +1,93 @@
+"""Shared fixtures: named users, the stand-in Requesty over real HTTP, and the leak sweep."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+
+from standin import StandIn
+
+
+@pytest.fixture(scope="session")
+def standin_server():
+    server = StandIn(host="127.0.0.1", port=0, admin_token="ADMIN-TOKEN-CANARY-6f1d2c").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def standin(standin_server, settings):
+    """The stand-in Requesty, emptied, with the portal pointed at it."""
+    standin_server.reset()
+    settings.REQUESTY_BASE_URL = standin_server.base_url
+    settings.REQUESTY_ADMIN_TOKEN = "ADMIN-TOKEN-CANARY-6f1d2c"
+    yield standin_server
+    standin_server.reset()
+
+
+@pytest.fixture
+def canary(standin) -> str:
+    """Every key the stand-in mints in this test has this secret, so a sweep can look for it."""
+    value = "CANARY-SECRET-9b71e0c4d2"
+    standin.secret_factory = lambda: value
+    return value
+
+
+@pytest.fixture
+def debug_logs(caplog):
+    """Capture every log record at DEBUG, urllib3 included."""
+    caplog.set_level(logging.DEBUG)
+    for name in ("urllib3", "django", "keys", "requests"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    return caplog
+
+
+def _user(username: str, **extra) -> User:
+    return User.objects.create_user(
+        username=username, email=f"{username}@example.com", password="pw-" + username, **extra
+    )
+
+
+@pytest.fixture
+def requester(db) -> User:
+    return _user("rita")
+
+
+@pytest.fixture
+def requester2(db) -> User:
+    return _user("rob")
+
+
+@pytest.fixture
+def admin_user(db) -> User:
+    """A portal admin through the permission (not a superuser)."""
+    user = _user("ada")
+    user.user_permissions.add(Permission.objects.get(codename="portal_admin"))
+    return User.objects.get(pk=user.pk)  # fresh instance: no stale permission cache
+
+
+@pytest.fixture
+def superuser(db) -> User:
+    return _user("sam", is_superuser=True, is_staff=True)
+
+
+@pytest.fixture
+def inactive_user(db) -> User:
+    return _user("ivan", is_active=False)
+
+
+@pytest.fixture
+def rclient(requester) -> Client:
+    client = Client()
+    client.force_login(requester)
+    return client
+
+
+@pytest.fixture
+def aclient(admin_user) -> Client:
+    client = Client()
+    client.force_login(admin_user)
+    return client
