@@ -21,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import requests
+import urllib3.exceptions
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
@@ -189,18 +190,20 @@ def _call(method: str, path: str, body: dict | None = None, params: dict | None 
     with response:
         chunks, size = [], 0
         try:
-            for chunk in response.iter_content(chunk_size=8192):
+            # read1 returns whatever has arrived, so the deadline is checked even while a server
+            # trickles one byte at a time (each of which would reset a plain read timeout).
+            while chunk := response.raw.read1(8192, decode_content=True):
                 chunks.append(chunk)
                 size += len(chunk)
                 if time.monotonic() > deadline:
                     raise Unavailable("Requesty answered too slowly.", response.status_code)
                 if size > _MAX_BODY:
                     raise MalformedResponse("Requesty's answer was too large.", response.status_code)
-        except requests.exceptions.RequestException as exc:
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise Unavailable("The connection to Requesty broke mid-answer.", response.status_code) from _plain(exc)
         response._content = b"".join(chunks)
         status = response.status_code
-        if status < 300 and status >= 200:
+        if 200 <= status < 300:
             return status, response.content
         _raise_for_status(response)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -224,8 +227,7 @@ def _raise_for_status(response: requests.Response) -> None:
 
 def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
     """True when the TCP connection was never established, so nothing was sent."""
-    import urllib3.exceptions as u3
-
+    u3 = urllib3.exceptions
     reason = exc.args[0] if exc.args else None
     reason = getattr(reason, "reason", reason)  # MaxRetryError wraps the real cause
     return isinstance(reason, (u3.NewConnectionError, u3.NameResolutionError, u3.ConnectTimeoutError))

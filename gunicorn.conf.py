@@ -1,0 +1,25 @@
+"""gunicorn settings for the portal (read automatically from the working directory).
+
+Threaded workers: a mint waits on Requesty for up to REQUESTY_CONNECT_TIMEOUT +
+REQUESTY_READ_TIMEOUT seconds, and threads let other users' requests proceed meanwhile.
+Measured in docs/performance.md.
+"""
+
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+# Must stay above the Requesty deadlines; `manage.py check --deploy` verifies it (keys.E002).
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+graceful_timeout = 30
+keepalive = 5
+max_requests = 2000
+max_requests_jitter = 200
+accesslog = "-"
+errorlog = "-"
+# Access log lines carry no query strings' secrets: the portal never puts secrets in URLs.
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+wsgi_app = "portal.wsgi:application"

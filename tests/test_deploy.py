@@ -1,0 +1,121 @@
+"""Production configuration: start-up refusals, `check --deploy`, and the Dockerfile's own steps
+run outside Docker (no engine here). Each runs manage.py in a subprocess with a clean environment."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROD = {
+    "DJANGO_SETTINGS_MODULE": "portal.settings",
+    "SECRET_KEY": secrets.token_urlsafe(50),
+    "REQUESTY_ADMIN_TOKEN": "prod-token-for-checks",
+    "ALLOWED_HOSTS": "keys.example.com",
+    "REQUESTY_BASE_URL": "https://api.requesty.ai",
+    "DATABASE_URL": "sqlite:////tmp/portal-deploy-check.sqlite3",
+}
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PORTAL_", "REQUESTY_", "SECRET", "DEBUG"))
+    }
+    base = {
+        k: v for k, v in base.items() if k not in ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE")
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env={**base, **env}, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "REQUESTY_ADMIN_TOKEN"])
+def test_missing_secret_stops_start_up_naming_it(missing):
+    env = {k: v for k, v in PROD.items() if k != missing}
+    result = manage("check", **env)
+    assert result.returncode != 0
+    assert f"{missing} must be set" in result.stderr
+
+
+def test_sandbox_is_refused_without_debug_unless_forced():
+    refused = manage("check", **PROD, PORTAL_SANDBOX="true")
+    assert refused.returncode != 0 and "PORTAL_SANDBOX_FORCE" in refused.stderr
+    forced = manage("check", **PROD, PORTAL_SANDBOX="true", PORTAL_SANDBOX_FORCE="true")
+    assert forced.returncode == 0, forced.stderr
+
+
+def test_check_deploy_passes_with_production_settings():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **PROD)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_production_defaults_are_secure():
+    code = (
+        "from django.conf import settings as s; "
+        "print(s.DEBUG, s.SECURE_SSL_REDIRECT, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.X_FRAME_OPTIONS)"
+    )
+    result = manage("shell", "-c", code, **PROD)
+    assert result.stdout.splitlines()[-1].split() == ["False", "True", "True", "True", "DENY"], result.stderr
+
+
+@pytest.mark.parametrize(
+    "env,check_id",
+    [
+        ({"REQUESTY_READ_TIMEOUT": "60"}, "keys.E002"),
+        ({"GUNICORN_TIMEOUT": "10"}, "keys.E002"),
+        ({"REQUESTY_BASE_URL": "http://api.requesty.ai"}, "keys.W001"),
+        ({"PORTAL_MAX_MONTHLY_LIMIT": "0"}, "keys.E003"),
+    ],
+)
+def test_custom_checks_fire_on_broken_settings(env, check_id):
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **{**PROD, **env})
+    assert result.returncode != 0 and check_id in result.stdout + result.stderr
+
+
+# --- The Dockerfile, step by step ------------------------------------------------------------------
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def test_dockerfile_shape():
+    assert DOCKERFILE.count("FROM python:3.13-slim") == 2  # multi-stage
+    assert re.search(r"^USER (?!root|0\b)\S+", DOCKERFILE, re.M)
+    assert "HEALTHCHECK" in DOCKERFILE and "/healthz" in DOCKERFILE
+    assert 'CMD ["gunicorn", "-c", "gunicorn.conf.py"]' in DOCKERFILE
+    copied = [w for args in re.findall(r"^COPY (?!--from)(.+)$", DOCKERFILE, re.M) for w in args.split()[:-1]]
+    for source in copied:
+        assert (ROOT / source).exists(), f"Dockerfile copies {source}, which does not exist"
+    # Everything the app needs at run time is copied into the image.
+    assert {"manage.py", "gunicorn.conf.py", "portal", "keys", "templates", "static"} <= set(copied)
+
+
+def test_dockerfile_collectstatic_step_runs(tmp_path):
+    (line,) = [ln for ln in DOCKERFILE.splitlines() if ln.startswith("RUN ") and "collectstatic" in ln]
+    words = shlex.split(line.removeprefix("RUN "))
+    env = dict(w.split("=", 1) for w in words if re.match(r"^[A-Z_]+=", w))
+    command = [w for w in words if not re.match(r"^[A-Z_]+=", w)]
+    assert command[:2] == ["/venv/bin/python", "manage.py"]
+    env["STATIC_ROOT"] = str(tmp_path / "static")
+    result = manage(*command[2:], **env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "static" / "staticfiles.json").exists()  # WhiteNoise's manifest
+    assert list((tmp_path / "static").rglob("portal*.js")) and list((tmp_path / "static").rglob("htmx*.js"))
+
+
+def test_gunicorn_config_is_valid():
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "gunicorn"), "--check-config", "-c", "gunicorn.conf.py"],
+        cwd=ROOT,
+        env={**base, **PROD},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr

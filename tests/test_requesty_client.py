@@ -1,0 +1,129 @@
+"""keys/requesty.py against the stand-in over real HTTP: each failure maps to the right class."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from keys import requesty
+from standin import Fault
+
+PERMS = {"manage": "none", "completions": "write"}
+
+
+def test_create_returns_id_and_masked_secret(standin, canary):
+    created = requesty.create_key("k", Decimal("12.50"), PERMS)
+    assert created.api_key_id in standin.keys
+    assert created.api_key.reveal() == canary
+    assert canary not in repr(created) and canary not in str(created.api_key)
+    (call,) = standin.calls_to("POST", "/v1/manage/apikey")
+    assert call.body == {"name": "k", "monthly_limit": Decimal("12.5"), "permissions": PERMS}
+
+
+def test_permissions_must_be_explicit_and_valid(standin):
+    with pytest.raises(ValueError):
+        requesty.create_key("k", Decimal(1), {"completions": "write"})
+    with pytest.raises(ValueError):
+        requesty.create_key("k", Decimal(1), {"manage": "admin", "completions": "write"})
+    assert standin.calls == []
+
+
+@pytest.mark.parametrize(
+    "fault,error",
+    [
+        (Fault.status(400), requesty.BadRequest),
+        (Fault.status(401), requesty.AuthFailed),
+        (Fault.status(403), requesty.AuthFailed),
+        (Fault.status(404), requesty.NotFound),
+        (Fault.status(409), requesty.Rejected),
+        (Fault.status(429, headers={"Retry-After": "7"}), requesty.RateLimited),
+        (Fault.status(500), requesty.Unavailable),
+        (Fault.status(502, body="<html>bad gateway</html>", content_type="text/html"), requesty.Unavailable),
+        (Fault.reset(), requesty.Unavailable),
+        (Fault.after_action_reset(), requesty.Unavailable),
+        (Fault.after_action_body("not json"), requesty.MalformedResponse),
+        (Fault.after_action_body('{"api_key_id": "x", "api_key": "y"}'), requesty.MalformedResponse),
+    ],
+)
+def test_failure_classes(standin, fault, error):
+    standin.inject(fault, method="POST")
+    with pytest.raises(error) as info:
+        requesty.create_key("k", Decimal(1), PERMS)
+    assert "ADMIN-TOKEN-CANARY" not in str(info.value)
+    if error is requesty.RateLimited:
+        assert info.value.retry_after == 7
+    if error is requesty.Unavailable and info.value.status:
+        assert "bad gateway" not in str(info.value)
+
+
+def test_connection_refused_is_not_sent(settings):
+    settings.REQUESTY_BASE_URL = "http://127.0.0.1:9"
+    with pytest.raises(requesty.NotSent):
+        requesty.create_key("k", Decimal(1), PERMS)
+
+
+def test_dns_failure_is_not_sent(settings):
+    settings.REQUESTY_BASE_URL = "http://name.invalid"
+    with pytest.raises(requesty.NotSent):
+        requesty.get_key("self")
+
+
+def test_read_timeout_after_create_is_unknown(standin, settings):
+    settings.REQUESTY_READ_TIMEOUT = 0.3
+    standin.inject(Fault.after_action_delay(1), method="POST")
+    with pytest.raises(requesty.Unavailable):
+        requesty.create_key("k", Decimal(1), PERMS)
+    assert len(standin.keys) == 1  # it did exist upstream: hence "unknown", not "rejected"
+
+
+def test_trickle_is_cut_by_the_overall_deadline(standin, settings):
+    settings.REQUESTY_CONNECT_TIMEOUT, settings.REQUESTY_READ_TIMEOUT = 0.2, 0.5
+    standin.inject(Fault.trickle(0.2), method="POST")
+    with pytest.raises(requesty.Unavailable):
+        requesty.create_key("k", Decimal(1), PERMS)
+
+
+def test_missing_secret_keeps_the_id_for_compensation(standin):
+    standin.inject(Fault.after_action_body(lambda real: json.dumps({"api_key_id": real["api_key_id"]})), method="POST")
+    with pytest.raises(requesty.MalformedResponse) as info:
+        requesty.create_key("k", Decimal(1), PERMS)
+    assert info.value.api_key_id in standin.keys
+
+
+def test_get_list_and_delete(standin):
+    seeded = standin.add_key("seeded", monthly_limit=Decimal("5"), monthly_spend=Decimal("1.25"))
+    info = requesty.get_key(seeded["id"])
+    assert (info.name, info.monthly_limit, info.monthly_spend) == ("seeded", Decimal(5), Decimal("1.25"))
+    assert [k.id for k in requesty.list_keys()] == [seeded["id"]]
+    requesty.delete_key(seeded["id"])
+    with pytest.raises(requesty.NotFound):
+        requesty.delete_key(seeded["id"])
+
+
+def test_key_ids_cannot_rewrite_the_path(standin):
+    with pytest.raises(ValueError):
+        requesty.delete_key("../org")
+    assert standin.calls == []
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        (5, Decimal(5)),
+        ("5.25", Decimal("5.25")),
+        (Decimal("1.1"), Decimal("1.1")),
+        ("NaN", None),
+        (True, None),
+        ([], None),
+    ],
+)
+def test_money_is_read_from_numbers_or_strings(value, expected):
+    assert requesty.parse_money(value) == expected
+
+
+def test_no_redirects_are_followed(standin):
+    standin.inject(Fault.status(302, headers={"Location": "http://127.0.0.1:9/steal"}), method="GET")
+    with pytest.raises(requesty.Unavailable):
+        requesty.get_key("self")
