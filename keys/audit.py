@@ -1,14 +1,51 @@
-"""Appending audit events. Every state change of an issuance and every refusal goes through here."""
+"""The audit trail: appending events to the hash chain, and verifying it.
+
+Every state change of an issuance and every refusal goes through `record`. Each event stores
+`hash = HMAC(AUDIT_HMAC_KEY, prev_hash || canonical(event))`; appends are serialised (a
+PostgreSQL advisory lock, or SQLite's IMMEDIATE transactions) so the chain cannot fork.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC
+from decimal import Decimal
+
 from django.conf import settings
+from django.db import connection, transaction
 from django.http import HttpRequest
+from django.utils import timezone
 
 from .models import AuditEvent, Issuance
 
 Action = AuditEvent.Action
 Outcome = AuditEvent.Outcome
+
+GENESIS = "0" * 64
+_LOCK_ID = 0x6B657973  # "keys": the advisory lock that serialises appends on PostgreSQL
+CHAINED_FIELDS = (
+    "seq",
+    "created_at",
+    "actor_id",
+    "actor_username",
+    "actor_email",
+    "action",
+    "outcome",
+    "issuance_id",
+    "key_name",
+    "api_key_id",
+    "monthly_limit",
+    "manage",
+    "completions",
+    "source_ip",
+    "upstream_status",
+    "detail",
+)
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -17,8 +54,49 @@ def client_ip(request: HttpRequest) -> str | None:
     if hops > 0:
         forwarded = [p.strip() for p in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if p.strip()]
         if len(forwarded) >= hops:
-            return forwarded[-hops]
-    return request.META.get("REMOTE_ADDR") or None
+            return _ip(forwarded[-hops])
+    return _ip(request.META.get("REMOTE_ADDR"))
+
+
+def _ip(value: str | None) -> str | None:
+    try:
+        return ipaddress.ip_address(value).compressed if value else None
+    except ValueError:
+        return None
+
+
+# --- Canonical form and hash ----------------------------------------------------------------------
+def _canonical_value(value):
+    if value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, Decimal):
+        return f"{value:.2f}"
+    if hasattr(value, "isoformat"):
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    return str(value)  # UUID
+
+
+def canonical(event: AuditEvent) -> str:
+    """The bytes the hash covers: every chained field, in a fixed order, as sorted-key JSON."""
+    data = {name: _canonical_value(getattr(event, name)) for name in CHAINED_FIELDS}
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def compute_hash(prev_hash: str, event: AuditEvent) -> str:
+    key = settings.AUDIT_HMAC_KEY.encode()
+    return hmac.new(key, (prev_hash + canonical(event)).encode(), hashlib.sha256).hexdigest()
+
+
+# --- Appending ------------------------------------------------------------------------------------
+def _clean(field: str, value):
+    """Values as the database will return them: NUL-free, within the column's length."""
+    if isinstance(value, str):
+        value = value.replace("\x00", "\ufffd")
+        max_length = AuditEvent._meta.get_field(field).max_length
+        return value[:max_length] if max_length else value
+    if isinstance(value, Decimal):
+        return value.quantize(Decimal("0.01"))
+    return value
 
 
 def record(
@@ -45,15 +123,82 @@ def record(
         }
         actor = actor if actor is not None else issuance.actor
         source_ip = source_ip or issuance.source_ip
-    return AuditEvent.objects.create(
-        action=action,
-        outcome=outcome,
-        actor=actor,
-        actor_username=getattr(actor, "username", "") or "",
-        actor_email=getattr(actor, "email", "") or "",
-        issuance=issuance,
-        source_ip=source_ip,
-        upstream_status=upstream_status,
-        detail=detail[:500],
+    fields = {
+        "action": action,
+        "outcome": outcome,
+        "actor_id": getattr(actor, "pk", None),
+        "actor_username": getattr(actor, "username", "") or "",
+        "actor_email": getattr(actor, "email", "") or "",
+        "issuance_id": issuance.pk if issuance is not None else None,
+        "source_ip": _ip(source_ip),
+        "upstream_status": upstream_status,
+        "detail": detail,
         **values,
-    )
+    }
+    event = AuditEvent(**{name: _clean(name, value) for name, value in fields.items()})
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_ID])
+        last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
+        event.seq, event.prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
+        event.created_at = timezone.now()
+        event.hash = compute_hash(event.prev_hash, event)
+        event.save(force_insert=True)
+    return event
+
+
+# --- Verifying ------------------------------------------------------------------------------------
+@dataclass
+class Verdict:
+    ok: bool
+    count: int
+    message: str
+    seq: int | None = None
+
+
+def _walk(batch: int = 5000) -> Iterator[AuditEvent]:
+    last = 0
+    while True:
+        rows = list(AuditEvent.objects.filter(seq__gt=last).order_by("seq")[:batch])
+        yield from rows
+        if len(rows) < batch:
+            return
+        last = rows[-1].seq
+
+
+def verify(expected_head: tuple[int, str] | None = None) -> Verdict:
+    """Walk the chain from the first event; report the first event that was changed, removed or
+    reordered. With `expected_head` (a (seq, hash) copied elsewhere earlier), also detect a
+    truncated tail, which the chain alone cannot reveal."""
+    previous, expected_seq, count, head = GENESIS, 1, 0, None
+    for event in _walk():
+        if event.seq != expected_seq:
+            return Verdict(
+                False, count, f"Event #{expected_seq} is missing (removed); the next is #{event.seq}.", expected_seq
+            )
+        if compute_hash(event.prev_hash, event) != event.hash:
+            return Verdict(
+                False, count, f"Event #{event.seq} was changed: its hash does not match its contents.", event.seq
+            )
+        if event.prev_hash != previous:
+            return Verdict(
+                False,
+                count,
+                f"Event #{event.seq} does not follow event #{event.seq - 1}: events were removed, reordered or rewritten.",
+                event.seq,
+            )
+        previous, expected_seq, count, head = event.hash, expected_seq + 1, count + 1, event
+    if expected_head is not None:
+        seq, digest = expected_head
+        if head is None or head.seq < seq:
+            last = head.seq if head else 0
+            return Verdict(False, count, f"Events after #{last} were removed: the recorded head is #{seq}.", last + 1)
+        recorded = AuditEvent.objects.filter(seq=seq).values_list("hash", flat=True).first()
+        if recorded != digest:
+            return Verdict(False, count, f"Event #{seq} does not match the recorded head hash.", seq)
+    return Verdict(True, count, f"{count} events verified.")
+
+
+def head() -> tuple[int, str] | None:
+    return AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()

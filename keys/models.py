@@ -94,9 +94,14 @@ class AppendOnlyQuerySet(models.QuerySet):
 
 
 class AuditEvent(models.Model):
-    """Who did what, when, from where, and what happened. Append-only: the model refuses updates
-    and deletes. The actor's name and e-mail are copied, so renaming or deleting the user later
-    does not rewrite history."""
+    """Who did what, when, from where, and what happened.
+
+    Append-only: the model refuses updates and deletes (and on PostgreSQL a trigger refuses them
+    too). Tamper-evident: `seq` numbers events without gaps and `hash` is an HMAC over the previous
+    hash and this event's canonical form (keys/audit.py), so a changed, removed or reordered row
+    breaks the chain that `manage.py verify_audit` walks. The actor's name and e-mail are copied, so
+    renaming or deleting the user later does not rewrite history. Append only via `audit.record`.
+    """
 
     class Action(models.TextChoices):
         MINT_REQUESTED = "mint.requested"
@@ -108,6 +113,8 @@ class AuditEvent(models.Model):
         MINT_RECORD_FAILED = "mint.record_failed"
         KEY_COMPENSATED = "key.compensated"
         KEY_COMPENSATION_FAILED = "key.compensation_failed"
+        AUDIT_VIEWED = "audit.viewed"
+        AUDIT_EXPORTED = "audit.exported"
 
     class Outcome(models.TextChoices):
         PENDING = "pending"
@@ -116,7 +123,8 @@ class AuditEvent(models.Model):
         FAILURE = "failure"
         UNKNOWN = "unknown"
 
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    seq = models.BigIntegerField(unique=True)
+    created_at = models.DateTimeField(db_index=True)
     # No database constraint and no cascade: deleting a user must not rewrite (UPDATE) history.
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False
@@ -134,11 +142,21 @@ class AuditEvent(models.Model):
     source_ip = models.GenericIPAddressField(null=True, blank=True)
     upstream_status = models.PositiveSmallIntegerField(null=True, blank=True)
     detail = models.CharField(max_length=500, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
 
     objects = AppendOnlyQuerySet.as_manager()
 
     class Meta:
-        ordering = ["-created_at", "-id"]
+        ordering = ["-seq"]
+        permissions = [("view_audit_log", "Can review and export the audit log")]
+        indexes = [
+            # Keyset pagination walks `seq`; each filter gets an index that ends in `seq`.
+            models.Index(fields=["actor_username", "seq"], name="audit_actor_seq"),
+            models.Index(fields=["action", "seq"], name="audit_action_seq"),
+            models.Index(fields=["outcome", "seq"], name="audit_outcome_seq"),
+            models.Index(fields=["api_key_id", "seq"], name="audit_key_seq"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_username} {self.action} {self.outcome}"

@@ -97,7 +97,9 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Threaded servers and a long-lived connection do not mix well with SQLite's locking.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20})
+    # IMMEDIATE: a transaction takes the write lock when it begins, so audit appends queue up
+    # instead of failing with "database is locked" when two of them race.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
 
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
@@ -188,6 +190,11 @@ REQUESTY_CONNECT_TIMEOUT = env.float("REQUESTY_CONNECT_TIMEOUT", default=5.0)
 REQUESTY_READ_TIMEOUT = env.float("REQUESTY_READ_TIMEOUT", default=20.0)
 # gunicorn.conf.py reads the same variable; the Requesty deadlines must end before it.
 GUNICORN_TIMEOUT = env.int("GUNICORN_TIMEOUT", default=60)
+
+# --- Audit ---------------------------------------------------------------------------------------
+# Keys the audit log's hash chain. Keep it apart from the database: whoever holds both can rewrite
+# history undetectably. Changing it makes every earlier event fail verification.
+AUDIT_HMAC_KEY = _required("AUDIT_HMAC_KEY", "sandbox-audit-hmac-key")
 
 # --- Portal policy --------------------------------------------------------------------------------
 PORTAL_MAX_MONTHLY_LIMIT = Decimal(env.str("PORTAL_MAX_MONTHLY_LIMIT", default="100"))

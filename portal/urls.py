@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from keys import audit_views
 from keys import views as key_views
 
 urlpatterns = [
@@ -11,5 +12,10 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", key_views.logout, name="logout"),
     path("keys/", include("keys.urls")),
+    path("audit/", audit_views.audit_log, name="audit"),
+    path("audit/events/<int:seq>/", audit_views.audit_event, name="audit-event"),
+    path("audit/keys/<str:api_key_id>/", audit_views.audit_key, name="audit-key"),
+    path("audit/export.csv", audit_views.audit_export, {"fmt": "csv"}, name="audit-export-csv"),
+    path("audit/export.jsonl", audit_views.audit_export, {"fmt": "jsonl"}, name="audit-export-jsonl"),
     path("admin/", admin.site.urls),
 ]

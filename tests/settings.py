@@ -6,6 +6,7 @@ DATABASE_URL from the environment is honoured, so `.ci/run` can run the suite on
 import os
 
 os.environ.setdefault("SECRET_KEY", "test-secret-key-" + "x" * 50)
+os.environ.setdefault("AUDIT_HMAC_KEY", "test-audit-hmac-key")
 os.environ.setdefault("REQUESTY_ADMIN_TOKEN", "ADMIN-TOKEN-CANARY-6f1d2c")
 os.environ.setdefault("REQUESTY_BASE_URL", "http://127.0.0.1:9")  # tests point it at the stand-in
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")

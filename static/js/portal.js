@@ -76,3 +76,16 @@
     if (box) box.hidden = true;
   });
 })();
+
+// Audit times are printed in UTC; the viewer's local time appears on hover.
+(function () {
+  "use strict";
+  function localTimes(root) {
+    root.querySelectorAll("time[data-local]").forEach(function (el) {
+      var when = new Date(el.getAttribute("datetime"));
+      if (!isNaN(when)) el.title = when.toLocaleString() + " (your time)";
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { localTimes(document); });
+  document.addEventListener("htmx:afterSwap", function (event) { localTimes(event.target.parentNode || document); });
+})();

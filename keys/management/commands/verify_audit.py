@@ -1,0 +1,33 @@
+"""Walk the audit log's hash chain; exit non-zero at the first broken link."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from keys import audit
+
+
+class Command(BaseCommand):
+    help = "Verify the audit log's hash chain, or print its head (--head) to keep a copy elsewhere."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--head", action="store_true", help="print the latest sequence number and hash")
+        parser.add_argument(
+            "--expect-head",
+            metavar="SEQ:HASH",
+            help="a head printed earlier by --head; reveals events removed from the end of the log",
+        )
+
+    def handle(self, *args, head, expect_head, **options):
+        if head:
+            latest = audit.head()
+            self.stdout.write(f"{latest[0]}:{latest[1]}" if latest else "0:" + audit.GENESIS)
+            return
+        expected = None
+        if expect_head:
+            seq, _, digest = expect_head.partition(":")
+            if not seq.isdigit() or len(digest) != 64:
+                raise CommandError("--expect-head takes SEQ:HASH as printed by --head.")
+            expected = (int(seq), digest)
+        verdict = audit.verify(expected)
+        if not verdict.ok:
+            raise CommandError(f"Audit chain broken after {verdict.count} good events. {verdict.message}")
+        self.stdout.write(self.style.SUCCESS(verdict.message))
