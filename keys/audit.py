@@ -185,7 +185,8 @@ def verify(expected_head: tuple[int, str] | None = None) -> Verdict:
             return Verdict(
                 False,
                 count,
-                f"Event #{event.seq} does not follow event #{event.seq - 1}: events were removed, reordered or rewritten.",
+                f"Event #{event.seq} does not follow event #{event.seq - 1}: "
+                "events were removed, reordered or rewritten.",
                 event.seq,
             )
         previous, expected_seq, count, head = event.hash, expected_seq + 1, count + 1, event

@@ -210,7 +210,7 @@ def test_same_timestamps_do_not_lose_rows(auclient):
 
 
 def test_each_page_runs_a_bounded_number_of_queries(auclient, django_assert_max_num_queries):
-    for i in range(PAGE_SIZE + 5):
+    for _ in range(PAGE_SIZE + 5):
         event()
     for query in ("", "?before=20", "?after=3", "?last=1", "?actor=x&outcome=denied&since=2026-01-01"):
         with django_assert_max_num_queries(12):  # session, user, permissions, page, 2 edges, audit append
