@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
@@ -44,7 +44,7 @@ class Command(BaseCommand):
             + f"  Stand-in Requesty: {standin.base_url}\n"
             + f"  Open:              http://localhost:{port}/keys/new/\n"
             + "  Sign in as a requester:  requester / requester-pass\n"
-            + "  Sign in as an admin:     admin / admin-pass\n"
+            + "  Sign in as an admin:     admin / admin-pass   (also sees the audit log at /audit/)\n"
             + "  Stop with Ctrl+C.\n"
         )
         os.environ.setdefault("DJANGO_RUNSERVER_HIDE_WARNING", "true")
@@ -55,7 +55,7 @@ class Command(BaseCommand):
 
     def _demo_users(self) -> None:
         User = get_user_model()
-        perm = Permission.objects.get(codename="portal_admin", content_type__app_label="keys")
+        portal_admins = Group.objects.get(name="Portal admins")  # created by migration 0003
         for username, password, is_admin in DEMO_USERS:
             user, created = User.objects.get_or_create(username=username, defaults={"email": f"{username}@example.com"})
             if created:
@@ -63,4 +63,4 @@ class Command(BaseCommand):
                 user.is_staff = is_admin
                 user.save()
                 if is_admin:
-                    user.user_permissions.add(perm)
+                    user.groups.add(portal_admins)
