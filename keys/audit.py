@@ -99,19 +99,23 @@ def _clean(field: str, value):
     return value
 
 
+_FROM_ISSUANCE = object()
+
+
 def record(
     action: str,
     outcome: str,
     *,
-    actor=None,
+    actor=_FROM_ISSUANCE,
     issuance: Issuance | None = None,
     source_ip: str | None = None,
     upstream_status: int | None = None,
     detail: str = "",
     **values,
 ) -> AuditEvent:
-    """Append one event. With an issuance, the key's name, limit and permissions come from it;
-    otherwise pass key_name / monthly_limit / manage / completions / api_key_id as keywords."""
+    """Append one event. With an issuance, the key's name, limit, permissions and (unless `actor`
+    is given) actor come from it; otherwise pass key_name / monthly_limit / manage / completions /
+    api_key_id as keywords. `actor=None` records the portal itself ("system")."""
     if issuance is not None:
         values = {
             "key_name": issuance.name,
@@ -121,13 +125,14 @@ def record(
             "completions": issuance.completions,
             **values,
         }
-        actor = actor if actor is not None else issuance.actor
+        actor = issuance.actor if actor is _FROM_ISSUANCE else actor
         source_ip = source_ip or issuance.source_ip
+    actor = None if actor is _FROM_ISSUANCE else actor
     fields = {
         "action": action,
         "outcome": outcome,
         "actor_id": getattr(actor, "pk", None),
-        "actor_username": getattr(actor, "username", "") or "",
+        "actor_username": getattr(actor, "username", "") if actor is not None else "system",
         "actor_email": getattr(actor, "email", "") or "",
         "issuance_id": issuance.pk if issuance is not None else None,
         "source_ip": _ip(source_ip),

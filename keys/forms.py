@@ -157,3 +157,28 @@ def prefill(params, user) -> tuple[dict, list[str]]:
     if "manage" in params:
         notes.append("Links cannot set the manage permission; it is “none”.")
     return initial, notes
+
+
+class LimitForm(forms.Form):
+    """A new monthly limit for an existing key: the same rules as minting."""
+
+    monthly_limit = forms.CharField(label="Monthly limit (USD)", max_length=40, required=False)
+
+    def __init__(self, *args, key, user, **kwargs):
+        kwargs.setdefault("initial", {"monthly_limit": key.monthly_limit})
+        super().__init__(*args, **kwargs)
+        self.key, self.user = key, user
+        self.denials: list[str] = []
+        self.max_limit = policy.max_monthly_limit(user)
+
+    def clean_monthly_limit(self) -> Decimal:
+        if self.key.status != "active":
+            raise forms.ValidationError("This key is no longer active, so its limit cannot change.")
+        amount = parse_amount(self.cleaned_data["monthly_limit"])
+        if amount < policy.min_monthly_limit(self.user):
+            raise forms.ValidationError("The monthly limit must be more than 0.")
+        if self.max_limit is not None and amount > self.max_limit:
+            message = f"Your monthly limit can be at most ${self.max_limit}."
+            self.denials.append(f"monthly_limit: {message}")
+            raise forms.ValidationError(message)
+        return amount

@@ -62,8 +62,9 @@ class IssuedKey(models.Model):
     """A key Requesty created for a portal user: its id and what was asked, never its secret."""
 
     class Status(models.TextChoices):
-        ACTIVE = "active"
-        REVOKED = "revoked"
+        ACTIVE = "active", "active"
+        REVOKED = "revoked", "revoked"
+        DELETED_UPSTREAM = "deleted", "deleted outside the portal"
 
     api_key_id = models.CharField(max_length=64, unique=True)
     issuance = models.OneToOneField(Issuance, on_delete=models.PROTECT, related_name="issued_key")
@@ -76,9 +77,17 @@ class IssuedKey(models.Model):
     completions = models.CharField(max_length=5, choices=LEVELS)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
     created_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    # Spend as Requesty last reported it, so a busy "My keys" page does not call Requesty for
+    # every row on every load (kept in the database: shared by every portal process).
+    spend = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    spend_checked_at = models.DateTimeField(null=True, blank=True)
+    # Set when offboarding could not revoke the key upstream; admins see these listed.
+    revocation_failed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "status"])]
         permissions = [("portal_admin", "Can act as a portal admin (manage rights, any limit)")]
 
     def __str__(self) -> str:
@@ -113,6 +122,12 @@ class AuditEvent(models.Model):
         MINT_RECORD_FAILED = "mint.record_failed"
         KEY_COMPENSATED = "key.compensated"
         KEY_COMPENSATION_FAILED = "key.compensation_failed"
+        KEY_LIMIT_CHANGED = "key.limit_changed"
+        KEY_LIMIT_FAILED = "key.limit_failed"
+        KEY_REVOKED = "key.revoked"
+        KEY_REVOKE_FAILED = "key.revoke_failed"
+        KEY_DELETED_UPSTREAM = "key.deleted_upstream"
+        ISSUANCE_ABSENT = "issuance.absent"
         AUDIT_VIEWED = "audit.viewed"
         AUDIT_EXPORTED = "audit.exported"
 

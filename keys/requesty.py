@@ -238,6 +238,12 @@ def _plain(exc: Exception) -> Exception:
     return RuntimeError(type(exc).__name__)
 
 
+def _json_number(amount: Decimal) -> int | float:
+    """Money goes out as a JSON number. Amounts have at most 2 decimal places, which a float's
+    shortest repr reproduces exactly (12.34 -> 12.34); whole amounts go out as integers."""
+    return int(amount) if amount == amount.to_integral() else float(amount)
+
+
 def _json(content: bytes, status: int) -> Any:
     try:
         return json.loads(content, parse_float=Decimal)
@@ -251,12 +257,7 @@ def create_key(name: str, monthly_limit: Decimal, permissions: dict[str, str]) -
     """POST /v1/manage/apikey. Never retried: a retry could mint a second key."""
     if set(permissions) != {"manage", "completions"} or not set(permissions.values()) <= set(_LEVELS):
         raise ValueError("permissions must name both manage and completions with a valid level")
-    body = {
-        "name": name,
-        # A JSON number, from the Decimal's exact digits (never through float arithmetic).
-        "monthly_limit": int(monthly_limit) if monthly_limit == monthly_limit.to_integral() else float(monthly_limit),
-        "permissions": dict(permissions),
-    }
+    body = {"name": name, "monthly_limit": _json_number(monthly_limit), "permissions": dict(permissions)}
     status, content = _call("POST", "/v1/manage/apikey", body)
     data = _json(content, status)
     key_id = data.get("api_key_id") if isinstance(data, dict) else None
@@ -318,3 +319,38 @@ def _path_id(api_key_id: str) -> str:
     if valid is None:
         raise ValueError("not a Requesty key id")
     return valid
+
+
+def update_limit(api_key_id: str, monthly_limit: Decimal) -> None:
+    """POST /v1/manage/apikey/{id}/limit (204)."""
+    _call("POST", f"/v1/manage/apikey/{_path_id(api_key_id)}/limit", {"monthly_limit": _json_number(monthly_limit)})
+
+
+@dataclass(frozen=True)
+class UsagePoint:
+    period: str  # YYYY-MM-DD
+    spend: Decimal
+    requests: int
+
+
+def get_usage(api_key_id: str, start, end, resolution: str = "day") -> list[UsagePoint]:
+    """GET /v1/manage/apikey/{id}/usage; period keys may be RFC3339 timestamps or dates."""
+    params = {"start": start.isoformat(), "end": end.isoformat(), "resolution": resolution}
+    status, content = _call("GET", f"/v1/manage/apikey/{_path_id(api_key_id)}/usage", params=params)
+    data = _json(content, status)
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        raise MalformedResponse("Requesty's usage answer had no usage.", status)
+    points = []
+    for period, values in usage.items():
+        if not isinstance(values, dict):
+            continue
+        requests_ = values.get("total_requests", values.get("requests", 0))
+        points.append(
+            UsagePoint(
+                period=str(period)[:10],
+                spend=parse_money(values.get("spend")) or Decimal(0),
+                requests=requests_ if isinstance(requests_, int) and not isinstance(requests_, bool) else 0,
+            )
+        )
+    return sorted(points, key=lambda p: p.period)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth import views as auth_views
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from . import audit, policy
-from .forms import KeyRequestForm, new_nonce, prefill
+from . import audit, lifecycle, policy, requesty
+from .charts import usage_chart
+from .forms import KeyRequestForm, LimitForm, new_nonce, prefill
 from .minting import MintError, mint_key
-from .models import AuditEvent
+from .models import AuditEvent, Issuance, IssuedKey
 
 TEMPLATE = "keys/new.html"
 
@@ -97,3 +99,138 @@ def logout(request):
     response = auth_views.LogoutView.as_view()(request)
     response["Clear-Site-Data"] = '"cache", "storage"'
     return response
+
+
+# --- Key lifecycle: my keys, spend, usage, limit, revoke -----------------------------------------
+def _keys_for(user):
+    """Admins see every key; everyone else only their own (others' ids answer 404, not 403)."""
+    keys = IssuedKey.objects.select_related("owner", "issuance")
+    return keys if policy.is_portal_admin(user) else keys.filter(owner=user)
+
+
+def _key_or_404(request, pk: int) -> IssuedKey:
+    return get_object_or_404(_keys_for(request.user), pk=pk)
+
+
+def _partial(request, template: str, name: str) -> str:
+    return f"{template}#{name}" if request.htmx and not request.htmx.history_restore_request else template
+
+
+@require_GET
+def key_list(request):
+    is_admin = policy.is_portal_admin(request.user)
+    keys = _keys_for(request.user)
+    unknown = Issuance.objects.filter(state__in=[Issuance.State.UNKNOWN, Issuance.State.REQUESTED])
+    owner, status = request.GET.get("owner", "").strip(), request.GET.get("status", "")
+    if is_admin and owner:
+        keys, unknown = keys.filter(owner__username=owner), unknown.filter(actor__username=owner)
+    if not is_admin:
+        unknown = unknown.filter(actor=request.user)
+    if status in IssuedKey.Status.values:
+        keys, unknown = keys.filter(status=status), unknown.none()
+    elif status == "unknown":
+        keys = keys.none()
+    context = {
+        "keys": keys[:500],
+        "unknown": unknown.order_by("-created_at")[:100],
+        "is_admin": is_admin,
+        "owner": owner,
+        "status": status,
+        "statuses": [*IssuedKey.Status.choices, ("unknown", "outcome unknown")],
+        "revocation_failures": IssuedKey.objects.filter(
+            status=IssuedKey.Status.ACTIVE, revocation_failed_at__isnull=False
+        )
+        if is_admin
+        else [],
+    }
+    return render(request, "keys/list.html", context)
+
+
+@require_GET
+def key_spend(request, pk: int):
+    key = _key_or_404(request, pk)
+    context = {"key": key, "spend": None, "spend_error": ""}
+    if key.status == IssuedKey.Status.ACTIVE:
+        try:
+            context["spend"] = lifecycle.current_spend(key)
+        except lifecycle.LifecycleError as exc:
+            context["spend_error"] = exc.message
+        except requesty.RequestyError:
+            context["spend_error"] = "Spend unavailable right now."
+    return render(request, "keys/list.html#spend", context)
+
+
+@require_GET
+def key_detail(request, pk: int):
+    key = _key_or_404(request, pk)
+    return render(request, "keys/detail.html", {"key": key, "limit_form": LimitForm(key=key, user=request.user)})
+
+
+@require_GET
+def key_usage(request, pk: int):
+    key = _key_or_404(request, pk)
+    context = {"key": key, "chart": None, "usage_error": ""}
+    try:
+        context["chart"] = usage_chart(key)
+    except requesty.RequestyError as exc:
+        context["usage_error"] = (
+            lifecycle.failure_message(exc, "report usage")
+            if not isinstance(exc, requesty.NotFound)
+            else "This key no longer exists in Requesty."
+        )
+    return render(request, "keys/detail.html#usage", context)
+
+
+@require_POST
+def key_limit(request, pk: int):
+    key = _key_or_404(request, pk)
+    form = LimitForm(request.POST, key=key, user=request.user)
+    context = {"key": key, "limit_form": form, "limit_error": "", "limit_changed": False}
+    if form.is_valid():
+        try:
+            lifecycle.change_limit(
+                key, form.cleaned_data["monthly_limit"], actor=request.user, source_ip=audit.client_ip(request)
+            )
+            context["limit_changed"] = True
+            context["limit_form"] = LimitForm(key=key, user=request.user)
+        except lifecycle.LifecycleError as exc:
+            context["limit_error"] = exc.message
+    elif form.denials:
+        audit.record(
+            AuditEvent.Action.KEY_LIMIT_FAILED,
+            AuditEvent.Outcome.DENIED,
+            actor=request.user,
+            issuance=key.issuance,
+            source_ip=audit.client_ip(request),
+            api_key_id=key.api_key_id,
+            monthly_limit=None,
+            detail="; ".join(form.denials),
+        )
+    return render(request, _partial(request, "keys/detail.html", "limit"), context)
+
+
+@require_http_methods(["GET", "POST"])
+def key_revoke(request, pk: int):
+    """GET asks for confirmation naming the key; POST revokes it upstream, then here."""
+    key = _key_or_404(request, pk)
+    if request.method == "GET":
+        return render(request, _partial(request, "keys/revoke.html", "confirm"), {"key": key})
+    error = ""
+    if key.status == IssuedKey.Status.ACTIVE:
+        try:
+            lifecycle.revoke(key, actor=request.user, source_ip=audit.client_ip(request))
+        except lifecycle.LifecycleError as exc:
+            error = exc.message
+    if request.htmx:
+        context = {
+            "key": key,
+            "row_error": error,
+            "just_changed": not error,
+            "is_admin": policy.is_portal_admin(request.user),
+        }
+        return render(request, "keys/list.html#row", context)
+    if error:
+        return render(request, "keys/revoke.html", {"key": key, "error": error}, status=502)
+    gone = "It was already deleted in Requesty." if key.status == IssuedKey.Status.DELETED_UPSTREAM else ""
+    messages.success(request, f"The key “{key.name}” is revoked. {gone}".strip())
+    return redirect("keys:list")

@@ -110,10 +110,16 @@ def _audit_trigger_vs_flush(request):
     """On PostgreSQL the audit table refuses TRUNCATE (migration 0003), but pytest-django empties
     the database with TRUNCATE after each transactional test (live_server, browser tests). Switch
     the trigger off just for that flush, and back on for the next test."""
-    if "transactional_db" not in request.fixturenames and "live_server" not in request.fixturenames:
+    marker = request.node.get_closest_marker("django_db")
+    transactional = (
+        "transactional_db" in request.fixturenames
+        or "live_server" in request.fixturenames
+        or bool(marker and marker.kwargs.get("transaction"))
+    )
+    if not transactional:
         yield
         return
-    request.getfixturevalue("transactional_db")
+    request.getfixturevalue("_django_db_helper")  # set up first, so torn down (flushed) after this
     from django.db import connection
 
     is_pg = connection.vendor == "postgresql"

@@ -1,0 +1,204 @@
+"""What happens to a key after minting: spend, limit changes, revocation, offboarding.
+
+Each operation calls Requesty first and changes the portal's record only after Requesty confirmed,
+so the record never claims something Requesty did not do. Every change and failure is audited
+with the values before and after.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import audit, requesty
+from .models import AuditEvent, IssuedKey
+
+log = logging.getLogger(__name__)
+Action, Outcome, Status = AuditEvent.Action, AuditEvent.Outcome, IssuedKey.Status
+SPEND_FRESH_FOR = timedelta(seconds=60)
+
+
+class LifecycleError(Exception):
+    """A change Requesty did not confirm; `message` says what the user can do."""
+
+    def __init__(self, message: str, status: int = 502):
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+def failure_message(exc: requesty.RequestyError, what: str) -> str:
+    if isinstance(exc, requesty.AuthFailed):
+        return f"The portal is misconfigured and could not {what}; the portal admins have been notified."
+    if isinstance(exc, requesty.RateLimited):
+        wait = f"in {exc.retry_after} seconds" if exc.retry_after else "in a minute"
+        return f"Requesty is busy and did not {what}. Try again {wait}."
+    if isinstance(exc, requesty.NotSent):
+        return f"Requesty could not be reached, so the portal did not {what}. Try again in a minute."
+    if isinstance(exc, requesty.OutcomeUnknown):
+        return (
+            f"Requesty did not confirm in time whether it could {what}. Nothing was changed in the portal; "
+            "check again in a minute before retrying."
+        )
+    return f"Requesty refused to {what}. Nothing was changed."
+
+
+def _audit_key(action, outcome, key: IssuedKey, *, actor, source_ip=None, upstream_status=None, detail="", **values):
+    return audit.record(
+        action,
+        outcome,
+        actor=actor,
+        issuance=key.issuance,
+        source_ip=source_ip,
+        upstream_status=upstream_status,
+        detail=detail,
+        **{"api_key_id": key.api_key_id, "monthly_limit": key.monthly_limit, **values},
+    )
+
+
+def _log_failure(exc: requesty.RequestyError, what: str, key: IssuedKey) -> None:
+    level = logging.ERROR if isinstance(exc, requesty.AuthFailed) else logging.WARNING
+    log.log(level, "Requesty %s failed: %s", what, type(exc).__name__, extra={"api_key_id": key.api_key_id})
+
+
+# --- Spend ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Spend:
+    spend: Decimal
+    limit: Decimal
+    checked_at: object
+
+    @property
+    def percent(self) -> int:
+        """Share of the limit spent, 0-100 (a key without a cap shows 0)."""
+        if not self.limit:
+            return 0
+        return max(0, min(100, int(self.spend * 100 / self.limit)))
+
+
+def current_spend(key: IssuedKey, *, max_age: timedelta = SPEND_FRESH_FOR) -> Spend:
+    """This month's spend, from Requesty at most once a minute per key."""
+    now = timezone.now()
+    if key.spend is not None and key.spend_checked_at and now - key.spend_checked_at < max_age:
+        return Spend(key.spend, key.monthly_limit, key.spend_checked_at)
+    try:
+        info = requesty.get_key(key.api_key_id)
+    except requesty.NotFound:
+        _mark_deleted_upstream(key, actor=None, detail="spend lookup: key no longer exists upstream")
+        raise LifecycleError("This key no longer exists in Requesty; it was deleted outside the portal.", 404) from None
+    spend = info.monthly_spend if info.monthly_spend is not None else Decimal(0)
+    IssuedKey.objects.filter(pk=key.pk).update(spend=spend, spend_checked_at=now)
+    key.spend, key.spend_checked_at = spend, now
+    return Spend(spend, key.monthly_limit, now)
+
+
+# --- Limit ----------------------------------------------------------------------------------------
+def change_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None) -> None:
+    before = key.monthly_limit
+    detail = f"monthly limit {before:.2f} -> {new_limit:.2f}"
+    try:
+        requesty.update_limit(key.api_key_id, new_limit)
+    except requesty.NotFound:
+        _mark_deleted_upstream(key, actor=actor, source_ip=source_ip, detail="limit change: key no longer exists")
+        raise LifecycleError("This key no longer exists in Requesty; it was deleted outside the portal.", 404) from None
+    except requesty.RequestyError as exc:
+        _log_failure(exc, "limit change", key)
+        _audit_key(
+            Action.KEY_LIMIT_FAILED,
+            Outcome.UNKNOWN if isinstance(exc, requesty.OutcomeUnknown) else Outcome.FAILURE,
+            key,
+            actor=actor,
+            source_ip=source_ip,
+            upstream_status=exc.status,
+            detail=f"{detail} not applied: {type(exc).__name__}",
+            monthly_limit=new_limit,
+        )
+        raise LifecycleError(failure_message(exc, "change the limit")) from None
+    with transaction.atomic():
+        key.monthly_limit = new_limit
+        key.save(update_fields=["monthly_limit"])
+        _audit_key(
+            Action.KEY_LIMIT_CHANGED,
+            Outcome.SUCCESS,
+            key,
+            actor=actor,
+            source_ip=source_ip,
+            upstream_status=204,
+            detail=detail,
+        )
+
+
+# --- Revocation -----------------------------------------------------------------------------------
+def revoke(key: IssuedKey, *, actor, source_ip=None, reason: str = "revoked by user") -> str:
+    """Delete the key upstream, then mark it. Returns the key's new status."""
+    try:
+        requesty.delete_key(key.api_key_id)
+    except requesty.NotFound:
+        _mark_deleted_upstream(key, actor=actor, source_ip=source_ip, detail=f"{reason}: already gone upstream")
+        return Status.DELETED_UPSTREAM
+    except requesty.RequestyError as exc:
+        _log_failure(exc, "revocation", key)
+        _audit_key(
+            Action.KEY_REVOKE_FAILED,
+            Outcome.UNKNOWN if isinstance(exc, requesty.OutcomeUnknown) else Outcome.FAILURE,
+            key,
+            actor=actor,
+            source_ip=source_ip,
+            upstream_status=exc.status,
+            detail=f"{reason}: {type(exc).__name__}",
+        )
+        raise LifecycleError(failure_message(exc, "revoke the key")) from None
+    with transaction.atomic():
+        key.status, key.ended_at, key.revocation_failed_at = Status.REVOKED, timezone.now(), None
+        key.save(update_fields=["status", "ended_at", "revocation_failed_at"])
+        _audit_key(
+            Action.KEY_REVOKED,
+            Outcome.SUCCESS,
+            key,
+            actor=actor,
+            source_ip=source_ip,
+            upstream_status=204,
+            detail=reason,
+        )
+    return Status.REVOKED
+
+
+def _mark_deleted_upstream(key: IssuedKey, *, actor, source_ip=None, detail: str) -> None:
+    with transaction.atomic():
+        key.status, key.ended_at, key.revocation_failed_at = Status.DELETED_UPSTREAM, timezone.now(), None
+        key.save(update_fields=["status", "ended_at", "revocation_failed_at"])
+        _audit_key(
+            Action.KEY_DELETED_UPSTREAM,
+            Outcome.SUCCESS,
+            key,
+            actor=actor,
+            source_ip=source_ip,
+            upstream_status=404,
+            detail=detail,
+        )
+
+
+# --- Offboarding ----------------------------------------------------------------------------------
+def offboard(user, *, actor=None) -> tuple[list[IssuedKey], list[IssuedKey]]:
+    """Revoke every active key of a deactivated user. Returns (revoked, failed); failed keys are
+    flagged for admins (`revocation_failed_at`) and retried by `reconcile_keys`."""
+    revoked, failed = [], []
+    for key in IssuedKey.objects.filter(owner=user, status=Status.ACTIVE).select_related("issuance"):
+        try:
+            revoke(key, actor=actor, reason=f"offboarding of {user.get_username()}")
+            revoked.append(key)
+        except LifecycleError:
+            IssuedKey.objects.filter(pk=key.pk).update(revocation_failed_at=timezone.now())
+            failed.append(key)
+    if failed:
+        log.error(
+            "Offboarding could not revoke %d key(s) of %s",
+            len(failed),
+            user.get_username(),
+            extra={"api_key_ids": ",".join(k.api_key_id for k in failed)},
+        )
+    return revoked, failed

@@ -1,0 +1,312 @@
+"""My keys, live spend, usage, limit changes and revocation (issue 4), over HTTP to the stand-in."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+
+from keys.forms import new_nonce
+from keys.models import AuditEvent, Issuance, IssuedKey
+from standin import Fault
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def mint(client, user, name="laptop", limit="25") -> IssuedKey:
+    data = {"name": name, "monthly_limit": limit, "manage": "none", "completions": "write", "nonce": new_nonce(user)}
+    assert client.post("/keys/new/", data, **HTMX).status_code == 200
+    return IssuedKey.objects.get(name=name, owner=user)
+
+
+@pytest.fixture
+def rkey(rclient, requester, standin) -> IssuedKey:
+    return mint(rclient, requester)
+
+
+@pytest.fixture
+def r2client(requester2) -> Client:
+    client = Client()
+    client.force_login(requester2)
+    return client
+
+
+def alerts(response) -> str:
+    return " ".join(re.findall(r'role="alert"[^>]*>([^<]*)', response.content.decode()))
+
+
+# --- Access matrix --------------------------------------------------------------------------------
+def urls(key):
+    return {
+        "detail": ("get", f"/keys/{key.pk}/"),
+        "spend": ("get", f"/keys/{key.pk}/spend/"),
+        "usage": ("get", f"/keys/{key.pk}/usage/"),
+        "limit": ("post", f"/keys/{key.pk}/limit/"),
+        "revoke-confirm": ("get", f"/keys/{key.pk}/revoke/"),
+    }
+
+
+def test_owner_other_user_admin_anonymous(rkey, rclient, r2client, aclient, client, standin):
+    for name, (method, url) in urls(rkey).items():
+        data = {"monthly_limit": "20"} if method == "post" else None
+        assert getattr(rclient, method)(url, data).status_code == 200, name
+        assert getattr(r2client, method)(url, data).status_code == 404, name  # 404, so ids don't leak
+        assert getattr(aclient, method)(url, data).status_code == 200, name
+        assert getattr(client, method)(url, data).status_code == 302, name
+    assert r2client.post(f"/keys/{rkey.pk}/revoke/").status_code == 404
+    assert IssuedKey.objects.get().status == "active"
+
+
+def test_wrong_methods(rkey, rclient):
+    assert rclient.post("/keys/").status_code == 405
+    assert rclient.get(f"/keys/{rkey.pk}/limit/").status_code == 405
+    assert rclient.post(f"/keys/{rkey.pk}/spend/").status_code == 405
+    assert rclient.delete(f"/keys/{rkey.pk}/revoke/").status_code == 405
+
+
+def test_csrf_is_enforced_on_limit_and_revoke(rkey, requester, standin):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(requester)
+    assert client.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "5"}, **HTMX).status_code == 403
+    assert client.post(f"/keys/{rkey.pk}/revoke/", **HTMX).status_code == 403
+    assert standin.calls_to("POST", f"/v1/manage/apikey/{rkey.api_key_id}/limit") == []
+    assert standin.calls_to("DELETE", "/v1/manage/apikey/") == []
+
+
+# --- My keys --------------------------------------------------------------------------------------
+def test_my_keys_lists_only_mine_newest_first(rclient, r2client, requester, requester2, standin):
+    mint(rclient, requester, "first")
+    mint(rclient, requester, "second")
+    mint(r2client, requester2, "theirs")
+    html = rclient.get("/keys/").content.decode()
+    assert html.index(">second<") < html.index(">first<") and "theirs" not in html
+    assert "manage none, completions write" in html and "active" in html
+
+
+def test_unknown_outcomes_are_listed_honestly(rclient, requester, standin):
+    standin.inject(Fault.status(502), method="POST", path="/v1/manage/apikey")
+    rclient.post(
+        "/keys/new/",
+        {
+            "name": "limbo",
+            "monthly_limit": "5",
+            "manage": "none",
+            "completions": "write",
+            "nonce": new_nonce(requester),
+        },
+    )
+    html = rclient.get("/keys/").content.decode()
+    assert "limbo" in html and "outcome unknown" in html and Issuance.objects.get().reference in html
+
+
+def test_admin_sees_all_and_filters(aclient, rclient, r2client, requester, requester2, standin):
+    mint(rclient, requester, "ritas")
+    key = mint(r2client, requester2, "robs")
+    key.status = "revoked"
+    key.save()
+    html = aclient.get("/keys/").content.decode()
+    assert "ritas" in html and "robs" in html
+    assert "robs" not in aclient.get("/keys/?owner=rita").content.decode()
+    only_revoked = aclient.get("/keys/?status=revoked").content.decode()
+    assert "robs" in only_revoked and "ritas" not in only_revoked
+
+
+def test_home_links_to_keys_and_form(rclient):
+    html = rclient.get("/").content.decode()
+    assert 'href="/keys/"' in html and 'href="/keys/new/"' in html
+
+
+# --- Spend ----------------------------------------------------------------------------------------
+def test_spend_bar_comes_from_requesty_and_is_cached(rkey, rclient, standin):
+    standin.keys[rkey.api_key_id]["monthly_spend"] = Decimal("5")
+    html = rclient.get(f"/keys/{rkey.pk}/spend/", **HTMX).content.decode()
+    assert '<progress max="100" value="20"' in html and "$5" in html and "of $25" in html
+    rclient.get(f"/keys/{rkey.pk}/spend/", **HTMX)
+    assert len(standin.calls_to("GET", f"/v1/manage/apikey/{rkey.api_key_id}")) == 1  # second load was cached
+
+
+def test_list_loads_spend_per_row_lazily(rkey, rclient, standin):
+    html = rclient.get("/keys/").content.decode()
+    assert f'hx-get="/keys/{rkey.pk}/spend/" hx-trigger="load"' in html
+    assert standin.calls_to("GET", "/v1/manage/apikey/") == []  # the page itself never waits on Requesty
+
+
+@pytest.mark.parametrize(
+    "fault", [Fault.status(500), Fault.status(401), Fault.delay(4), Fault.status(200, body="nope")]
+)
+def test_spend_failure_offers_a_retry(rkey, rclient, standin, fault):
+    standin.inject(fault, method="GET")
+    html = rclient.get(f"/keys/{rkey.pk}/spend/", **HTMX).content.decode()
+    assert 'role="alert"' in html and "Retry" in html
+    assert IssuedKey.objects.get().status == "active"
+
+
+def test_spend_of_a_key_deleted_outside(rkey, rclient, standin):
+    standin.inject(Fault.status(404), method="GET")
+    html = rclient.get(f"/keys/{rkey.pk}/spend/", **HTMX).content.decode()
+    assert "deleted outside the portal" in html
+    assert IssuedKey.objects.get().status == "deleted"
+
+
+# --- Usage ----------------------------------------------------------------------------------------
+def test_usage_chart_and_table(rkey, rclient, standin):
+    response = rclient.get(f"/keys/{rkey.pk}/usage/", **HTMX)
+    html = response.content.decode()
+    assert '<svg class="chart"' in html and 'role="img"' in html and html.count('class="bar"') == 30
+    assert html.count("<tr><td>") == 30  # the same numbers as a table
+    (call,) = standin.calls_to("GET", f"/v1/manage/apikey/{rkey.api_key_id}/usage")
+    assert "<html" not in html
+
+
+@pytest.mark.parametrize(
+    "fault", [Fault.status(500), Fault.status(403), Fault.status(404), Fault.status(200, body="{}")]
+)
+def test_usage_failures_are_alerts(rkey, rclient, standin, fault):
+    standin.inject(fault, method="GET")
+    assert 'role="alert"' in rclient.get(f"/keys/{rkey.pk}/usage/", **HTMX).content.decode()
+
+
+# --- Limit ----------------------------------------------------------------------------------------
+def test_owner_changes_the_limit_within_policy(rkey, rclient, standin):
+    response = rclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "40.50"}, **HTMX)
+    assert "now $40.50" in response.content.decode() and "<html" not in response.content.decode()
+    assert standin.keys[rkey.api_key_id]["monthly_limit"] == Decimal("40.5")
+    key = IssuedKey.objects.get()
+    assert key.monthly_limit == Decimal("40.50")
+    event = AuditEvent.objects.get(action="key.limit_changed")
+    assert event.detail == "monthly limit 25.00 -> 40.50" and event.actor_username == "rita"
+
+
+@pytest.mark.parametrize(
+    "value,message", [("1e3", "plain digits"), ("0", "more than 0"), ("101", "at most $100"), ("", "Enter")]
+)
+def test_limit_validation(rkey, rclient, standin, value, message):
+    response = rclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": value}, **HTMX)
+    assert message in alerts(response)
+    assert standin.calls_to("POST", f"/v1/manage/apikey/{rkey.api_key_id}/limit") == []
+    assert IssuedKey.objects.get().monthly_limit == Decimal("25")
+    if value == "101":
+        assert AuditEvent.objects.get(action="key.limit_failed").outcome == "denied"
+
+
+def test_admin_may_set_any_limit_including_no_cap(rkey, aclient, standin):
+    aclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "0"}, **HTMX)
+    assert IssuedKey.objects.get().monthly_limit == 0 and standin.keys[rkey.api_key_id]["monthly_limit"] == 0
+
+
+@pytest.mark.parametrize(
+    "fault,phrase,outcome",
+    [
+        (Fault.status(500), "did not confirm", "unknown"),
+        (Fault.delay(4), "did not confirm", "unknown"),
+        (Fault.status(401), "misconfigured", "failure"),
+        (Fault.status(429, headers={"Retry-After": "9"}), "in 9 seconds", "failure"),
+    ],
+)
+def test_limit_upstream_failures_change_nothing_locally(rkey, rclient, standin, fault, phrase, outcome):
+    standin.inject(fault, method="POST", path=f"/v1/manage/apikey/{rkey.api_key_id}/limit")
+    response = rclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "30"}, **HTMX)
+    assert phrase in alerts(response)
+    assert IssuedKey.objects.get().monthly_limit == Decimal("25")
+    assert AuditEvent.objects.get(action="key.limit_failed").outcome == outcome
+
+
+def test_limit_of_a_key_deleted_outside(rkey, rclient, standin):
+    standin.inject(Fault.status(404), method="POST", path=f"/v1/manage/apikey/{rkey.api_key_id}/limit")
+    response = rclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "30"}, **HTMX)
+    assert "no longer exists" in alerts(response)
+    key = IssuedKey.objects.get()
+    assert key.status == "deleted" and key.monthly_limit == Decimal("25")
+
+
+# --- Revoke ---------------------------------------------------------------------------------------
+def test_revoke_asks_for_confirmation_naming_the_key(rkey, rclient, standin):
+    html = rclient.get(f"/keys/{rkey.pk}/revoke/", **HTMX).content.decode()
+    assert "Revoke “laptop”?" in html and "Yes, revoke “laptop”" in html and "<html" not in html
+    assert rkey.api_key_id in standin.keys  # asking is not revoking
+
+
+def test_revoke_through_htmx_flips_the_row(rkey, rclient, standin):
+    response = rclient.post(f"/keys/{rkey.pk}/revoke/", **HTMX)
+    html = response.content.decode()
+    assert html.strip().startswith(f'<tr id="key-{rkey.pk}"') and "revoked" in html
+    assert rkey.api_key_id not in standin.keys
+    key = IssuedKey.objects.get()
+    assert key.status == "revoked" and key.ended_at
+    assert AuditEvent.objects.get(action="key.revoked").actor_username == "rita"
+
+
+def test_revoke_without_js_redirects_with_a_message(rkey, rclient, standin):
+    response = rclient.post(f"/keys/{rkey.pk}/revoke/", follow=True)
+    assert response.redirect_chain[-1][0] == "/keys/"
+    assert "The key “laptop” is revoked." in response.content.decode()
+
+
+def test_revoking_an_already_deleted_key(rkey, rclient, standin):
+    standin.inject(Fault.status(404), method="DELETE")
+    response = rclient.post(f"/keys/{rkey.pk}/revoke/", follow=True)
+    assert "already deleted in Requesty" in response.content.decode()
+    assert IssuedKey.objects.get().status == "deleted"
+    assert AuditEvent.objects.filter(action="key.deleted_upstream").count() == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault.status(500),
+        Fault.reset(),
+        Fault.status(403),
+        Fault.status(502, body="<h1>Bad</h1>", content_type="text/html"),
+    ],
+)
+def test_revoke_failures_leave_the_key_active(rkey, rclient, standin, fault):
+    standin.inject(fault, method="DELETE")
+    response = rclient.post(f"/keys/{rkey.pk}/revoke/", **HTMX)
+    assert alerts(response)
+    assert IssuedKey.objects.get().status == "active"
+    assert AuditEvent.objects.filter(action="key.revoke_failed").count() == 1
+
+
+def test_admin_revokes_anyones_key(rkey, aclient, standin):
+    aclient.post(f"/keys/{rkey.pk}/revoke/", **HTMX)
+    assert IssuedKey.objects.get().status == "revoked"
+    assert AuditEvent.objects.get(action="key.revoked").actor_username == "ada"
+
+
+# --- Offboarding ----------------------------------------------------------------------------------
+def test_deactivating_a_user_revokes_their_keys(rclient, requester, standin, django_capture_on_commit_callbacks):
+    first, second = mint(rclient, requester, "one"), mint(rclient, requester, "two")
+    with django_capture_on_commit_callbacks(execute=True):
+        requester.is_active = False
+        requester.save()
+    assert first.api_key_id not in standin.keys and second.api_key_id not in standin.keys
+    assert set(IssuedKey.objects.values_list("status", flat=True)) == {"revoked"}
+    assert all("offboarding of rita" in e.detail for e in AuditEvent.objects.filter(action="key.revoked"))
+
+
+def test_failed_offboarding_is_listed_for_admins(
+    rclient, aclient, requester, standin, django_capture_on_commit_callbacks
+):
+    key = mint(rclient, requester, "stuck")
+    standin.inject(Fault.status(503), method="DELETE")
+    with django_capture_on_commit_callbacks(execute=True):
+        requester.is_active = False
+        requester.save()
+    key.refresh_from_db()
+    assert key.status == "active" and key.revocation_failed_at
+    assert "could not be revoked" in aclient.get("/keys/").content.decode()
+
+
+def test_offboard_user_command(rclient, requester, standin):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    key = mint(rclient, requester)
+    out = StringIO()
+    call_command("offboard_user", "rita", stdout=out)
+    assert "1 key(s) revoked" in out.getvalue()
+    requester.refresh_from_db()
+    assert not requester.is_active and key.api_key_id not in standin.keys

@@ -1,0 +1,177 @@
+"""reconcile_keys against the stand-in seeded with each case (issue 4, security.md step 4)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+import requests
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from keys.forms import new_nonce
+from keys.models import AuditEvent, Issuance, IssuedKey
+from standin import Fault
+
+
+def mint(client, user, name="k"):
+    data = {"name": name, "monthly_limit": "5", "manage": "none", "completions": "write", "nonce": new_nonce(user)}
+    return client.post("/keys/new/", data, HTTP_HX_REQUEST="true")
+
+
+def reconcile(*args) -> str:
+    out = StringIO()
+    call_command("reconcile_keys", *args, stdout=out)
+    return out.getvalue()
+
+
+def line(output: str, label: str) -> int:
+    (match,) = [ln for ln in output.splitlines() if ln.strip().endswith(label)]
+    return int(match.split()[0])
+
+
+def test_unknown_issuance_found_upstream_is_deleted(rclient, requester, standin):
+    standin.inject(Fault.after_action_status(500), method="POST", path="/v1/manage/apikey")
+    mint(rclient, requester, "lost-answer")
+    (upstream_id,) = standin.keys
+    issuance = Issuance.objects.get()
+    assert issuance.state == "unknown" and not issuance.api_key_id
+    output = reconcile()
+    assert line(output, "unknown issuances found upstream and deleted") == 1
+    assert standin.keys == {}
+    issuance.refresh_from_db()
+    assert issuance.state == "compensated" and issuance.api_key_id == upstream_id
+    event = AuditEvent.objects.get(action="key.compensated")
+    assert event.actor_username == "system:reconcile_keys"
+
+
+def test_unknown_issuance_without_a_key_is_absent(rclient, requester, standin):
+    standin.inject(Fault.status(502), method="POST", path="/v1/manage/apikey")
+    mint(rclient, requester)
+    output = reconcile()
+    assert line(output, "unknown issuances proved never created") == 1
+    assert Issuance.objects.get().state == "absent"
+    assert AuditEvent.objects.filter(action="issuance.absent").count() == 1
+
+
+def test_stale_requested_counts_but_a_fresh_one_does_not(requester, standin):
+    old = Issuance.objects.create(
+        nonce="a", actor=requester, name="old", monthly_limit=5, manage="none", completions="write"
+    )
+    Issuance.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    fresh = Issuance.objects.create(
+        nonce="b", actor=requester, name="fresh", monthly_limit=5, manage="none", completions="write"
+    )
+    standin.add_key(f"fresh [portal:{fresh.reference}]")  # being minted right now: not a stranger
+    output = reconcile()
+    assert Issuance.objects.get(pk=old.pk).state == "absent"
+    assert Issuance.objects.get(pk=fresh.pk).state == "requested"
+    assert line(output, "upstream keys with no portal record") == 0
+
+
+def test_failed_list_changes_nothing(rclient, requester, standin):
+    standin.inject(Fault.status(502), method="POST", path="/v1/manage/apikey")
+    mint(rclient, requester)
+    mint(rclient, requester, "real")
+    for fault in (Fault.status(500), Fault.reset(), Fault.status(200, body='{"keys": "nope"}'), Fault.status(403)):
+        standin.inject(fault, method="GET", path="/v1/manage/apikey")
+        with pytest.raises(CommandError, match="nothing was changed"):
+            reconcile()
+    assert Issuance.objects.get(name="k").state == "unknown"
+    assert IssuedKey.objects.get().status == "active"
+    assert standin.calls_to("DELETE", "/v1/manage/apikey/") == []
+
+
+def test_key_deleted_outside_the_portal_is_marked(rclient, requester, standin):
+    mint(rclient, requester, "gone")
+    key = IssuedKey.objects.get()
+    # Deleted "in Requesty's dashboard": straight through the stand-in's API, not the portal.
+    headers = {"Authorization": f"Bearer {settings.REQUESTY_ADMIN_TOKEN}"}
+    requests.delete(f"{standin.base_url}/v1/manage/apikey/{key.api_key_id}", headers=headers, timeout=5)
+    output = reconcile()
+    assert line(output, "portal keys deleted outside the portal") == 1
+    assert IssuedKey.objects.get().status == "deleted"
+    assert AuditEvent.objects.filter(action="key.deleted_upstream").count() == 1
+
+
+def test_strangers_are_reported_not_deleted(rclient, aclient, requester, admin_user, standin):
+    stranger = standin.add_key("made-in-dashboard")
+    sneaky = standin.add_key("sneaky", permissions={"manage": "write", "completions": "none"})
+    aclient.post(
+        "/keys/new/",
+        {
+            "name": "admin-made",
+            "monthly_limit": "5",
+            "manage": "write",
+            "completions": "none",
+            "nonce": new_nonce(admin_user),
+        },
+        HTTP_HX_REQUEST="true",
+    )
+    output = reconcile()
+    assert line(output, "upstream keys with no portal record") == 2
+    assert line(output, "upstream keys with manage rights no admin issued") == 1
+    assert stranger["id"] in output and sneaky["id"] in output
+    assert stranger["id"] in standin.keys and sneaky["id"] in standin.keys
+
+
+def test_dry_run_changes_nothing(rclient, requester, standin):
+    standin.inject(Fault.after_action_status(500), method="POST", path="/v1/manage/apikey")
+    mint(rclient, requester)
+    events = AuditEvent.objects.count()
+    output = reconcile("--dry-run")
+    assert "Dry run" in output and line(output, "unknown issuances found upstream and deleted") == 1
+    assert len(standin.keys) == 1 and Issuance.objects.get().state == "unknown"
+    assert AuditEvent.objects.count() == events
+
+
+def test_deactivation_that_bypassed_signals_is_caught(rclient, requester, standin):
+    mint(rclient, requester, "leaver-key")
+    User.objects.filter(pk=requester.pk).update(is_active=False)  # no signal fires
+    output = reconcile()
+    assert line(output, "keys of deactivated users revoked") == 1
+    assert IssuedKey.objects.get().status == "revoked" and standin.keys == {}
+
+
+def test_running_twice_is_harmless(rclient, requester, standin):
+    standin.inject(Fault.after_action_status(500), method="POST", path="/v1/manage/apikey")
+    mint(rclient, requester)
+    reconcile()
+    events = AuditEvent.objects.count()
+    again = reconcile()
+    assert line(again, "unknown issuances found upstream and deleted") == 0
+    assert AuditEvent.objects.count() == events
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_runs_take_turns(standin):
+    """A second reconciliation while one holds the lock does nothing."""
+    from django.db import connection, connections
+
+    from keys.reconcile import _LOCK_ID
+
+    holder_ready, release = threading.Event(), threading.Event()
+
+    def hold():
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [_LOCK_ID])
+            holder_ready.set()
+            release.wait(5)
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_ID])
+        connections["default"].close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    holder_ready.wait(5)
+    try:
+        assert "Another reconciliation is running" in reconcile()
+    finally:
+        release.set()
+        thread.join()
+    assert connection.vendor == "postgresql"
+    assert "Another reconciliation" not in reconcile()
