@@ -3,7 +3,7 @@ own flows, which call Requesty and write audit events; the admin must not bypass
 
 from django.contrib import admin
 
-from .models import AuditEvent, Issuance, IssuedKey
+from .models import ApprovalRequest, AuditEvent, Issuance, IssuedKey, OnboardingTemplate, SpendingPolicy
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -36,3 +36,29 @@ class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "actor_username", "action", "outcome", "key_name", "api_key_id", "source_ip"]
     list_filter = ["action", "outcome"]
     search_fields = ["actor_username", "key_name", "api_key_id"]
+
+
+@admin.register(SpendingPolicy)
+class SpendingPolicyAdmin(admin.ModelAdmin):
+    list_display = [
+        "group",
+        "max_key_limit",
+        "max_total_limit",
+        "max_active_keys",
+        "max_completions",
+        "manage_requestable",
+    ]
+
+
+@admin.register(OnboardingTemplate)
+class OnboardingTemplateAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name_pattern", "monthly_limit", "manage", "completions", "return_url"]
+    prepopulated_fields = {"slug": ["description"]}
+
+
+@admin.register(ApprovalRequest)
+class ApprovalRequestAdmin(ReadOnlyAdmin):
+    """Decided in the portal at /approvals/, where each decision is audited and e-mailed."""
+
+    list_display = ["created_at", "name", "requester", "monthly_limit", "manage", "completions", "status", "decided_by"]
+    list_filter = ["status"]

@@ -1,11 +1,20 @@
 from django.conf import settings
 
 from .audit_views import can_view_audit
+from .policy import is_portal_admin
 
 
 def portal(request) -> dict:
     user = getattr(request, "user", None)
-    return {
+    signed_in = bool(user and user.is_authenticated)
+    is_admin = signed_in and is_portal_admin(user)
+    context = {
         "sandbox": settings.PORTAL_SANDBOX,
-        "can_view_audit": bool(user and user.is_authenticated and can_view_audit(user)),
+        "can_view_audit": signed_in and can_view_audit(user),
+        "is_portal_admin": is_admin,
     }
+    if is_admin:
+        from .models import ApprovalRequest
+
+        context["pending_approvals"] = ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING).count()
+    return context

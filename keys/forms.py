@@ -63,55 +63,62 @@ def read_nonce(token: str, user) -> str | None:
     return nonce if user_pk == str(user.pk) and nonce else None
 
 
-class KeyRequestForm(forms.Form):
+def clean_level(data, field: str) -> str:
+    """Exactly one of none/read/write; anything else (WRITE, " write", several values) is forged."""
+    values = data.getlist(field) if hasattr(data, "getlist") else [data.get(field)]
+    if len(values) != 1 or values[0] not in policy.LEVELS:
+        raise forms.ValidationError(f"Choose one of: {', '.join(policy.LEVELS)}.", code="forged")
+    return values[0]
+
+
+class KeyValuesForm(forms.Form):
+    """What a key is made of: shared by the mint form and the approval request form."""
+
     # Not `required`: the clean_* methods give more useful messages for empty values.
     name = forms.CharField(label="Name", max_length=200, strip=False, required=False)
     monthly_limit = forms.CharField(label="Monthly limit (USD)", max_length=40, required=False)
-    manage = forms.CharField(label="Manage permission")
-    completions = forms.CharField(label="Completions permission")
-    nonce = forms.CharField(widget=forms.HiddenInput)
+    manage = forms.CharField(label="Manage permission", required=False)
+    completions = forms.CharField(label="Completions permission", required=False)
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
         self.user = user
-        self.denials: list[str] = []
-        self.manage_levels = policy.manage_levels(user)
-        self.completions_levels = policy.completions_levels(user)
-        self.max_limit = policy.max_monthly_limit(user)
-        self.min_limit = policy.min_monthly_limit(user)
-
-    def _deny(self, field: str, message: str) -> None:
-        self.denials.append(f"{field}: {message}")
-        raise forms.ValidationError(message)
+        self.policy = policy.resolve(user)
+        self.headroom = policy.headroom(user, self.policy)
+        self.denials: list[str] = []  # forged or never-allowed values: audited as denied
+        self.beyond: list[str] = []  # allowed only with an admin's approval
 
     def clean_name(self) -> str:
         return clean_name(self.cleaned_data["name"])
 
     def clean_monthly_limit(self) -> Decimal:
         amount = parse_amount(self.cleaned_data["monthly_limit"])
-        if amount < self.min_limit:
+        if amount < self.policy.min_limit:
             raise forms.ValidationError("The monthly limit must be more than 0.")
-        if self.max_limit is not None and amount > self.max_limit:
-            self._deny("monthly_limit", f"Your monthly limit can be at most ${self.max_limit}.")
         return amount
 
     def clean_manage(self) -> str:
-        return self._level("manage", self.manage_levels)
+        try:
+            value = clean_level(self.data, "manage")
+        except forms.ValidationError:
+            if self.policy.is_admin:
+                raise
+            value = None
+        if value is None or (value != "none" and not self.policy.is_admin and not self.policy.manage_requestable):
+            # From a non-admin, anything but exactly "none" is forged unless their policy lets them ask.
+            message = "Only “none” is available for the manage permission."
+            self.denials.append(f"manage: {message}")
+            raise forms.ValidationError(message)
+        return value
 
     def clean_completions(self) -> str:
-        return self._level("completions", self.completions_levels)
+        return clean_level(self.data, "completions")
 
-    def _level(self, field: str, allowed: tuple[str, ...]) -> str:
-        values = self.data.getlist(field) if hasattr(self.data, "getlist") else [self.data.get(field)]
-        value = values[-1] if values else ""
-        if len(values) == 1 and value in allowed:
-            return value
-        if len(values) == 1 and value in policy.LEVELS:
-            self._deny(field, f"Your role cannot choose “{value}” for this permission.")
-        if field == "manage" and not policy.is_portal_admin(self.user):
-            # Anything but exactly "none" from a non-admin is forged: WRITE, " write", lists.
-            self._deny(field, "Only “none” is available for the manage permission.")
-        raise forms.ValidationError(f"Choose one of: {', '.join(allowed)}.")
+
+class KeyRequestForm(KeyValuesForm):
+    nonce = forms.CharField(widget=forms.HiddenInput)
+    approval = forms.IntegerField(widget=forms.HiddenInput, required=False)
+    template = forms.SlugField(widget=forms.HiddenInput, required=False)
 
     def clean_nonce(self) -> str:
         nonce = read_nonce(self.cleaned_data["nonce"], self.user)
@@ -119,44 +126,108 @@ class KeyRequestForm(forms.Form):
             raise forms.ValidationError("This form has expired. Reload the page and submit it again.")
         return nonce
 
+    def clean(self):
+        data = super().clean()
+        if self.errors or data.get("approval"):
+            return data  # an approved request is checked against its approval when minting
+        self.beyond = policy.violations(self.user, data, self.policy)
+        if self.beyond:
+            if data["manage"] != "none" and not self.policy.manage_requestable:
+                self.denials.extend(self.beyond)
+            raise forms.ValidationError(self.beyond, code="beyond_policy")
+        return data
 
-def prefill(params, user) -> tuple[dict, list[str]]:
-    """Initial values from an onboarding link: only name, monthly_limit and completions, each
-    validated and clamped to the user's policy. `manage` is never taken from a URL. Returns the
-    initial values and a list of notes about what the link changed or could not apply."""
+    @property
+    def can_ask_for_approval(self) -> bool:
+        return bool(self.beyond) and not self.denials and not self.policy.is_admin
+
+    def requested_values(self) -> dict:
+        return {k: self.cleaned_data.get(k) for k in ("name", "monthly_limit", "manage", "completions")}
+
+
+class ApprovalRequestForm(KeyValuesForm):
+    reason = forms.CharField(label="Why do you need this?", max_length=1000, required=False, widget=forms.Textarea)
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"].strip()
+        if len(reason) < 10:
+            raise forms.ValidationError("Tell the admins in a sentence why you need this (at least 10 characters).")
+        return reason
+
+    def clean(self):
+        data = super().clean()
+        if not self.errors and not policy.violations(self.user, data, self.policy):
+            raise forms.ValidationError("These values are within your policy: you can create the key yourself.")
+        return data
+
+
+def prefill(params, user, pol: policy.Policy, room: policy.Headroom) -> tuple[dict, list[str], dict | None]:
+    """Initial values from an onboarding link: a template (`?template=<slug>`) or ad-hoc
+    `name`, `monthly_limit` and `completions`, each validated and clamped to the user's policy.
+    `manage` is never taken from a URL. Returns the initial values, notes on what the link changed,
+    and, when the link asked for more than the policy allows, those values for an approval request."""
+    from .models import OnboardingTemplate
+
+    cap = room.key_cap(pol)
     initial = {
         "name": "",
-        "monthly_limit": policy.default_monthly_limit(user),
+        "monthly_limit": policy.default_monthly_limit(pol, room),
         "manage": "none",
         "completions": "write",
     }
-    notes = []
-    if "name" in params:
+    if "write" not in pol.completions_levels:
+        initial["completions"] = pol.completions_levels[-1]
+    notes: list[str] = []
+    wanted = {}
+    if params.get("template"):
+        template = OnboardingTemplate.objects.filter(slug=params["template"]).first()
+        if template is None:
+            return initial, ["The onboarding link names a template that does not exist; ask whoever sent it."], None
+        initial["template"] = template.slug
+        wanted = {
+            "name": template.name_pattern.replace("{username}", user.get_username()),
+            "monthly_limit": str(template.monthly_limit),
+            "completions": template.completions,
+            "manage": template.manage,
+        }
+        notes.append(f"Values come from the onboarding template “{template.slug}”.")
+    else:
+        wanted = {k: params[k] for k in ("name", "monthly_limit", "completions") if k in params}
+        if wanted:
+            notes.append("Values were filled in from the link you followed.")
+        if "manage" in params:
+            notes.append("Links cannot set the manage permission; it is “none”.")
+    beyond = {}
+    if "name" in wanted:
         try:
-            initial["name"] = clean_name(params["name"])
-            notes.append("The name was filled in from the link you followed.")
+            initial["name"] = clean_name(wanted["name"])
         except forms.ValidationError:
             notes.append("The name in the link was not usable and was left empty.")
-    if "monthly_limit" in params:
+    if "monthly_limit" in wanted:
         try:
-            amount = parse_amount(params["monthly_limit"])
-            cap, floor = policy.max_monthly_limit(user), policy.min_monthly_limit(user)
-            if cap is not None and amount > cap:
-                notes.append(f"The link asked for a ${amount} limit; yours is capped at ${cap}.")
-                amount = cap
-            elif amount < floor:
+            amount = parse_amount(wanted["monthly_limit"])
+            if amount < pol.min_limit:
                 raise forms.ValidationError("too low")
-            else:
-                notes.append("The monthly limit was filled in from the link you followed.")
+            if cap is not None and amount > cap:
+                notes.append(f"The link asked for a ${amount} limit; you can have up to ${cap} without approval.")
+                beyond["monthly_limit"] = amount
+                amount = cap
             initial["monthly_limit"] = amount
         except forms.ValidationError:
             notes.append("The monthly limit in the link was not usable; the default is shown.")
-    if params.get("completions") in policy.completions_levels(user):
-        initial["completions"] = params["completions"]
-        notes.append("The completions permission was filled in from the link you followed.")
-    if "manage" in params:
-        notes.append("Links cannot set the manage permission; it is “none”.")
-    return initial, notes
+    if wanted.get("completions") in pol.completions_levels:
+        initial["completions"] = wanted["completions"]
+    elif wanted.get("completions") in policy.LEVELS:
+        beyond["completions"] = wanted["completions"]
+        notes.append(f"The link asked for completions “{wanted['completions']}”, beyond your policy.")
+    if wanted.get("manage") in ("read", "write") and not pol.is_admin:
+        if pol.manage_requestable:
+            beyond["manage"] = wanted["manage"]
+        notes.append(f"The template asks for manage “{wanted['manage']}”, which needs an admin's approval.")
+    elif wanted.get("manage") in pol.manage_levels:
+        initial["manage"] = wanted["manage"]
+    approval_values = {**initial, **beyond} if beyond and initial["name"] else None
+    return initial, notes, approval_values
 
 
 class LimitForm(forms.Form):
@@ -169,13 +240,14 @@ class LimitForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.key, self.user = key, user
         self.denials: list[str] = []
-        self.max_limit = policy.max_monthly_limit(user)
+        self.policy = policy.resolve(user)
+        self.max_limit = self.policy.max_key_limit
 
     def clean_monthly_limit(self) -> Decimal:
         if self.key.status != "active":
             raise forms.ValidationError("This key is no longer active, so its limit cannot change.")
         amount = parse_amount(self.cleaned_data["monthly_limit"])
-        if amount < policy.min_monthly_limit(self.user):
+        if amount < self.policy.min_limit:
             raise forms.ValidationError("The monthly limit must be more than 0.")
         if self.max_limit is not None and amount > self.max_limit:
             message = f"Your monthly limit can be at most ${self.max_limit}."

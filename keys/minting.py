@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
-from django.db import DatabaseError, IntegrityError, transaction
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from . import audit, requesty
-from .models import AuditEvent, Issuance, IssuedKey
+from . import audit, policy, requesty
+from .models import ApprovalRequest, AuditEvent, Issuance, IssuedKey
 
 log = logging.getLogger(__name__)
 Action, Outcome, State = AuditEvent.Action, AuditEvent.Outcome, Issuance.State
@@ -33,7 +36,7 @@ class Minted:
 class MintError(Exception):
     """A mint that produced no secret. `kind` says what the user may conclude:
     rejected (nothing was created), unknown (it may exist, being checked), failed (created and
-    removed again), duplicate, unavailable (portal database down)."""
+    removed again), duplicate, unavailable (portal database down), rate_limited, beyond_policy."""
 
     def __init__(self, kind: str, message: str, status: int, reference: str = "", retry_after: int | None = None):
         super().__init__(message)
@@ -49,12 +52,13 @@ UNKNOWN_MESSAGE = (
 
 
 @sensitive_variables()
-def mint_key(*, actor, cleaned: dict, nonce: str, source_ip: str | None) -> Minted:
-    issuance = _open_issuance(actor, cleaned, nonce, source_ip)
+def mint_key(*, actor, cleaned: dict, nonce: str, source_ip: str | None, approval_id: int | None = None) -> Minted:
+    issuance = _open_issuance(actor, cleaned, nonce, source_ip, approval_id)
     try:
         created = requesty.create_key(issuance.upstream_name, issuance.monthly_limit, issuance.permissions)
     except requesty.Rejected as exc:
         _finish(issuance, State.REJECTED, Action.MINT_REJECTED, Outcome.FAILURE, exc)
+        _give_back_approval(issuance)
         raise _rejected_error(exc, issuance) from None
     except requesty.OutcomeUnknown as exc:
         _finish(issuance, State.UNKNOWN, Action.MINT_UNKNOWN, Outcome.UNKNOWN, exc)
@@ -79,9 +83,16 @@ def mint_key(*, actor, cleaned: dict, nonce: str, source_ip: str | None) -> Mint
     return Minted(key=key, secret=created.api_key)
 
 
-def _open_issuance(actor, cleaned: dict, nonce: str, source_ip: str | None) -> Issuance:
+def _open_issuance(actor, cleaned: dict, nonce: str, source_ip: str | None, approval_id: int | None) -> Issuance:
+    """Check the rate limit and the policy (or the approval) and write the issuance record in one
+    transaction, under a per-user lock, so parallel requests cannot together exceed a cap."""
     try:
         with transaction.atomic():
+            _lock_user(actor)
+            _check_rate_limit(actor)
+            approval = _claim_approval(actor, cleaned, approval_id) if approval_id else None
+            if approval is None and (problems := policy.violations(actor, cleaned)):
+                raise MintError("beyond_policy", " ".join(problems), 403)
             issuance = Issuance.objects.create(
                 nonce=nonce,
                 actor=actor,
@@ -92,9 +103,18 @@ def _open_issuance(actor, cleaned: dict, nonce: str, source_ip: str | None) -> I
                 source_ip=source_ip,
             )
             audit.record(Action.MINT_REQUESTED, Outcome.PENDING, issuance=issuance)
+            if approval is not None:
+                approval.status, approval.issuance = ApprovalRequest.Status.USED, issuance
+                approval.save(update_fields=["status", "issuance"])
+                audit.record(
+                    Action.APPROVAL_USED, Outcome.SUCCESS, issuance=issuance, detail=f"approval #{approval.pk}"
+                )
+    except MintError as exc:
+        _audit_refusal(actor, cleaned, source_ip, exc)
+        raise
     except IntegrityError:
         if Issuance.objects.filter(nonce=nonce).exists():
-            _audit_duplicate(actor, cleaned, source_ip)
+            _audit_refusal(actor, cleaned, source_ip, MintError("duplicate", "form nonce already used", 409))
             raise MintError(
                 "duplicate",
                 "This request was already submitted, so nothing new was created. "
@@ -112,10 +132,65 @@ def _open_issuance(actor, cleaned: dict, nonce: str, source_ip: str | None) -> I
     return issuance
 
 
-def _audit_duplicate(actor, cleaned: dict, source_ip: str | None) -> None:
+_USER_LOCK_CLASS = 0x6D696E74  # "mint": advisory locks (class, user id), one per user
+
+
+def _lock_user(actor) -> None:
+    """A per-user lock held until the transaction ends. An advisory lock, not a row lock on the
+    user: foreign-key checks on the user row (FOR KEY SHARE) must never wait on it, or two mints
+    and the audit chain's lock can deadlock. SQLite needs none: its IMMEDIATE transactions already
+    serialise writers (portal/settings.py)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_USER_LOCK_CLASS, actor.pk])
+
+
+def _check_rate_limit(actor) -> None:
+    """At most PORTAL_MINTS_PER_HOUR attempts per user per rolling hour, counted in the database so
+    it holds across processes. If the count cannot be read, the DatabaseError refuses the mint."""
+    limit = settings.PORTAL_MINTS_PER_HOUR
+    since = timezone.now() - timedelta(hours=1)
+    recent = Issuance.objects.filter(actor=actor, created_at__gte=since).order_by("created_at")
+    if recent.count() >= limit:
+        oldest = recent.values_list("created_at", flat=True).first()
+        wait = max(1, int((oldest + timedelta(hours=1) - timezone.now()).total_seconds()) + 1)
+        minutes = (wait + 59) // 60
+        raise MintError(
+            "rate_limited",
+            f"You have made {limit} key requests in the last hour, the most allowed. "
+            f"Try again in {minutes} minute{'s' if minutes != 1 else ''}; nothing was created.",
+            429,
+            retry_after=wait,
+        )
+
+
+def _claim_approval(actor, cleaned: dict, approval_id: int) -> ApprovalRequest:
+    approval = ApprovalRequest.objects.select_for_update().filter(pk=approval_id, requester=actor).first()
+    if approval is None or not approval.is_usable:
+        raise MintError("beyond_policy", "This approval is not valid any more (used, expired or not yours).", 403)
+    wanted = (approval.name, approval.monthly_limit, approval.manage, approval.completions)
+    if wanted != (cleaned["name"], cleaned["monthly_limit"], cleaned["manage"], cleaned["completions"]):
+        raise MintError("beyond_policy", "An approval is only good for exactly the values that were approved.", 403)
+    return approval
+
+
+def _give_back_approval(issuance: Issuance) -> None:
+    """Requesty definitely created nothing: the approval may be used again."""
+    try:
+        ApprovalRequest.objects.filter(issuance=issuance, status=ApprovalRequest.Status.USED).update(
+            status=ApprovalRequest.Status.APPROVED, issuance=None
+        )
+    except DatabaseError:
+        log.exception("Could not give an approval back", extra={"reference": issuance.reference})
+
+
+def _audit_refusal(actor, cleaned: dict, source_ip: str | None, exc: MintError) -> None:
+    action = {"duplicate": Action.MINT_DUPLICATE, "rate_limited": Action.MINT_RATE_LIMITED}.get(
+        exc.kind, Action.MINT_DENIED
+    )
     try:
         audit.record(
-            Action.MINT_DUPLICATE,
+            action,
             Outcome.DENIED,
             actor=actor,
             source_ip=source_ip,
@@ -123,10 +198,10 @@ def _audit_duplicate(actor, cleaned: dict, source_ip: str | None) -> None:
             monthly_limit=cleaned["monthly_limit"],
             manage=cleaned["manage"],
             completions=cleaned["completions"],
-            detail="form nonce already used",
+            detail=exc.message,
         )
     except DatabaseError:
-        log.exception("Could not audit a duplicate submission")
+        log.exception("Could not audit a refused mint")
 
 
 @sensitive_variables()

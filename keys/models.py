@@ -128,6 +128,13 @@ class AuditEvent(models.Model):
         KEY_REVOKE_FAILED = "key.revoke_failed"
         KEY_DELETED_UPSTREAM = "key.deleted_upstream"
         ISSUANCE_ABSENT = "issuance.absent"
+        MINT_RATE_LIMITED = "mint.rate_limited"
+        APPROVAL_REQUESTED = "approval.requested"
+        APPROVAL_APPROVED = "approval.approved"
+        APPROVAL_DENIED = "approval.denied"
+        APPROVAL_REFUSED = "approval.refused"
+        APPROVAL_USED = "approval.used"
+        ONBOARDING_RETURN_REFUSED = "onboarding.return_refused"
         AUDIT_VIEWED = "audit.viewed"
         AUDIT_EXPORTED = "audit.exported"
 
@@ -183,3 +190,99 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("Audit events are append-only.")
+
+
+class SpendingPolicy(models.Model):
+    """How much the members of one group may mint. A user in several groups gets the most generous
+    value of each field; a user in none gets the defaults from settings (keys/policy.py)."""
+
+    group = models.OneToOneField("auth.Group", on_delete=models.CASCADE, related_name="spending_policy")
+    max_key_limit = models.DecimalField("maximum monthly limit per key (USD)", max_digits=12, decimal_places=2)
+    max_total_limit = models.DecimalField(
+        "maximum total of monthly limits across active keys (USD)", max_digits=12, decimal_places=2
+    )
+    max_active_keys = models.PositiveIntegerField("maximum number of active keys")
+    max_completions = models.CharField(
+        "highest completions level",
+        max_length=5,
+        choices=LEVELS,
+        default="write",
+        help_text="Levels up to this one are allowed.",
+    )
+    manage_requestable = models.BooleanField(
+        "may request manage rights",
+        default=False,
+        help_text="Whether members may ask (through an approval) for a key with manage other than none.",
+    )
+
+    class Meta:
+        verbose_name_plural = "spending policies"
+
+    def __str__(self) -> str:
+        return f"Policy for {self.group}"
+
+
+class ApprovalRequest(models.Model):
+    """A request for more than the requester's policy allows. Approval grants a one-time right to
+    mint exactly these values within PORTAL_APPROVAL_DAYS; it never mints and holds no secret."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        DENIED = "denied"
+        USED = "used"
+
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="approval_requests")
+    name = models.CharField(max_length=64)
+    monthly_limit = models.DecimalField(max_digits=12, decimal_places=2)
+    manage = models.CharField(max_length=5, choices=LEVELS)
+    completions = models.CharField(max_length=5, choices=LEVELS)
+    reason = models.TextField(max_length=1000)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="approvals_decided"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(max_length=1000, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    issuance = models.OneToOneField(Issuance, null=True, blank=True, on_delete=models.SET_NULL, related_name="approval")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} for {self.requester} ({self.status})"
+
+    @property
+    def is_usable(self) -> bool:
+        from django.utils import timezone
+
+        return self.status == self.Status.APPROVED and self.expires_at is not None and self.expires_at > timezone.now()
+
+    @property
+    def display_status(self) -> str:
+        if self.status == self.Status.APPROVED and not self.is_usable:
+            return "expired"
+        return self.status
+
+
+class OnboardingTemplate(models.Model):
+    """Values an onboarding link (`/keys/new/?template=<slug>`) fills into the form."""
+
+    slug = models.SlugField(unique=True)
+    name_pattern = models.CharField(max_length=64, help_text="Key name; {username} is replaced, e.g. {username}-dev")
+    monthly_limit = models.DecimalField(max_digits=12, decimal_places=2)
+    manage = models.CharField(max_length=5, choices=LEVELS, default="none")
+    completions = models.CharField(max_length=5, choices=LEVELS, default="write")
+    return_url = models.URLField(
+        blank=True, help_text="Where “Continue onboarding” leads; its host must be in ONBOARDING_RETURN_HOSTS."
+    )
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug

@@ -1,8 +1,17 @@
-"""Who may choose what. The server decides; templates only mirror these answers."""
+"""Who may choose what, and how much is left. The server decides; templates mirror these answers.
 
+Portal admins (superusers and holders of `keys.portal_admin`) have no caps. Everyone else gets the
+most generous value of each field across the spending policies of their groups, or the defaults
+from settings if none of their groups has one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
+from django.db.models import Sum
 
 LEVELS = ("none", "read", "write")
 DEFAULT_MONTHLY_LIMIT = Decimal("10")
@@ -13,25 +22,117 @@ def is_portal_admin(user) -> bool:
     return bool(user.is_active and (user.is_superuser or user.has_perm("keys.portal_admin")))
 
 
-def manage_levels(user) -> tuple[str, ...]:
-    """A `manage` key can mint keys outside the portal: never self-service (invariant I4)."""
-    return LEVELS if is_portal_admin(user) else ("none",)
+@dataclass(frozen=True)
+class Policy:
+    max_key_limit: Decimal | None  # None: no cap (admins)
+    max_total_limit: Decimal | None
+    max_active_keys: int | None
+    max_completions: str
+    manage_requestable: bool
+    is_admin: bool = False
+
+    @property
+    def completions_levels(self) -> tuple[str, ...]:
+        return LEVELS[: LEVELS.index(self.max_completions) + 1]
+
+    @property
+    def manage_levels(self) -> tuple[str, ...]:
+        """A `manage` key can mint keys outside the portal: never self-service (invariant I4)."""
+        return LEVELS if self.is_admin else ("none",)
+
+    @property
+    def min_limit(self) -> Decimal:
+        """Admins may set 0, which Requesty reads as "no cap"; everyone else needs a positive cap."""
+        return Decimal("0") if self.is_admin else Decimal("0.01")
 
 
-def completions_levels(user) -> tuple[str, ...]:
-    return LEVELS
+ADMIN_POLICY = Policy(None, None, None, "write", True, is_admin=True)
 
 
-def max_monthly_limit(user) -> Decimal | None:
-    """None means no cap (admins)."""
-    return None if is_portal_admin(user) else settings.PORTAL_MAX_MONTHLY_LIMIT
+def resolve(user) -> Policy:
+    if is_portal_admin(user):
+        return ADMIN_POLICY
+    from .models import SpendingPolicy
+
+    policies = list(SpendingPolicy.objects.filter(group__user=user))
+    if not policies:
+        return Policy(
+            settings.PORTAL_MAX_MONTHLY_LIMIT,
+            settings.PORTAL_MAX_TOTAL_MONTHLY_LIMIT,
+            settings.PORTAL_MAX_ACTIVE_KEYS,
+            settings.PORTAL_MAX_COMPLETIONS if settings.PORTAL_MAX_COMPLETIONS in LEVELS else "write",
+            settings.PORTAL_ALLOW_MANAGE_REQUESTS,
+        )
+    return Policy(
+        max(p.max_key_limit for p in policies),
+        max(p.max_total_limit for p in policies),
+        max(p.max_active_keys for p in policies),
+        max((p.max_completions for p in policies), key=LEVELS.index),
+        any(p.manage_requestable for p in policies),
+    )
 
 
-def min_monthly_limit(user) -> Decimal:
-    """Admins may set 0, which Requesty reads as "no cap"; everyone else needs a positive cap."""
-    return Decimal("0") if is_portal_admin(user) else Decimal("0.01")
+@dataclass(frozen=True)
+class Headroom:
+    active_keys: int
+    committed: Decimal  # sum of monthly limits of active keys and of attempts still in flight
+    keys_left: int | None
+    money_left: Decimal | None
+
+    def key_cap(self, policy: Policy) -> Decimal | None:
+        """The highest limit one more key may have right now."""
+        if policy.max_key_limit is None:
+            return None
+        return max(Decimal(0), min(policy.max_key_limit, self.money_left))
 
 
-def default_monthly_limit(user) -> Decimal:
-    cap = max_monthly_limit(user)
+def headroom(user, policy: Policy) -> Headroom:
+    """What the user holds now. Attempts whose outcome is not settled count as held, so an
+    unknown outcome cannot be used to exceed the caps."""
+    from .models import Issuance, IssuedKey
+
+    keys = IssuedKey.objects.filter(owner=user, status=IssuedKey.Status.ACTIVE)
+    pending = Issuance.objects.filter(actor=user, state__in=[Issuance.State.REQUESTED, Issuance.State.UNKNOWN])
+    count = keys.count() + pending.count()
+    total = (keys.aggregate(s=Sum("monthly_limit"))["s"] or Decimal(0)) + (
+        pending.aggregate(s=Sum("monthly_limit"))["s"] or Decimal(0)
+    )
+    return Headroom(
+        active_keys=count,
+        committed=total,
+        keys_left=None if policy.max_active_keys is None else max(0, policy.max_active_keys - count),
+        money_left=None if policy.max_total_limit is None else max(Decimal(0), policy.max_total_limit - total),
+    )
+
+
+def violations(user, values: dict, policy: Policy | None = None) -> list[str]:
+    """Why these values are beyond the user's policy (empty: within it). Call it again under the
+    per-user lock when minting: this is the authoritative check."""
+    policy = policy or resolve(user)
+    if policy.is_admin:
+        return []
+    room = headroom(user, policy)
+    problems = []
+    if values["manage"] != "none":
+        problems.append("Keys with manage rights need an admin's approval.")
+    if values["completions"] not in policy.completions_levels:
+        problems.append(f"Your policy allows completions up to “{policy.max_completions}”.")
+    if values["monthly_limit"] > policy.max_key_limit:
+        problems.append(f"Your policy allows at most {money(policy.max_key_limit)} per key.")
+    elif values["monthly_limit"] > room.money_left:
+        problems.append(
+            f"That would take your keys' monthly limits over your total of {money(policy.max_total_limit)} "
+            f"({money(room.money_left)} left)."
+        )
+    if room.keys_left == 0:
+        problems.append(f"You already have {room.active_keys} active keys, the most your policy allows.")
+    return problems
+
+
+def money(amount: Decimal) -> str:
+    return f"${amount:.2f}"
+
+
+def default_monthly_limit(policy: Policy, room: Headroom) -> Decimal:
+    cap = room.key_cap(policy)
     return DEFAULT_MONTHLY_LIMIT if cap is None else min(DEFAULT_MONTHLY_LIMIT, cap)

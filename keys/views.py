@@ -12,9 +12,10 @@ from django.views.decorators.vary import vary_on_headers
 
 from . import audit, lifecycle, policy, requesty
 from .charts import usage_chart
-from .forms import KeyRequestForm, LimitForm, new_nonce, prefill
+from .forms import ApprovalRequestForm, KeyRequestForm, LimitForm, new_nonce, prefill
 from .minting import MintError, mint_key
-from .models import AuditEvent, Issuance, IssuedKey
+from .models import ApprovalRequest, AuditEvent, Issuance, IssuedKey, OnboardingTemplate
+from .onboarding import safe_return_url
 
 TEMPLATE = "keys/new.html"
 
@@ -31,17 +32,20 @@ def home(request):
 def new_key(request):
     """The stable onboarding URL: GET shows the form (prefilled from the link), POST mints."""
     if request.method == "GET":
-        initial, notes = prefill(request.GET, request.user)
-        form = KeyRequestForm(initial={**initial, "nonce": new_nonce(request.user)}, user=request.user)
-        return _render(request, {"form": form, "notes": notes})
+        return _render(request, _form_context(request))
 
     form = KeyRequestForm(request.POST, user=request.user)
     if not form.is_valid():
         status = 200
-        if form.denials:
+        if form.denials or form.beyond:
             _audit_denial(request, form)
             status = 403
-        return _render(request, {"form": form}, status=status)
+        approval_form = (
+            ApprovalRequestForm(initial=form.requested_values(), user=request.user)
+            if form.can_ask_for_approval
+            else None
+        )
+        return _render(request, {"form": form, "approval_form": approval_form}, status=status)
 
     try:
         minted = mint_key(
@@ -49,27 +53,63 @@ def new_key(request):
             cleaned=form.cleaned_data,
             nonce=form.cleaned_data["nonce"],
             source_ip=audit.client_ip(request),
+            approval_id=form.cleaned_data.get("approval"),
         )
     except MintError as exc:
-        retry_form = _fresh_form(request, form) if exc.kind in ("rejected", "failed", "unavailable") else None
-        response = _render(request, {"form": retry_form, "error": exc}, status=exc.status)
+        retry = exc.kind in ("rejected", "failed", "unavailable", "beyond_policy")
+        context = _form_context(request, values=form.cleaned_data) if retry else {"form": None}
+        response = _render(request, {**context, "error": exc}, status=exc.status)
         if exc.retry_after:
             response["Retry-After"] = str(exc.retry_after)
         return response
-    return _render(request, {"minted": minted})
-
-
-def _fresh_form(request, form: KeyRequestForm) -> KeyRequestForm | None:
-    """After a definite "no", offer the same values again with a new nonce. (After an unknown
-    outcome or a duplicate the view offers nothing to resubmit: nobody should retry blindly.)"""
-    data = form.cleaned_data
-    return KeyRequestForm(
-        initial={
-            **{k: data[k] for k in ("name", "monthly_limit", "manage", "completions")},
-            "nonce": new_nonce(request.user),
-        },
-        user=request.user,
+    return _render(
+        request, {"minted": minted, "continue_url": _continue_url(request, form.cleaned_data.get("template"))}
     )
+
+
+def _form_context(request, values: dict | None = None) -> dict:
+    """A fresh form (new nonce): from the values given (after a definite "no"), an approval
+    (`?approval=<id>`), an onboarding template or link, or the defaults. After an unknown outcome
+    or a duplicate the view offers no form at all: nobody should retry blindly."""
+    user = request.user
+    pol = policy.resolve(user)
+    room = policy.headroom(user, pol)
+    notes, approval_offer, approval = [], None, None
+    if values is not None:
+        keep = ("name", "monthly_limit", "manage", "completions", "approval", "template")
+        initial = {k: values.get(k) for k in keep}
+    elif request.GET.get("approval", "").isdigit():
+        approval = ApprovalRequest.objects.filter(pk=int(request.GET["approval"]), requester=user).first()
+        if approval is not None and approval.is_usable:
+            initial = {k: getattr(approval, k) for k in ("name", "monthly_limit", "manage", "completions")}
+            initial["approval"] = approval.pk
+        else:
+            initial, notes, _ = prefill({}, user, pol, room)
+            notes = ["That approval cannot be used (it was used, has expired, or is not yours)."]
+            approval = None
+    else:
+        initial, notes, approval_values = prefill(request.GET, user, pol, room)
+        if approval_values:
+            approval_offer = ApprovalRequestForm(initial=approval_values, user=user)
+    form = KeyRequestForm(initial={**initial, "nonce": new_nonce(user)}, user=user)
+    return {"form": form, "notes": notes, "approval_form": approval_offer, "approval": approval, "headroom": room}
+
+
+def _continue_url(request, slug: str | None) -> str | None:
+    """The onboarding template's return URL, if its host is allowed; a refused one is audited."""
+    template = OnboardingTemplate.objects.filter(slug=slug).first() if slug else None
+    if template is None or not template.return_url:
+        return None
+    url = safe_return_url(template.return_url)
+    if url is None:
+        audit.record(
+            AuditEvent.Action.ONBOARDING_RETURN_REFUSED,
+            AuditEvent.Outcome.DENIED,
+            actor=request.user,
+            source_ip=audit.client_ip(request),
+            detail=f"template {template.slug}: return URL {template.return_url!r} not in ONBOARDING_RETURN_HOSTS",
+        )
+    return url
 
 
 def _render(request, context: dict, status: int = 200):
@@ -89,7 +129,7 @@ def _audit_denial(request, form: KeyRequestForm) -> None:
         key_name=str(data.get("name", ""))[:200],
         manage=str(data.get("manage", ""))[:16],
         completions=str(data.get("completions", ""))[:16],
-        detail="; ".join(form.denials),
+        detail="; ".join(form.denials + form.beyond),
     )
 
 
@@ -137,6 +177,7 @@ def key_list(request):
         "owner": owner,
         "status": status,
         "statuses": [*IssuedKey.Status.choices, ("unknown", "outcome unknown")],
+        "approval_requests": ApprovalRequest.objects.filter(requester=request.user).select_related("decided_by")[:20],
         "revocation_failures": IssuedKey.objects.filter(
             status=IssuedKey.Status.ACTIVE, revocation_failed_at__isnull=False
         )

@@ -197,7 +197,18 @@ GUNICORN_TIMEOUT = env.int("GUNICORN_TIMEOUT", default=60)
 AUDIT_HMAC_KEY = _required("AUDIT_HMAC_KEY", "sandbox-audit-hmac-key")
 
 # --- Portal policy --------------------------------------------------------------------------------
+# The default spending policy, for users in no group with a policy (see keys/policy.py).
 PORTAL_MAX_MONTHLY_LIMIT = Decimal(env.str("PORTAL_MAX_MONTHLY_LIMIT", default="100"))
+PORTAL_MAX_TOTAL_MONTHLY_LIMIT = Decimal(env.str("PORTAL_MAX_TOTAL_MONTHLY_LIMIT", default="500"))
+PORTAL_MAX_ACTIVE_KEYS = env.int("PORTAL_MAX_ACTIVE_KEYS", default=10)
+PORTAL_MAX_COMPLETIONS = env.str("PORTAL_MAX_COMPLETIONS", default="write")
+PORTAL_ALLOW_MANAGE_REQUESTS = env.bool("PORTAL_ALLOW_MANAGE_REQUESTS", default=False)
+# Mint attempts per user per rolling hour, counted in the database (holds across processes).
+PORTAL_MINTS_PER_HOUR = env.int("PORTAL_MINTS_PER_HOUR", default=10)
+# How long an approved request may be used to mint.
+PORTAL_APPROVAL_DAYS = env.int("PORTAL_APPROVAL_DAYS", default=7)
+# Hosts "Continue onboarding" may lead to (HTTPS only), comma-separated.
+ONBOARDING_RETURN_HOSTS = env.list("ONBOARDING_RETURN_HOSTS", default=[])
 # How many reverse proxies in front of the portal append to X-Forwarded-For (0: use REMOTE_ADDR).
 PORTAL_TRUSTED_PROXY_HOPS = env.int("PORTAL_TRUSTED_PROXY_HOPS", default=0)
 # How long a rendered form (and its one-time nonce) stays valid.

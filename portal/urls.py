@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from keys import audit_views
+from keys import approval_views, audit_views
 from keys import views as key_views
 
 urlpatterns = [
@@ -12,6 +12,10 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", key_views.logout, name="logout"),
     path("keys/", include("keys.urls")),
+    path("approvals/", approval_views.approvals, name="approvals"),
+    path("approvals/request/", approval_views.approval_request, name="approval-request"),
+    path("approvals/<int:pk>/decide/", approval_views.approval_decide, name="approval-decide"),
+    path("onboarding/", approval_views.onboarding_links, name="onboarding"),
     path("audit/", audit_views.audit_log, name="audit"),
     path("audit/events/<int:seq>/", audit_views.audit_event, name="audit-event"),
     path("audit/keys/<str:api_key_id>/", audit_views.audit_key, name="audit-key"),

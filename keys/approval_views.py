@@ -1,0 +1,175 @@
+"""Approval requests (asking for more than one's policy) and the onboarding links page."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.core.mail import send_mail
+from django.db import transaction
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from . import audit, policy
+from .forms import ApprovalRequestForm
+from .models import ApprovalRequest, AuditEvent, OnboardingTemplate
+from .onboarding import safe_return_url
+
+Action, Outcome = AuditEvent.Action, AuditEvent.Outcome
+log = logging.getLogger(__name__)
+
+
+def _require_admin(request) -> None:
+    if not policy.is_portal_admin(request.user):
+        raise PermissionDenied
+
+
+def _values(approval: ApprovalRequest) -> dict:
+    return {
+        "key_name": approval.name,
+        "monthly_limit": approval.monthly_limit,
+        "manage": approval.manage,
+        "completions": approval.completions,
+    }
+
+
+@require_POST
+def approval_request(request):
+    form = ApprovalRequestForm(request.POST, user=request.user)
+    if not form.is_valid():
+        return render(
+            request, _mint_template(request), {"form": None, "approval_form": form, "error": None}, status=200
+        )
+    data = form.cleaned_data
+    with transaction.atomic():
+        approval = ApprovalRequest.objects.create(
+            requester=request.user,
+            name=data["name"],
+            monthly_limit=data["monthly_limit"],
+            manage=data["manage"],
+            completions=data["completions"],
+            reason=data["reason"],
+        )
+        audit.record(
+            Action.APPROVAL_REQUESTED,
+            Outcome.PENDING,
+            actor=request.user,
+            source_ip=audit.client_ip(request),
+            detail=f"approval #{approval.pk}: {data['reason']}",
+            **_values(approval),
+        )
+    return render(request, _mint_template(request), {"form": None, "approval_sent": approval, "error": None})
+
+
+def _mint_template(request) -> str:
+    return "keys/new.html#mint" if request.htmx else "keys/new.html"
+
+
+@require_GET
+def approvals(request):
+    _require_admin(request)
+    pending = ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING).select_related("requester")
+    decided = ApprovalRequest.objects.exclude(status=ApprovalRequest.Status.PENDING).select_related(
+        "requester", "decided_by"
+    )[:50]
+    return render(
+        request, "keys/approvals.html", {"pending": pending, "decided": decided, "decide_form": DecisionForm()}
+    )
+
+
+class DecisionForm(forms.Form):
+    decision = forms.ChoiceField(choices=[("approve", "Approve"), ("deny", "Deny")])
+    comment = forms.CharField(
+        label="Comment (sent to the requester)", required=False, max_length=1000, widget=forms.Textarea
+    )
+
+
+@require_POST
+def approval_decide(request, pk: int):
+    _require_admin(request)
+    approval = get_object_or_404(ApprovalRequest, pk=pk)
+    if approval.requester_id == request.user.pk:
+        audit.record(
+            Action.APPROVAL_REFUSED,
+            Outcome.DENIED,
+            actor=request.user,
+            source_ip=audit.client_ip(request),
+            detail=f"approval #{approval.pk}: nobody may decide their own request",
+            **_values(approval),
+        )
+        raise PermissionDenied("You cannot decide your own request.")
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        context = {"pending": [approval], "decided": [], "decide_form": form, "error": "Choose approve or deny."}
+        return render(request, "keys/approvals.html", context, status=400)
+    with transaction.atomic():
+        approval = ApprovalRequest.objects.select_for_update().get(pk=pk)
+        if approval.status != ApprovalRequest.Status.PENDING:
+            context = {
+                "pending": [],
+                "decided": [approval],
+                "decide_form": form,
+                "error": "This request was already decided.",
+            }
+            return render(request, "keys/approvals.html", context, status=409)
+        approved = form.cleaned_data["decision"] == "approve"
+        approval.status = ApprovalRequest.Status.APPROVED if approved else ApprovalRequest.Status.DENIED
+        approval.decided_by, approval.decided_at = request.user, timezone.now()
+        approval.comment = form.cleaned_data["comment"].strip()
+        if approved:
+            approval.expires_at = approval.decided_at + timedelta(days=settings.PORTAL_APPROVAL_DAYS)
+        approval.save()
+        audit.record(
+            Action.APPROVAL_APPROVED if approved else Action.APPROVAL_DENIED,
+            Outcome.SUCCESS,
+            actor=request.user,
+            source_ip=audit.client_ip(request),
+            detail=f"approval #{approval.pk} for {approval.requester.get_username()}: {approval.comment}",
+            **_values(approval),
+        )
+    _notify(request, approval)
+    return redirect("approvals")
+
+
+def _notify(request, approval: ApprovalRequest) -> None:
+    """Tell the requester. The e-mail carries the decision and a link, never a key."""
+    if not approval.requester.email:
+        return
+    if approval.status == ApprovalRequest.Status.APPROVED:
+        link = request.build_absolute_uri(reverse("keys:new") + f"?approval={approval.pk}")
+        body = (
+            f"Your request for the key “{approval.name}” (monthly limit ${approval.monthly_limit}, "
+            f"manage {approval.manage}, completions {approval.completions}) was approved by "
+            f"{approval.decided_by.get_username()}.\n\nCreate it here before "
+            f"{approval.expires_at:%Y-%m-%d %H:%M} UTC (it is shown to you once):\n{link}\n"
+        )
+    else:
+        body = f"Your request for the key “{approval.name}” was denied by {approval.decided_by.get_username()}.\n"
+    if approval.comment:
+        body += f"\nComment: {approval.comment}\n"
+    subject = f"Your Requesty key request was {approval.status}"
+    try:
+        send_mail(subject, body, None, [approval.requester.email])
+    except OSError:  # SMTP trouble must not undo a recorded decision; the keys page shows it too
+        log.exception("Could not e-mail the decision on approval #%s", approval.pk)
+
+
+@require_GET
+def onboarding_links(request):
+    """Every onboarding template with its link, ready to copy into onboarding material."""
+    _require_admin(request)
+    base = request.build_absolute_uri(reverse("keys:new"))
+    rows = [
+        {
+            "template": t,
+            "link": f"{base}?template={t.slug}",
+            "return_ok": bool(t.return_url and safe_return_url(t.return_url)),
+        }
+        for t in OnboardingTemplate.objects.all()
+    ]
+    return render(request, "keys/onboarding.html", {"rows": rows, "allowed_hosts": settings.ONBOARDING_RETURN_HOSTS})

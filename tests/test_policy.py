@@ -1,0 +1,238 @@
+"""Spending policy per group, its enforcement, the rate limit, and races (issue 5, threats 8, 11, 12)."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import connections
+from django.test import Client
+
+from keys import policy
+from keys.forms import new_nonce
+from keys.models import AuditEvent, Issuance, IssuedKey, SpendingPolicy
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def group_policy(name, **values) -> Group:
+    group = Group.objects.create(name=name)
+    defaults = {"max_key_limit": 50, "max_total_limit": 100, "max_active_keys": 3, "max_completions": "write"}
+    SpendingPolicy.objects.create(group=group, **{**defaults, **values})
+    return group
+
+
+def post_mint(client, user, **values):
+    data = {"name": "k", "monthly_limit": "10", "manage": "none", "completions": "write", "nonce": new_nonce(user)}
+    return client.post("/keys/new/", {**data, **values}, **HTMX)
+
+
+def creates(standin):
+    return standin.calls_to("POST", "/v1/manage/apikey")
+
+
+# --- Resolution -----------------------------------------------------------------------------------
+def test_no_group_gets_the_default_policy(requester, settings):
+    settings.PORTAL_MAX_ACTIVE_KEYS = 12
+    p = policy.resolve(requester)
+    assert (p.max_key_limit, p.max_total_limit, p.max_active_keys) == (Decimal(100), Decimal(500), 12)
+    assert p.completions_levels == ("none", "read", "write") and not p.manage_requestable
+    assert p.max_active_keys >= 10  # generous enough for everyday use
+
+
+def test_one_group(requester):
+    requester.groups.add(group_policy("ml", max_key_limit=20, max_completions="read"))
+    p = policy.resolve(requester)
+    assert p.max_key_limit == 20 and p.completions_levels == ("none", "read")
+
+
+def test_several_groups_take_the_most_generous_value_of_each(requester):
+    requester.groups.add(
+        group_policy("a", max_key_limit=20, max_total_limit=500, max_active_keys=2, max_completions="none")
+    )
+    requester.groups.add(
+        group_policy(
+            "b",
+            max_key_limit=80,
+            max_total_limit=90,
+            max_active_keys=5,
+            max_completions="read",
+            manage_requestable=True,
+        )
+    )
+    p = policy.resolve(requester)
+    assert (p.max_key_limit, p.max_total_limit, p.max_active_keys, p.max_completions) == (80, 500, 5, "read")
+    assert p.manage_requestable
+
+
+def test_admins_have_no_caps(admin_user):
+    assert policy.resolve(admin_user).is_admin and policy.violations(admin_user, {"manage": "write"}) == []
+
+
+# --- The form shows what is left ------------------------------------------------------------------
+def test_form_shows_what_is_left(rclient, requester, standin):
+    requester.groups.add(group_policy("t", max_total_limit=100, max_active_keys=3))
+    assert post_mint(rclient, requester, monthly_limit="40").status_code == 200
+    html = rclient.get("/keys/new/").content.decode()
+    assert "You can mint up to $60.00 more in monthly limits across 2 more keys" in html
+
+
+def test_form_offers_only_allowed_completions(rclient, requester):
+    requester.groups.add(group_policy("ro", max_completions="read"))
+    html = rclient.get("/keys/new/").content.decode()
+    select = html[html.index('id="id_completions"') : html.index("</select>", html.index('id="id_completions"'))]
+    assert 'value="write"' not in select and 'value="read"' in select
+
+
+# --- Enforcement ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "values,phrase",
+    [
+        ({"monthly_limit": "51"}, "at most $50.00 per key"),
+        ({"completions": "write"}, "completions up to “read”"),
+    ],
+)
+def test_beyond_policy_is_refused_and_offers_an_approval(rclient, requester, standin, values, phrase):
+    requester.groups.add(group_policy("g", max_completions="read"))
+    response = post_mint(rclient, requester, **({"completions": "read"} | values))
+    html = response.content.decode()
+    assert response.status_code == 403 and phrase in html and "Request approval" in html
+    assert creates(standin) == [] and Issuance.objects.count() == 0
+    assert AuditEvent.objects.get(action="mint.denied").outcome == "denied"
+
+
+def test_total_and_count_caps(rclient, requester, standin):
+    requester.groups.add(group_policy("g", max_total_limit=30, max_active_keys=2))
+    assert post_mint(rclient, requester, monthly_limit="20").status_code == 200
+    over_total = post_mint(rclient, requester, monthly_limit="11")
+    assert over_total.status_code == 403 and "$10.00 left" in over_total.content.decode()
+    assert post_mint(rclient, requester, monthly_limit="10").status_code == 200
+    over_count = post_mint(rclient, requester, monthly_limit="1")
+    assert over_count.status_code == 403 and "2 active keys" in over_count.content.decode()
+    assert len(creates(standin)) == 2
+
+
+def test_revoked_keys_free_their_share(rclient, requester, standin):
+    requester.groups.add(group_policy("g", max_active_keys=1))
+    post_mint(rclient, requester)
+    IssuedKey.objects.update(status="revoked")
+    assert post_mint(rclient, requester).status_code == 200
+
+
+def test_unknown_outcomes_count_against_the_caps(rclient, requester, standin):
+    from standin import Fault
+
+    requester.groups.add(group_policy("g", max_active_keys=1))
+    standin.inject(Fault.status(502), method="POST", path="/v1/manage/apikey")
+    post_mint(rclient, requester)
+    assert post_mint(rclient, requester).status_code == 403
+
+
+@pytest.mark.parametrize("forged", ["write", "read", "WRITE", " write", ["none", "write"]])
+def test_forged_manage_is_denied_even_when_requestable(rclient, requester, standin, forged):
+    requester.groups.add(group_policy("g", manage_requestable=False))
+    response = post_mint(rclient, requester, manage=forged)
+    assert response.status_code == 403 and "Request approval" not in response.content.decode()
+    assert creates(standin) == []
+    assert AuditEvent.objects.get().action == "mint.denied"
+
+
+def test_manage_requestable_turns_manage_into_an_approval_offer(rclient, requester, standin):
+    requester.groups.add(group_policy("g", manage_requestable=True))
+    response = post_mint(rclient, requester, manage="read")
+    assert response.status_code == 403 and "Request approval" in response.content.decode()
+    assert creates(standin) == []
+
+
+def test_the_policy_is_checked_again_when_minting(rclient, requester, standin, monkeypatch):
+    """The form's check is only for the page; mint_key re-checks under the lock."""
+    import types
+
+    import keys.forms
+
+    requester.groups.add(group_policy("g", max_key_limit=5))
+    blind = types.SimpleNamespace(**{n: getattr(policy, n) for n in dir(policy) if not n.startswith("__")})
+    blind.violations = lambda *a, **k: []
+    monkeypatch.setattr(keys.forms, "policy", blind)  # the form no longer sees the policy...
+    response = post_mint(rclient, requester, monthly_limit="6")
+    assert response.status_code == 403 and creates(standin) == []  # ...but minting does
+    assert "at most $5.00" in response.content.decode()
+
+
+# --- Rate limit -----------------------------------------------------------------------------------
+def test_rate_limit(rclient, requester, standin, settings):
+    settings.PORTAL_MINTS_PER_HOUR = 3
+    for i in range(3):
+        assert post_mint(rclient, requester, name=f"k{i}").status_code == 200
+    response = post_mint(rclient, requester, name="k4")
+    assert response.status_code == 429 and int(response["Retry-After"]) > 3500
+    assert "Try again in 60 minutes" in response.content.decode() and 'role="alert"' in response.content.decode()
+    assert len(creates(standin)) == 3
+    assert AuditEvent.objects.filter(action="mint.rate_limited").count() == 1
+
+
+def test_rate_limit_counts_per_user(rclient, requester, requester2, standin, settings):
+    settings.PORTAL_MINTS_PER_HOUR = 1
+    post_mint(rclient, requester)
+    other = Client()
+    other.force_login(requester2)
+    assert post_mint(other, requester2).status_code == 200
+
+
+def test_rate_limiter_fails_closed(rclient, requester, standin, monkeypatch):
+    from django.db import OperationalError
+
+    import keys.minting
+
+    def broken(actor):
+        raise OperationalError("cannot count")
+
+    monkeypatch.setattr(keys.minting, "_check_rate_limit", broken)
+    response = post_mint(rclient, requester)
+    assert response.status_code == 503 and creates(standin) == []
+
+
+# --- Races on PostgreSQL --------------------------------------------------------------------------
+def _fire(user, n, **values) -> list[int]:
+    """n simultaneous mints by one user, each from its own connection."""
+    start, statuses = threading.Barrier(n), []
+    clients = []
+    for _ in range(n):
+        client = Client()
+        client.force_login(user)
+        clients.append((client, new_nonce(user)))
+
+    def one(client, nonce):
+        start.wait()
+        data = {"name": "race", "monthly_limit": "10", "manage": "none", "completions": "write", "nonce": nonce}
+        statuses.append(client.post("/keys/new/", {**data, **values}, **HTMX).status_code)
+        connections.close_all()
+
+    threads = [threading.Thread(target=one, args=pair) for pair in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_parallel_mints_cannot_exceed_the_key_cap(standin):
+    user = User.objects.create_user("racer", password="x")
+    user.groups.add(group_policy("cap", max_active_keys=3, max_total_limit=1000))
+    statuses = _fire(user, 8)
+    assert statuses.count(200) == 3 and len(creates(standin)) == 3
+    assert IssuedKey.objects.filter(owner=user).count() == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_parallel_mints_cannot_exceed_the_rate_limit(standin, settings):
+    settings.PORTAL_MINTS_PER_HOUR = 2
+    user = User.objects.create_user("racer", password="x")
+    statuses = _fire(user, 6)
+    assert statuses.count(200) == 2 and statuses.count(429) == 4
+    assert len(creates(standin)) == 2
