@@ -253,4 +253,14 @@ class LimitForm(forms.Form):
             message = f"Your monthly limit can be at most ${self.max_limit}."
             self.denials.append(f"monthly_limit: {message}")
             raise forms.ValidationError(message)
+        if self.policy.max_total_limit is not None:
+            room = policy.headroom(self.user, self.policy)
+            total = room.committed - self.key.monthly_limit + amount
+            if amount > self.key.monthly_limit and total > self.policy.max_total_limit:
+                message = (
+                    f"That would take your keys' monthly limits to {policy.money(total)}, over your total of "
+                    f"{policy.money(self.policy.max_total_limit)}."
+                )
+                self.denials.append(f"monthly_limit: {message}")
+                raise forms.ValidationError(message)
         return amount

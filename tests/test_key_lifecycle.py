@@ -310,3 +310,15 @@ def test_offboard_user_command(rclient, requester, standin):
     assert "1 key(s) revoked" in out.getvalue()
     requester.refresh_from_db()
     assert not requester.is_active and key.api_key_id not in standin.keys
+
+
+def test_raising_a_limit_respects_the_total_cap(rclient, requester, standin, settings):
+    settings.PORTAL_MAX_TOTAL_MONTHLY_LIMIT = Decimal("60")
+    first, second = mint(rclient, requester, "one", "25"), mint(rclient, requester, "two", "25")
+    over = rclient.post(f"/keys/{first.pk}/limit/", {"monthly_limit": "36"}, **HTMX)
+    assert "over your total of $60.00" in alerts(over)
+    assert standin.calls_to("POST", f"/v1/manage/apikey/{first.api_key_id}/limit") == []
+    assert rclient.post(f"/keys/{first.pk}/limit/", {"monthly_limit": "35"}, **HTMX).status_code == 200
+    assert IssuedKey.objects.get(pk=first.pk).monthly_limit == Decimal("35")
+    lowered = rclient.post(f"/keys/{second.pk}/limit/", {"monthly_limit": "20"}, **HTMX)  # lowering is always fine
+    assert "now $20" in lowered.content.decode()
