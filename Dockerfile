@@ -14,7 +14,7 @@ COPY keys keys
 COPY templates templates
 COPY static static
 # Dummy values: collectstatic needs settings to load, not real secrets. They do not reach the image's environment.
-RUN SECRET_KEY=collectstatic-only-not-a-secret REQUESTY_ADMIN_TOKEN=collectstatic-only STATIC_ROOT=/app/staticfiles /venv/bin/python manage.py collectstatic --noinput
+RUN SECRET_KEY=collectstatic-only-not-a-secret REQUESTY_ADMIN_TOKEN=collectstatic-only AUDIT_HMAC_KEY=collectstatic-only STATIC_ROOT=/app/staticfiles /venv/bin/python manage.py collectstatic --noinput
 
 FROM python:3.13-slim
 ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 STATIC_ROOT=/app/staticfiles GUNICORN_BIND=0.0.0.0:8000

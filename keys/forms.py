@@ -45,6 +45,9 @@ def clean_name(raw: str) -> str:
         raise forms.ValidationError(f"Keep the name to 64 characters or fewer (it has {len(name)}).")
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in name):
         raise forms.ValidationError("The name contains invisible or control characters; type it again plainly.")
+    if "[portal:" in name.lower():
+        # The portal marks upstream names with "[portal:<reference>]" for reconciliation.
+        raise forms.ValidationError("Names cannot contain “[portal:”; the portal adds that marker itself.")
     return name
 
 
@@ -206,7 +209,7 @@ def prefill(params, user, pol: policy.Policy, room: policy.Headroom) -> tuple[di
     if "monthly_limit" in wanted:
         try:
             amount = parse_amount(wanted["monthly_limit"])
-            if amount < pol.min_limit:
+            if amount <= 0:  # "no cap" is never taken from a link, not even for admins
                 raise forms.ValidationError("too low")
             if cap is not None and amount > cap:
                 notes.append(f"The link asked for a ${amount} limit; you can have up to ${cap} without approval.")

@@ -88,8 +88,10 @@ def current_spend(key: IssuedKey, *, max_age: timedelta = SPEND_FRESH_FOR) -> Sp
     try:
         info = requesty.get_key(key.api_key_id)
     except requesty.NotFound:
-        _mark_deleted_upstream(key, actor=None, detail="spend lookup: key no longer exists upstream")
-        raise LifecycleError("This key no longer exists in Requesty; it was deleted outside the portal.", 404) from None
+        # A read never changes the record: reconciliation decides, from Requesty's complete list.
+        raise LifecycleError(
+            "Requesty does not know this key any more; the portal will check and update it.", 404
+        ) from None
     spend = info.monthly_spend if info.monthly_spend is not None else Decimal(0)
     IssuedKey.objects.filter(pk=key.pk).update(spend=spend, spend_checked_at=now)
     key.spend, key.spend_checked_at = spend, now

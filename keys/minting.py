@@ -72,6 +72,8 @@ def mint_key(*, actor, cleaned: dict, nonce: str, source_ip: str | None, approva
     except Exception:
         log.exception("Recording issued key failed; compensating", extra={"reference": issuance.reference})
         compensated = _compensate(issuance, created.api_key_id)
+        if compensated:
+            _give_back_approval(issuance)
         message = (
             "The key could not be recorded, so it was deleted again for safety. No key was issued; "
             f"please try again shortly. Reference {issuance.reference}."

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -19,11 +20,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from . import audit, lifecycle, policy, requesty
-from .models import AuditEvent, Issuance, IssuedKey
+from .models import ApprovalRequest, AuditEvent, Issuance, IssuedKey
 
 log = logging.getLogger(__name__)
 Action, Outcome, State, Status = AuditEvent.Action, AuditEvent.Outcome, Issuance.State, IssuedKey.Status
-MARKER = re.compile(r"\[portal:([0-9a-f]{12})\]")
+# The marker ends the upstream name (Issuance.upstream_name); names may not contain "[portal:".
+MARKER = re.compile(r"\[portal:([0-9a-f]{12})\]$")
 SYSTEM = {"actor_username": "system:reconcile_keys"}
 _LOCK_ID = 0x7265636F  # "reco"
 
@@ -86,30 +88,49 @@ def reconcile(*, dry_run: bool = False, stale_after: timedelta = timedelta(minut
 
 
 def _reconcile(dry_run: bool, stale_after: timedelta) -> Report:
+    # Only records older than the list are judged by it: a key minted while the list was in
+    # flight is simply not in it yet.
+    listed_at = timezone.now()
+    active_before = set(
+        IssuedKey.objects.filter(status=Status.ACTIVE, created_at__lt=listed_at).values_list("api_key_id", flat=True)
+    )
     try:
         upstream = requesty.list_keys()
+        own_id = requesty.get_key("self").id
     except requesty.RequestyError as exc:
         raise ListFailed(f"Requesty's key list failed ({type(exc).__name__}); nothing was changed.") from None
-    report = Report()
     by_id = {k.id: k for k in upstream}
+    if active_before and own_id not in by_id and not active_before & by_id.keys():
+        # An empty list, another organization's list (wrong base URL), a proxy's stub: none of the
+        # keys we know is in it. Acting on it would mark every key deleted.
+        raise ListFailed(
+            "Requesty's key list contains neither the admin token's key nor any key the portal issued; "
+            "it looks partial or wrong, so nothing was changed."
+        )
+    report = Report()
     by_marker = {m.group(1): k for k in upstream if (m := MARKER.search(k.name))}
 
-    _settle_unknown_issuances(report, by_id, by_marker, stale_after, dry_run)
-    _mark_deleted_outside(report, by_id, dry_run)
+    handled = _settle_unknown_issuances(report, by_id, by_marker, listed_at - stale_after, dry_run)
+    _remove_late_keys(report, by_marker, handled, dry_run)
+    _mark_deleted_outside(report, by_id, active_before, dry_run)
     _offboard_inactive(report, dry_run)
+    recent = listed_at - stale_after
     in_flight = {
         i.reference
-        for i in Issuance.objects.filter(state=State.REQUESTED, created_at__gte=timezone.now() - stale_after)
+        for i in Issuance.objects.filter(state=State.REQUESTED, created_at__gte=recent)
+        | Issuance.objects.filter(state=State.UNKNOWN, updated_at__gte=recent)
     }
-    _report_strangers(report, upstream, in_flight)
+    _report_strangers(report, [k for k in upstream if k.id not in handled], in_flight, own_id)
     return report
 
 
-def _settle_unknown_issuances(report, by_id, by_marker, stale_after, dry_run) -> None:
-    cutoff = timezone.now() - stale_after
-    pending = Issuance.objects.filter(state=State.UNKNOWN) | Issuance.objects.filter(
+def _settle_unknown_issuances(report, by_id, by_marker, cutoff, dry_run) -> set[str]:
+    """Unknown outcomes get the same grace period as stale requests: a create that timed out may
+    still be landing upstream, and "absent" must mean absent."""
+    pending = Issuance.objects.filter(state=State.UNKNOWN, updated_at__lt=cutoff) | Issuance.objects.filter(
         state=State.REQUESTED, created_at__lt=cutoff
     )
+    handled: set[str] = set()
     for issuance in pending.order_by("created_at"):
         found = by_id.get(issuance.api_key_id) if issuance.api_key_id else None
         found = found or by_marker.get(issuance.reference)
@@ -119,32 +140,75 @@ def _settle_unknown_issuances(report, by_id, by_marker, stale_after, dry_run) ->
             if not dry_run:
                 _set_state(issuance, State.ABSENT, Action.ISSUANCE_ABSENT, "no such key in Requesty's complete list")
             continue
+        handled.add(found.id)
         if dry_run:
             report.compensated.append(f"{label} -> {found.id}")
             continue
-        try:
-            requesty.delete_key(found.id)
-        except requesty.NotFound:
-            pass
-        except requesty.RequestyError as exc:
-            report.still_unknown.append(f"{label}: delete failed ({type(exc).__name__})")
+        if _delete(report, label, found.id):
+            issuance.api_key_id = found.id
+            report.compensated.append(f"{label} -> {found.id}")
+            _set_state(
+                issuance, State.COMPENSATED, Action.KEY_COMPENSATED, "found by reconciliation and deleted upstream"
+            )
+    return handled
+
+
+def _remove_late_keys(report, by_marker, handled: set[str], dry_run) -> None:
+    """A key whose marker names an attempt already settled as not issued (absent, rejected or
+    compensated) appeared late upstream: nobody received it, so it goes (a positive match)."""
+    recorded = set(IssuedKey.objects.values_list("api_key_id", flat=True))
+    for ref, key in by_marker.items():
+        if key.id in handled or key.id in recorded:
             continue
-        issuance.api_key_id = found.id
-        report.compensated.append(f"{label} -> {found.id}")
-        _set_state(issuance, State.COMPENSATED, Action.KEY_COMPENSATED, "found by reconciliation and deleted upstream")
+        # The reference is the first 12 hex digits of the issuance's UUID: an indexed range query.
+        low, high = uuid.UUID(ref + "0" * 20), uuid.UUID(ref + "f" * 20)
+        issuance = Issuance.objects.filter(
+            id__gte=low, id__lte=high, state__in=[State.ABSENT, State.REJECTED, State.COMPENSATED]
+        ).first()
+        if issuance is None:
+            continue
+        label = f"{issuance.reference} “{issuance.name}” (late)"
+        if dry_run:
+            report.compensated.append(f"{label} -> {key.id}")
+        elif _delete(report, label, key.id):
+            handled.add(key.id)
+            report.compensated.append(f"{label} -> {key.id}")
+            audit.record(
+                Action.KEY_COMPENSATED,
+                Outcome.SUCCESS,
+                issuance=issuance,
+                actor=None,
+                api_key_id=key.id,
+                detail=f"key appeared after the attempt was settled as {issuance.state}; deleted upstream",
+                **SYSTEM,
+            )
+
+
+def _delete(report, label: str, api_key_id: str) -> bool:
+    try:
+        requesty.delete_key(api_key_id)
+    except requesty.NotFound:
+        pass
+    except requesty.RequestyError as exc:
+        report.still_unknown.append(f"{label}: delete failed ({type(exc).__name__})")
+        return False
+    return True
 
 
 def _set_state(issuance: Issuance, state: str, action: str, detail: str) -> None:
     with transaction.atomic():
         issuance.state = state
         issuance.save(update_fields=["state", "api_key_id", "updated_at"])
+        # Nothing was issued: an approval this attempt used may be used again.
+        ApprovalRequest.objects.filter(issuance=issuance, status=ApprovalRequest.Status.USED).update(
+            status=ApprovalRequest.Status.APPROVED, issuance=None
+        )
         audit.record(action, Outcome.SUCCESS, issuance=issuance, actor=None, detail=detail, **SYSTEM)
 
 
-def _mark_deleted_outside(report, by_id, dry_run) -> None:
-    for key in IssuedKey.objects.filter(status=Status.ACTIVE).select_related("issuance"):
-        if key.api_key_id in by_id:
-            continue
+def _mark_deleted_outside(report, by_id, active_before, dry_run) -> None:
+    gone = IssuedKey.objects.filter(status=Status.ACTIVE, api_key_id__in=active_before - by_id.keys())
+    for key in gone.select_related("issuance"):
         report.deleted_upstream.append(f"{key.api_key_id} “{key.name}”")
         if not dry_run:
             lifecycle._mark_deleted_upstream(key, actor=None, detail="reconciliation: not in Requesty's key list")
@@ -161,17 +225,15 @@ def _offboard_inactive(report, dry_run) -> None:
         report.still_unknown.extend(f"{k.api_key_id}: offboarding revoke failed" for k in failed)
 
 
-def _report_strangers(report, upstream, in_flight: set[str]) -> None:
+def _report_strangers(report, upstream, in_flight: set[str], own_id: str) -> None:
     records = {k.api_key_id: k for k in IssuedKey.objects.select_related("owner")}
-    try:
-        own_id = requesty.get_key("self").id
-    except requesty.RequestyError:
-        own_id = None
     for key in upstream:
+        if key.id == own_id:
+            continue
         record = records.get(key.id)
         marker = MARKER.search(key.name)
-        if record is None and key.id != own_id and not (marker and marker.group(1) in in_flight):
+        if record is None and not (marker and marker.group(1) in in_flight):
             report.unmanaged.append(f"{key.id} “{key.name}”")
-        if key.permissions.get("manage") not in ("none", "") and key.id != own_id:
+        if key.permissions.get("manage") not in ("none", ""):
             if record is None or record.owner is None or not policy.is_portal_admin(record.owner):
                 report.privileged.append(f"{key.id} “{key.name}” manage={key.permissions['manage']}")

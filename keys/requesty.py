@@ -14,13 +14,18 @@ Errors carry the upstream status and a short, plain message; never the token, ne
 from __future__ import annotations
 
 import json
-import time
+import socket
+import threading
 import uuid
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import requests
+import requests.adapters
+import urllib3.connection
+import urllib3.connectionpool
 import urllib3.exceptions
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
@@ -150,6 +155,14 @@ def _error_message(response: requests.Response) -> str:
     return str(message)[:200] if message else f"HTTP {response.status_code}"
 
 
+def _is_requesty_error(response: requests.Response) -> bool:
+    try:
+        data = json.loads(response.content[:10_000])
+    except ValueError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("error"), dict)
+
+
 def _retry_after(response: requests.Response) -> int | None:
     try:
         return max(0, int(response.headers.get("Retry-After", "")))
@@ -158,54 +171,129 @@ def _retry_after(response: requests.Response) -> int | None:
 
 
 # --- Transport ------------------------------------------------------------------------------------
+# A hard wall-clock deadline per call. Socket timeouts apply to each read, so a server that sends
+# one byte a second (in the headers or the body) would never trip them, and gunicorn's threaded
+# workers do not time requests out. A watchdog timer shuts the call's socket down at the deadline.
+_watch = threading.local()
+
+
+class _Watched:
+    """Connection mixin: register the socket of each request with the current call's watchdog."""
+
+    def connect(self):
+        super().connect()
+        _register(self)
+
+    def request(self, *args, **kwargs):
+        _register(self)  # a kept-alive connection skips connect()
+        return super().request(*args, **kwargs)
+
+
+def _register(conn) -> None:
+    conns = getattr(_watch, "conns", None)
+    if conns is not None:
+        conns.append(conn)
+
+
+class _HTTPConnection(_Watched, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+_session.mount("http://", _WatchedAdapter())
+_session.mount("https://", _WatchedAdapter())
+
+
+@contextmanager
+def _deadline(seconds: float):
+    """Yields an Event that is set if the deadline struck (and the call's sockets were cut)."""
+    conns: list = []
+    struck = threading.Event()
+
+    def cut() -> None:
+        struck.set()
+        for conn in list(conns):
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    _watch.conns = conns
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield struck
+    finally:
+        timer.cancel()
+        _watch.conns = None
+
+
 @sensitive_variables()
 def _call(method: str, path: str, body: dict | None = None, params: dict | None = None) -> tuple[int, bytes]:
-    """One HTTP call with connect/read timeouts and an overall deadline on the body, so a server
-    that trickles bytes cannot hold a worker past the gunicorn timeout."""
+    """One HTTP call: connect and read timeouts, and connect + read as a hard overall deadline."""
     connect, read = settings.REQUESTY_CONNECT_TIMEOUT, settings.REQUESTY_READ_TIMEOUT
-    deadline = time.monotonic() + connect + read
     headers = {"Authorization": f"Bearer {settings.REQUESTY_ADMIN_TOKEN}", "Accept": "application/json"}
-    try:
-        response = _session.request(
-            method,
-            settings.REQUESTY_BASE_URL + path,
-            json=body,
-            params=params,
-            headers=headers,
-            timeout=(connect, read),
-            stream=True,
-            allow_redirects=False,
-        )
-    except requests.exceptions.ConnectTimeout as exc:
-        raise NotSent("Requesty could not be reached (connect timeout).") from _plain(exc)
-    except requests.exceptions.ReadTimeout as exc:
-        raise Unavailable("Requesty did not answer in time.") from _plain(exc)
-    except requests.exceptions.ConnectionError as exc:
-        if _never_connected(exc):
-            raise NotSent("Requesty could not be reached.") from _plain(exc)
-        raise Unavailable("The connection to Requesty broke before it answered.") from _plain(exc)
-    except requests.exceptions.RequestException as exc:
-        raise Unavailable("The call to Requesty failed.") from _plain(exc)
-
-    with response:
-        chunks, size = [], 0
+    with _deadline(connect + read) as struck:
         try:
-            # read1 returns whatever has arrived, so the deadline is checked even while a server
-            # trickles one byte at a time (each of which would reset a plain read timeout).
-            while chunk := response.raw.read1(8192, decode_content=True):
-                chunks.append(chunk)
-                size += len(chunk)
-                if time.monotonic() > deadline:
-                    raise Unavailable("Requesty answered too slowly.", response.status_code)
-                if size > _MAX_BODY:
-                    raise MalformedResponse("Requesty's answer was too large.", response.status_code)
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise Unavailable("The connection to Requesty broke mid-answer.", response.status_code) from _plain(exc)
-        response._content = b"".join(chunks)
-        status = response.status_code
-        if 200 <= status < 300:
-            return status, response.content
-        _raise_for_status(response)
+            response = _session.request(
+                method,
+                settings.REQUESTY_BASE_URL + path,
+                json=body,
+                params=params,
+                headers=headers,
+                timeout=(connect, read),
+                stream=True,
+                allow_redirects=False,
+            )
+        except requests.exceptions.ConnectTimeout as exc:
+            raise NotSent("Requesty could not be reached (connect timeout).") from _plain(exc)
+        except requests.exceptions.ReadTimeout as exc:
+            raise Unavailable("Requesty did not answer in time.") from _plain(exc)
+        except requests.exceptions.ConnectionError as exc:
+            if _never_connected(exc):
+                raise NotSent("Requesty could not be reached.") from _plain(exc)
+            if struck.is_set():
+                raise Unavailable("Requesty answered too slowly.") from _plain(exc)
+            raise Unavailable("The connection to Requesty broke before it answered.") from _plain(exc)
+        except requests.exceptions.RequestException as exc:
+            raise Unavailable("The call to Requesty failed.") from _plain(exc)
+
+        with response:
+            chunks, size = [], 0
+            try:
+                while chunk := response.raw.read1(8192, decode_content=True):
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > _MAX_BODY:
+                        raise MalformedResponse("Requesty's answer was too large.", response.status_code)
+            except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                raise Unavailable("The connection to Requesty broke mid-answer.", response.status_code) from _plain(exc)
+            if struck.is_set():
+                # The socket was cut mid-body: what arrived is a truncated answer.
+                raise Unavailable("Requesty answered too slowly.", response.status_code)
+            response._content = b"".join(chunks)
+            status = response.status_code
+            if 200 <= status < 300:
+                return status, response.content
+            _raise_for_status(response)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -216,7 +304,10 @@ def _raise_for_status(response: requests.Response) -> None:
     if status in (401, 403):
         raise AuthFailed(_error_message(response), status)
     if status == 404:
-        raise NotFound(_error_message(response), status)
+        if _is_requesty_error(response):
+            raise NotFound(_error_message(response), status)
+        # A proxy's or wrong base URL's 404 page says nothing about the key: never "gone".
+        raise Unavailable("Requesty answered 404 without its own error body.", status)
     if status == 429:
         raise RateLimited(_error_message(response), status, _retry_after(response))
     if 400 <= status < 500:
@@ -294,7 +385,7 @@ def _key_info(item: Any, status: int) -> KeyInfo:
         raise MalformedResponse("Requesty's key entry had no id.", status)
     perms = item.get("permissions") if isinstance(item.get("permissions"), dict) else {}
     return KeyInfo(
-        id=item["id"],
+        id=_as_uuid(item["id"]) or item["id"],
         name=str(item.get("name", "")),
         monthly_limit=parse_money(item.get("monthly_limit")),
         monthly_spend=parse_money(item.get("monthly_spend", item.get("spend"))),

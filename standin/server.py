@@ -134,6 +134,11 @@ class Fault:
         return cls("after_action_body", status, body, content_type)
 
     @classmethod
+    def trickle_headers(cls, interval: float) -> Fault:
+        """Perform the action, then send the status line and headers one byte every `interval`."""
+        return cls("trickle_headers", seconds=interval)
+
+    @classmethod
     def trickle(cls, interval: float) -> Fault:
         """Perform the action, send headers at once, then the body one byte per ``interval``."""
         return cls("trickle", seconds=interval)
@@ -401,8 +406,18 @@ class StandIn:
         return Reply(201, {"api_key_id": key["id"], "api_key": key["api_key"]})
 
     def _api_list(self, raw: bytes, query: str) -> Reply:
+        """Every key of the organization, the admin token's own key included (as Requesty lists it)."""
         fields = ("id", "name", "monthly_limit", "monthly_spend", "permissions", "labels", "created_by")
-        return Reply(200, {"keys": [{f: k[f] for f in fields} for k in self._keys.values()]})
+        own = {
+            "id": ADMIN_ID,
+            "name": "stand-in admin token",
+            "monthly_limit": 0,
+            "monthly_spend": 0,
+            "permissions": {"manage": "write", "completions": "none"},
+            "labels": {},
+            "created_by": {"id": "stand-in", "email": "admin@example.com"},
+        }
+        return Reply(200, {"keys": [own, *({f: k[f] for f in fields} for k in self._keys.values())]})
 
     def _api_detail(self, key_id: str, raw: bytes, query: str) -> Reply:
         if key_id == "self":
@@ -646,6 +661,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif kind == "trickle":
             self._send(reply, trickle=fault.seconds)
             return
+        elif kind == "trickle_headers":
+            self._send_trickled_head(reply, fault.seconds)
+            return
         self._send(reply)
 
     def _send(self, reply: Reply, trickle: float = 0.0) -> None:
@@ -668,6 +686,23 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(data[i : i + 1])
         except OSError:
             self.close_connection = True  # the client gave up; nothing to tell anyone
+
+    def _send_trickled_head(self, reply: Reply, interval: float) -> None:
+        data = _encode(reply.payload)
+        head = (
+            f"HTTP/1.1 {reply.status} X\r\nContent-Type: {reply.content_type}\r\nContent-Length: {len(data)}\r\n\r\n"
+        ).encode()
+        self.close_connection = True
+        try:
+            for i in range(len(head)):
+                self.server.standin._sleep(interval)
+                if self.server.standin._stopping.is_set():
+                    return
+                self.wfile.write(head[i : i + 1])
+                self.wfile.flush()
+            self.wfile.write(data)
+        except OSError:
+            pass
 
     def _abort(self) -> None:
         """Close with SO_LINGER 0 so the kernel sends RST: the client sees a reset, not an EOF."""

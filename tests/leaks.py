@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pickle
 
+from django.contrib.messages.storage.cookie import CookieStorage
 from django.contrib.sessions.models import Session
 from django.core import mail
 from django.core.cache import caches
 from django.db import connection
+from django.http import HttpRequest
 
 
 def sweep(canary: str, *, logs=None, responses=()) -> list[str]:
@@ -37,4 +39,11 @@ def sweep(canary: str, *, logs=None, responses=()) -> list[str]:
             found.append("response headers")
         if any(canary in morsel.OutputString() for morsel in response.cookies.values()):
             found.append("cookies")
+        if "messages" in response.cookies and canary in repr(_messages(response.cookies["messages"].value)):
+            found.append("the messages cookie")
     return found
+
+
+def _messages(value: str):
+    """The messages cookie is signed and may be compressed: decode it as Django does."""
+    return CookieStorage(HttpRequest())._decode(value)

@@ -143,11 +143,11 @@ def test_spend_failure_offers_a_retry(rkey, rclient, standin, fault):
     assert IssuedKey.objects.get().status == "active"
 
 
-def test_spend_of_a_key_deleted_outside(rkey, rclient, standin):
+def test_spend_of_a_key_requesty_does_not_know(rkey, rclient, standin):
     standin.inject(Fault.status(404), method="GET")
     html = rclient.get(f"/keys/{rkey.pk}/spend/", **HTMX).content.decode()
-    assert "deleted outside the portal" in html
-    assert IssuedKey.objects.get().status == "deleted"
+    assert "does not know this key" in html
+    assert IssuedKey.objects.get().status == "active"  # a read changes nothing; reconciliation decides
 
 
 # --- Usage ----------------------------------------------------------------------------------------

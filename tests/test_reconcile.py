@@ -24,8 +24,9 @@ def mint(client, user, name="k"):
 
 
 def reconcile(*args) -> str:
+    """Without a grace period, so unknown outcomes from this very test are settled."""
     out = StringIO()
-    call_command("reconcile_keys", *args, stdout=out)
+    call_command("reconcile_keys", "--stale-minutes", "0", *args, stdout=out)
     return out.getvalue()
 
 
@@ -67,7 +68,9 @@ def test_stale_requested_counts_but_a_fresh_one_does_not(requester, standin):
         nonce="b", actor=requester, name="fresh", monthly_limit=5, manage="none", completions="write"
     )
     standin.add_key(f"fresh [portal:{fresh.reference}]")  # being minted right now: not a stranger
-    output = reconcile()
+    out = StringIO()
+    call_command("reconcile_keys", "--stale-minutes", "10", stdout=out)
+    output = out.getvalue()
     assert Issuance.objects.get(pk=old.pk).state == "absent"
     assert Issuance.objects.get(pk=fresh.pk).state == "requested"
     assert line(output, "upstream keys with no portal record") == 0
@@ -175,3 +178,49 @@ def test_concurrent_runs_take_turns(standin):
         thread.join()
     assert connection.vendor == "postgresql"
     assert "Another reconciliation" not in reconcile()
+
+
+def test_unknown_outcomes_get_a_grace_period(rclient, requester, standin):
+    standin.inject(Fault.status(504), method="POST", path="/v1/manage/apikey")
+    mint(rclient, requester)
+    out = StringIO()
+    call_command("reconcile_keys", stdout=out)  # default: 10 minutes
+    assert Issuance.objects.get().state == "unknown"
+    assert line(out.getvalue(), "upstream keys with no portal record") == 0
+
+
+def test_a_late_key_for_a_settled_attempt_is_deleted(rclient, requester, standin):
+    standin.inject(Fault.status(504), method="POST", path="/v1/manage/apikey")
+    mint(rclient, requester, "slowpoke")
+    reconcile()
+    issuance = Issuance.objects.get()
+    assert issuance.state == "absent"
+    late = standin.add_key(issuance.upstream_name)  # Requesty finished creating it after all
+    output = reconcile()
+    assert late["id"] not in standin.keys
+    assert "(late)" in output and line(output, "upstream keys with no portal record") == 0
+
+
+def test_keys_minted_after_the_list_are_not_judged_by_it(rclient, requester, standin, monkeypatch):
+    from keys import requesty
+
+    real_list = requesty.list_keys
+
+    def list_then_mint():
+        keys = real_list()
+        mint(rclient, requester, "born-during-reconcile")
+        return keys
+
+    monkeypatch.setattr(requesty, "list_keys", list_then_mint)
+    output = reconcile()
+    assert line(output, "portal keys deleted outside the portal") == 0
+    assert IssuedKey.objects.get().status == "active"
+
+
+@pytest.mark.parametrize("body", ['{"keys": []}', '{"keys": [{"id": "3c90c3cc-0d44-4b50-8888-8dd25736052a"}]}'])
+def test_an_implausible_list_changes_nothing(rclient, requester, standin, body):
+    mint(rclient, requester)
+    standin.inject(Fault.status(200, body=body), method="GET", path="/v1/manage/apikey")
+    with pytest.raises(CommandError, match="looks partial or wrong"):
+        reconcile()
+    assert IssuedKey.objects.get().status == "active"

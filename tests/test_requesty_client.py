@@ -78,6 +78,24 @@ def test_read_timeout_after_create_is_unknown(standin, settings):
     assert len(standin.keys) == 1  # it did exist upstream: hence "unknown", not "rejected"
 
 
+def test_trickling_headers_are_cut_by_the_overall_deadline(standin, settings):
+    """Each header byte arrives within the read timeout; only a wall-clock deadline stops it."""
+    import time
+
+    settings.REQUESTY_CONNECT_TIMEOUT, settings.REQUESTY_READ_TIMEOUT = 0.3, 0.7
+    standin.inject(Fault.trickle_headers(0.2), method="GET")
+    started = time.monotonic()
+    with pytest.raises(requesty.Unavailable, match="too slowly"):
+        requesty.get_key("self")
+    assert time.monotonic() - started < 3  # the head alone would take ~20 s
+
+
+def test_404_without_requestys_error_body_is_not_not_found(standin):
+    standin.inject(Fault.status(404, body="<h1>Not Found</h1>", content_type="text/html"), method="GET")
+    with pytest.raises(requesty.Unavailable):
+        requesty.get_key("self")
+
+
 def test_trickle_is_cut_by_the_overall_deadline(standin, settings):
     settings.REQUESTY_CONNECT_TIMEOUT, settings.REQUESTY_READ_TIMEOUT = 0.2, 0.5
     standin.inject(Fault.trickle(0.2), method="POST")
@@ -96,7 +114,8 @@ def test_get_list_and_delete(standin):
     seeded = standin.add_key("seeded", monthly_limit=Decimal("5"), monthly_spend=Decimal("1.25"))
     info = requesty.get_key(seeded["id"])
     assert (info.name, info.monthly_limit, info.monthly_spend) == ("seeded", Decimal(5), Decimal("1.25"))
-    assert [k.id for k in requesty.list_keys()] == [seeded["id"]]
+    own = requesty.get_key("self").id
+    assert [k.id for k in requesty.list_keys()] == [own, seeded["id"]]
     requesty.delete_key(seeded["id"])
     with pytest.raises(requesty.NotFound):
         requesty.delete_key(seeded["id"])

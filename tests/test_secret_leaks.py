@@ -28,7 +28,12 @@ def mint(client, user, **extra):
 
 
 def reachable_pages(client) -> list:
-    return [client.get(path) for path in ("/", URL, "/keys/new/?name=x")]
+    from keys.models import IssuedKey
+
+    pages = ["/", URL, "/keys/new/?name=x", "/keys/"]
+    pages += [f"/keys/{pk}/" for pk in IssuedKey.objects.values_list("pk", flat=True)]
+    pages += [f"/keys/{pk}/spend/" for pk in IssuedKey.objects.values_list("pk", flat=True)]
+    return [client.get(path) for path in pages]
 
 
 def assert_clean(canary, logs, responses):
@@ -142,3 +147,59 @@ def test_the_sweep_finds_a_planted_canary(rclient, requester, debug_logs):
     found = sweep(planted, logs=debug_logs)
     assert {"a session", "the cache", "the logs"} <= set(found)
     assert any(place.startswith("database table") for place in found)
+
+
+def test_crash_after_the_secret_was_rendered_mails_no_secret(requester, canary, monkeypatch, debug_logs, settings):
+    """Threat 2: the template has already written the secret when a later variable blows up."""
+    import keys.views
+    from keys.minting import Minted
+
+    real_mint = keys.views.mint_key
+
+    class ExplodingKey:
+        def __init__(self, key):
+            self._key = key
+
+        def __getattr__(self, name):
+            if name == "completions":  # rendered after the secret in the panel
+                raise RuntimeError("late template failure")
+            return getattr(self._key, name)
+
+    def mint_then_explode(**kwargs):
+        minted = real_mint(**kwargs)
+        return Minted(key=ExplodingKey(minted.key), secret=minted.secret)
+
+    monkeypatch.setattr(keys.views, "mint_key", mint_then_explode)
+    client = Client(raise_request_exception=False)
+    client.force_login(requester)
+    response = mint(client, requester)
+    assert response.status_code == 500
+    report = mail.outbox[-1].message().as_string()
+    assert "late template failure" in report
+    assert canary not in report and TOKEN not in report
+    assert_clean(canary, debug_logs, [response])
+
+
+def test_error_mails_never_include_frame_variables():
+    """The HTML error report lists every frame's local variables, template internals included,
+    where the rendered secret sits: it must stay off (Django's default)."""
+    import logging as stdlib_logging
+
+    handlers = [h for name in ("django", "keys", "") for h in stdlib_logging.getLogger(name).handlers]
+    mailers = [h for h in handlers if h.__class__.__name__ == "AdminEmailHandler"]
+    assert mailers and not any(h.include_html for h in mailers)
+
+
+def test_the_sweep_reads_the_messages_cookie(db):
+    """Messages travel in a signed, possibly compressed cookie: the sweep must decode it."""
+    from django.contrib import messages
+    from django.contrib.messages.storage.cookie import CookieStorage
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    storage = CookieStorage(RequestFactory().get("/"))
+    storage.add(messages.INFO, "PLANTED-IN-COOKIE " * 20)  # long enough to be compressed
+    response = HttpResponse()
+    storage.update(response)
+    assert "PLANTED-IN-COOKIE" not in response.cookies["messages"].value
+    assert sweep("PLANTED-IN-COOKIE", responses=[response]) == ["the messages cookie"]

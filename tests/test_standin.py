@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from standin import Fault, StandIn
+from standin.server import ADMIN_ID
 
 TOKEN = "test-admin-token-7f3a"
 CANARY = "rqsty-sk-CANARY-0123456789"
@@ -63,9 +64,9 @@ def test_round_trip(standin, api):
     assert standin.keys[key_id]["permissions"] == {"manage": "none", "completions": "read"}
 
     listed = api("GET", KEYS).json()["keys"]
-    assert [k["id"] for k in listed] == [key_id]
+    assert [k["id"] for k in listed] == [ADMIN_ID, key_id]  # the admin token's own key is listed too
     assert CANARY not in json.dumps(listed)
-    assert set(listed[0]) == {"id", "name", "monthly_limit", "monthly_spend", "permissions", "labels", "created_by"}
+    assert set(listed[1]) == {"id", "name", "monthly_limit", "monthly_spend", "permissions", "labels", "created_by"}
 
     detail = api("GET", f"{KEYS}/{key_id}").json()
     assert detail == {
