@@ -13,11 +13,13 @@ def requesty_settings(app_configs, **kwargs):
     deadline = settings.REQUESTY_CONNECT_TIMEOUT + settings.REQUESTY_READ_TIMEOUT
     if settings.REQUESTY_CONNECT_TIMEOUT <= 0 or settings.REQUESTY_READ_TIMEOUT <= 0:
         problems.append(Error("Requesty timeouts must be positive.", id="keys.E001"))
-    if deadline >= settings.GUNICORN_TIMEOUT:
+    # A mint may make two calls in one request: the create, and a compensating delete.
+    if 2 * deadline >= settings.GUNICORN_TIMEOUT:
         problems.append(
             Error(
-                f"REQUESTY_CONNECT_TIMEOUT + REQUESTY_READ_TIMEOUT ({deadline:g}s) must be below "
-                f"GUNICORN_TIMEOUT ({settings.GUNICORN_TIMEOUT}s), or a slow Requesty kills workers mid-mint.",
+                f"Twice REQUESTY_CONNECT_TIMEOUT + REQUESTY_READ_TIMEOUT ({2 * deadline:g}s: a create and a "
+                f"compensating delete) must be below GUNICORN_TIMEOUT ({settings.GUNICORN_TIMEOUT}s), and your "
+                "reverse proxy's read timeout must be longer still, or a slow Requesty cuts mints off mid-way.",
                 id="keys.E002",
             )
         )
