@@ -442,3 +442,10 @@ def test_seed_audit_makes_a_valid_chain(db):
     assert "120 events verified" in verify_output()
     with pytest.raises(CommandError):
         call_command("seed_audit", "--events", "5", stdout=io.StringIO())
+
+
+def test_a_whole_key_id_is_matched_exactly(auclient):
+    event(api_key_id="3c90c3cc-0d44-4b50-8888-8dd25736052a", key_name="a")
+    event(api_key_id="3c90c3cc-0d44-4b50-8888-8dd25736052b", key_name="b")
+    assert seqs(auclient.get("/audit/?q=3c90c3cc-0d44-4b50-8888-8dd25736052a")) == [1]
+    assert seqs(auclient.get("/audit/?q=3c90c3cc")) == [2, 1]
