@@ -286,7 +286,7 @@ def seed(env: dict[str, str], events: int, timeout: float) -> float:
     """manage.py seed_audit --events N, with its progress relayed every ~10%; returns seconds."""
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "seed_audit", "--events", str(events)],
+        [sys.executable, "manage.py", "seed_audit", "--events", str(events), "--benchmark-database"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -438,10 +438,12 @@ def test_admin_registration_is_read_only(superuser):
 
 
 def test_seed_audit_makes_a_valid_chain(db):
-    call_command("seed_audit", "--events", "120", "--batch", "50", stdout=io.StringIO())
-    assert "120 events verified" in verify_output()
-    with pytest.raises(CommandError):
+    with pytest.raises(CommandError, match="benchmark-database"):  # DEBUG is off in tests
         call_command("seed_audit", "--events", "5", stdout=io.StringIO())
+    call_command("seed_audit", "--events", "120", "--batch", "50", "--benchmark-database", stdout=io.StringIO())
+    assert "120 events verified" in verify_output()
+    with pytest.raises(CommandError, match="not empty"):
+        call_command("seed_audit", "--events", "5", "--benchmark-database", stdout=io.StringIO())
 
 
 def test_a_whole_key_id_is_matched_exactly(auclient):

@@ -5,6 +5,7 @@ from datetime import timedelta
 from decimal import Decimal
 from uuid import UUID
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
@@ -30,8 +31,19 @@ class Command(BaseCommand):
         parser.add_argument("--batch", type=int, default=5000)
         parser.add_argument("--seed", type=int, default=1)
         parser.add_argument("--force", action="store_true", help="append even if the log is not empty")
+        parser.add_argument(
+            "--benchmark-database",
+            action="store_true",
+            help="confirm this database is a throw-away benchmark copy (needed unless DEBUG or sandbox mode)",
+        )
 
-    def handle(self, *args, events, actors, batch, seed, force, **options):
+    def handle(self, *args, events, actors, batch, seed, force, benchmark_database, **options):
+        if not (settings.DEBUG or settings.PORTAL_SANDBOX or benchmark_database):
+            # Synthetic events carry valid hashes: in a real log they would be indistinguishable
+            # from history. Refuse unless the operator says this is a benchmark database.
+            raise CommandError(
+                "seed_audit writes synthetic history; pass --benchmark-database on a throw-away database."
+            )
         head = audit.head()
         if head and not force:
             raise CommandError("The audit log is not empty; seed_audit is for benchmark databases (use --force).")
