@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
+IDP    := tests/oidc_provider
 
 .PHONY: run test lint bench-mint clean
 
@@ -15,6 +16,12 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed
 	$(PIP) install --quiet -r requirements-dev.txt
 	touch $@
 
+# The OpenID Connect provider the SSO tests start (npm's oidc-provider; needs Node.js 20+).
+# npm ci writes node_modules/.package-lock.json, so this reinstalls only when the lock changes.
+$(IDP)/node_modules/.package-lock.json: $(IDP)/package.json $(IDP)/package-lock.json
+	cd $(IDP) && npm ci --no-audit --no-fund
+	touch $@
+
 ## Sandbox: embedded SQLite, the stand-in Requesty, demo users printed. Nothing leaves this machine.
 run: $(VENV)/.installed
 	DEBUG=true PORTAL_SANDBOX=true REQUESTY_BASE_URL=http://127.0.0.1:8099 \
@@ -22,7 +29,7 @@ run: $(VENV)/.installed
 	$(PY) manage.py sandbox
 
 ## The whole suite (unit, view, browser). DATABASE_URL=postgres://... runs it on PostgreSQL.
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev $(IDP)/node_modules/.package-lock.json
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
@@ -33,4 +40,4 @@ bench-mint: $(VENV)/.installed-dev
 	$(PY) bench/mint.py
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache
+	rm -rf $(VENV) staticfiles .pytest_cache $(IDP)/node_modules

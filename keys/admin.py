@@ -3,7 +3,16 @@ own flows, which call Requesty and write audit events; the admin must not bypass
 
 from django.contrib import admin
 
-from .models import ApprovalRequest, AuditEvent, Issuance, IssuedKey, OnboardingTemplate, SpendingPolicy
+from .models import (
+    ApprovalRequest,
+    AuditEvent,
+    Issuance,
+    IssuedKey,
+    OIDCIdentity,
+    OnboardingTemplate,
+    SpendingPolicy,
+    SSOGroupGrant,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -62,3 +71,20 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
 
     list_display = ["created_at", "name", "requester", "monthly_limit", "manage", "completions", "status", "decided_by"]
     list_filter = ["status"]
+
+
+@admin.register(OIDCIdentity)
+class OIDCIdentityAdmin(ReadOnlyAdmin):
+    """Which provider account signs in as which portal user; single sign-on keeps these."""
+
+    list_display = ["user", "issuer", "subject", "created_at", "last_sign_in_at"]
+    search_fields = ["user__username", "user__email", "subject"]
+
+
+@admin.register(SSOGroupGrant)
+class SSOGroupGrantAdmin(ReadOnlyAdmin):
+    """Memberships single sign-on granted (and will take away when the provider does)."""
+
+    list_display = ["user", "group", "granted_at"]
+    list_filter = ["group"]
+    search_fields = ["user__username"]

@@ -10,7 +10,7 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from . import audit, lifecycle, policy, requesty
+from . import audit, lifecycle, policy, requesty, sso
 from .charts import usage_chart
 from .forms import ApprovalRequestForm, KeyRequestForm, LimitForm, new_nonce, prefill
 from .minting import MintError, mint_key
@@ -28,6 +28,7 @@ def home(request):
 @never_cache
 @vary_on_headers("HX-Request")
 @require_http_methods(["GET", "POST"])
+@sso.require_recent_sign_in
 @sensitive_variables()
 def new_key(request):
     """The stable onboarding URL: GET shows the form (prefilled from the link), POST mints."""

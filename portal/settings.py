@@ -6,6 +6,7 @@ turns them off. Secrets have no default outside sandbox mode; a missing one stop
 
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -113,7 +114,9 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
-LOGOUT_REDIRECT_URL = "login"
+# The sign-in page says "You are signed out" and, even with OIDC_ONLY, does not send the person
+# straight back to the provider (which would sign them in again at once).
+LOGOUT_REDIRECT_URL = "/accounts/login/?signed-out=1"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -213,6 +216,50 @@ ONBOARDING_RETURN_HOSTS = env.list("ONBOARDING_RETURN_HOSTS", default=[])
 PORTAL_TRUSTED_PROXY_HOPS = env.int("PORTAL_TRUSTED_PROXY_HOPS", default=0)
 # How long a rendered form (and its one-time nonce) stays valid.
 PORTAL_FORM_MAX_AGE = env.int("PORTAL_FORM_MAX_AGE", default=2 * 60 * 60)
+
+# --- Single sign-on (OpenID Connect; keys/sso.py) -------------------------------------------------
+# On when OIDC_CLIENT_ID, OIDC_CLIENT_SECRET and either OIDC_ISSUER or the explicit endpoints
+# (authorization, token, JWKS) are set; otherwise sign-in is username and password, as before.
+# Discovery ({OIDC_ISSUER}/.well-known/openid-configuration) happens at first use and is cached,
+# never here, so start-up does not depend on the provider. Explicit endpoints win over discovery.
+# keys/sso.py fixes the protocol choices that must not be configurable: authorization code flow
+# with PKCE (S256), state and nonce, RS256 ID tokens checked against the provider's JWKS, with
+# audience, issuer and expiry verified.
+OIDC_ISSUER = env.str("OIDC_ISSUER", default="")
+OIDC_CLIENT_ID = env.str("OIDC_CLIENT_ID", default="")
+# The name matches Django's "sensitive settings" pattern (SECRET), so error pages hide it.
+OIDC_CLIENT_SECRET = env.str("OIDC_CLIENT_SECRET", default="")
+OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="SSO")  # "Sign in with <name>"
+# Send the sign-in page straight to the provider (break-glass: /accounts/login/?break-glass=1).
+OIDC_ONLY = env.bool("OIDC_ONLY", default=False)
+# While SSO is on, may superusers still sign in with a password (break-glass)? Nobody else can.
+OIDC_BREAK_GLASS = env.bool("OIDC_BREAK_GLASS", default=True)
+# Only these e-mail domains may sign in (comma-separated; empty: any the provider vouches for).
+OIDC_ALLOWED_EMAIL_DOMAINS = [d.strip().lower().lstrip("@") for d in env.list("OIDC_ALLOWED_EMAIL_DOMAINS", default=[])]
+# The claim that lists a person's groups; provider groups in OIDC_ADMIN_GROUPS make portal admins,
+# and a provider group named like a portal group with a spending policy puts the person in it.
+OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
+OIDC_ADMIN_GROUPS = env.list("OIDC_ADMIN_GROUPS", default=[])
+OIDC_SCOPES = env.str("OIDC_SCOPES", default="openid email profile")
+OIDC_AUTHORIZATION_ENDPOINT = env.str("OIDC_AUTHORIZATION_ENDPOINT", default="")
+OIDC_TOKEN_ENDPOINT = env.str("OIDC_TOKEN_ENDPOINT", default="")
+OIDC_USERINFO_ENDPOINT = env.str("OIDC_USERINFO_ENDPOINT", default="")
+OIDC_JWKS_ENDPOINT = env.str("OIDC_JWKS_ENDPOINT", default="")
+# Seconds to connect to, and then to read from, the provider (discovery, token, JWKS, userinfo).
+OIDC_TIMEOUT = env.float("OIDC_TIMEOUT", default=5.0)
+# Minting a key needs a sign-in within this many seconds; older sessions sign in again first,
+# through the provider with max_age=<this> and prompt=<OIDC_REAUTH_PROMPT> (empty: no prompt).
+PORTAL_MINT_REAUTH_SECONDS = env.int("PORTAL_MINT_REAUTH_SECONDS", default=12 * 60 * 60)
+OIDC_REAUTH_PROMPT = env.str("OIDC_REAUTH_PROMPT", default="login")
+# Passwords (break-glass superusers only while SSO is on), then SSO (inert while it is off).
+AUTHENTICATION_BACKENDS = ["keys.sso.PasswordBackend", "keys.sso.OIDCBackend"]
+# A trip to the provider can start with a form (a mint whose sign-in is too old, posted without
+# JavaScript), and browsers apply form-action to every redirect after a form: allow its origin.
+for _url in (OIDC_ISSUER, OIDC_AUTHORIZATION_ENDPOINT):
+    if _url.startswith(("https://", "http://")):
+        _origin = "{0.scheme}://{0.netloc}".format(urlsplit(_url))
+        if _origin not in SECURE_CSP["form-action"]:
+            SECURE_CSP["form-action"].append(_origin)
 
 # --- Logging: one JSON object per line, control characters escaped -------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

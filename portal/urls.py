@@ -1,16 +1,19 @@
 """URL wiring only: each app owns its own routes."""
 
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from keys import approval_views, audit_views
+from keys import approval_views, audit_views, sso
 from keys import views as key_views
 
 urlpatterns = [
     path("", key_views.home, name="home"),
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/login/", sso.LoginView.as_view(), name="login"),
     path("accounts/logout/", key_views.logout, name="logout"),
+    # Single sign-on (keys/sso.py): answer 404 unless OIDC is configured. Register
+    # https://<host>/oidc/callback/ as the redirect URI at the provider.
+    path("oidc/authenticate/", sso.sign_in, name="oidc_authentication_init"),
+    path("oidc/callback/", sso.callback, name="oidc_authentication_callback"),
     path("keys/", include("keys.urls")),
     path("approvals/", approval_views.approvals, name="approvals"),
     path("approvals/request/", approval_views.approval_request, name="approval-request"),
