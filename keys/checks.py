@@ -72,4 +72,3 @@ def sso_settings(app_configs, **kwargs):
             )
         )
     return problems
-
