@@ -60,7 +60,7 @@ def resolve(user) -> Policy:
             settings.PORTAL_MAX_MONTHLY_LIMIT,
             settings.PORTAL_MAX_TOTAL_MONTHLY_LIMIT,
             settings.PORTAL_MAX_ACTIVE_KEYS,
-            settings.PORTAL_MAX_COMPLETIONS if settings.PORTAL_MAX_COMPLETIONS in LEVELS else "write",
+            settings.PORTAL_MAX_COMPLETIONS,
             settings.PORTAL_ALLOW_MANAGE_REQUESTS,
         )
     return Policy(

@@ -32,13 +32,15 @@ if PORTAL_SANDBOX and not DEBUG and not env.bool("PORTAL_SANDBOX_FORCE", default
 _relaxed = DEBUG or PORTAL_SANDBOX
 
 
-def _required(name: str, sandbox_default: str) -> str:
+def _required(name: str, local_default: str) -> str:
+    """A secret: only a local DEBUG run may fall back to a public placeholder (a forced sandbox
+    with DEBUG off still needs real secrets)."""
     value = env.str(name, default="")
     if value:
         return value
-    if _relaxed:
-        return sandbox_default
-    raise ImproperlyConfigured(f"{name} must be set when DEBUG is off and sandbox mode is off.")
+    if DEBUG:
+        return local_default
+    raise ImproperlyConfigured(f"{name} must be set when DEBUG is off.")
 
 
 SECRET_KEY = _required("SECRET_KEY", "sandbox-insecure-" + "k" * 50)
@@ -65,6 +67,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "portal.idle.IdleTimeoutMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -151,6 +154,8 @@ X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 60 * 60)
+# Signed-in sessions also end after this long without a request (portal/idle.py).
+PORTAL_IDLE_TIMEOUT = env.int("PORTAL_IDLE_TIMEOUT", default=2 * 60 * 60)
 CSRF_COOKIE_HTTPONLY = True  # htmx takes the token from the page, never from the cookie
 
 SECURE_CSP = {
@@ -187,6 +192,9 @@ MAILERS = {
 
 # --- Requesty -------------------------------------------------------------------------------------
 REQUESTY_BASE_URL = env.str("REQUESTY_BASE_URL", default="https://api.requesty.ai").rstrip("/")
+if PORTAL_SANDBOX and not REQUESTY_BASE_URL.startswith(("http://127.0.0.1:", "http://localhost:")):
+    # The banner promises keys from the stand-in; never let it sit on top of the real Requesty.
+    raise ImproperlyConfigured("In sandbox mode REQUESTY_BASE_URL must point at the stand-in on 127.0.0.1.")
 # The name matches Django's "sensitive settings" pattern (TOKEN), so error pages hide it.
 REQUESTY_ADMIN_TOKEN = _required("REQUESTY_ADMIN_TOKEN", "sandbox-admin-token")
 REQUESTY_CONNECT_TIMEOUT = env.float("REQUESTY_CONNECT_TIMEOUT", default=5.0)
@@ -205,6 +213,8 @@ PORTAL_MAX_MONTHLY_LIMIT = Decimal(env.str("PORTAL_MAX_MONTHLY_LIMIT", default="
 PORTAL_MAX_TOTAL_MONTHLY_LIMIT = Decimal(env.str("PORTAL_MAX_TOTAL_MONTHLY_LIMIT", default="500"))
 PORTAL_MAX_ACTIVE_KEYS = env.int("PORTAL_MAX_ACTIVE_KEYS", default=10)
 PORTAL_MAX_COMPLETIONS = env.str("PORTAL_MAX_COMPLETIONS", default="write")
+if PORTAL_MAX_COMPLETIONS not in ("none", "read", "write"):
+    raise ImproperlyConfigured("PORTAL_MAX_COMPLETIONS must be none, read or write.")
 PORTAL_ALLOW_MANAGE_REQUESTS = env.bool("PORTAL_ALLOW_MANAGE_REQUESTS", default=False)
 # Mint attempts per user per rolling hour, counted in the database (holds across processes).
 PORTAL_MINTS_PER_HOUR = env.int("PORTAL_MINTS_PER_HOUR", default=10)

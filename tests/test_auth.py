@@ -107,3 +107,16 @@ def test_sandbox_banner_only_in_sandbox(rclient, settings):
     assert "Sandbox mode" not in rclient.get("/").content.decode()
     settings.PORTAL_SANDBOX = True
     assert "Sandbox mode" in rclient.get("/").content.decode()
+
+
+def test_idle_sessions_end(rclient, settings, monkeypatch):
+    import portal.idle
+
+    settings.PORTAL_IDLE_TIMEOUT = 600
+    assert rclient.get("/keys/new/").status_code == 200
+    now = portal.idle.time.time()
+    monkeypatch.setattr(portal.idle.time, "time", lambda: now + 300)
+    assert rclient.get("/keys/new/").status_code == 200  # active: still signed in
+    monkeypatch.setattr(portal.idle.time, "time", lambda: now + 300 + 601)
+    response = rclient.get("/keys/new/")
+    assert response.status_code == 302 and "/accounts/login/" in response["Location"]

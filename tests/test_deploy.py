@@ -51,10 +51,33 @@ def test_missing_secret_stops_start_up_naming_it(missing):
 
 
 def test_sandbox_is_refused_without_debug_unless_forced():
-    refused = manage("check", **PROD, PORTAL_SANDBOX="true")
+    local = {**PROD, "PORTAL_SANDBOX": "true", "REQUESTY_BASE_URL": "http://127.0.0.1:8099"}
+    refused = manage("check", **local)
     assert refused.returncode != 0 and "PORTAL_SANDBOX_FORCE" in refused.stderr
-    forced = manage("check", **PROD, PORTAL_SANDBOX="true", PORTAL_SANDBOX_FORCE="true")
+    forced = manage("check", **local, PORTAL_SANDBOX_FORCE="true")
     assert forced.returncode == 0, forced.stderr
+
+
+def test_a_forced_sandbox_still_needs_real_secrets():
+    local = {
+        **PROD,
+        "PORTAL_SANDBOX": "true",
+        "PORTAL_SANDBOX_FORCE": "true",
+        "REQUESTY_BASE_URL": "http://127.0.0.1:8099",
+    }
+    del local["SECRET_KEY"]
+    result = manage("check", **local)
+    assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
+
+
+def test_sandbox_never_talks_to_the_real_requesty():
+    result = manage("check", DEBUG="true", PORTAL_SANDBOX="true", REQUESTY_BASE_URL="https://api.requesty.ai")
+    assert result.returncode != 0 and "must point at the stand-in" in result.stderr
+
+
+def test_a_misspelt_completions_cap_stops_start_up():
+    result = manage("check", **PROD, PORTAL_MAX_COMPLETIONS="WRITE")
+    assert result.returncode != 0 and "PORTAL_MAX_COMPLETIONS" in result.stderr
 
 
 def test_check_deploy_passes_with_production_settings():
