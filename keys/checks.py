@@ -72,3 +72,23 @@ def sso_settings(app_configs, **kwargs):
             )
         )
     return problems
+
+
+@register(Tags.security, deploy=True)
+def reliability_kill_points(app_configs, **kwargs):
+    """PORTAL_TEST_KILL_AT makes workers SIGKILL themselves mid-mint (keys/faultpoints.py): for the
+    reliability suite only. A Warning, not an Error, so the suite's production-like server (DEBUG
+    off) still starts, while a release's `check --deploy --fail-level WARNING` fails."""
+    import os
+
+    from .faultpoints import ENV
+
+    if os.environ.get(ENV) and not settings.DEBUG and not settings.PORTAL_SANDBOX:
+        return [
+            Warning(
+                f"{ENV} is set ({os.environ[ENV]!r}): mints will kill their worker at that point. "
+                "It is for the reliability test suite only; unset it.",
+                id="keys.W007",
+            )
+        ]
+    return []

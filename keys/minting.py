@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from . import audit, policy, requesty
+from .faultpoints import reached
 from .models import ApprovalRequest, AuditEvent, Issuance, IssuedKey
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,9 @@ UNKNOWN_MESSAGE = (
 def mint_key(*, actor, cleaned: dict, nonce: str, source_ip: str | None, approval_id: int | None = None) -> Minted:
     issuance = _open_issuance(actor, cleaned, nonce, source_ip, approval_id)
     try:
+        reached("before_upstream")
         created = requesty.create_key(issuance.upstream_name, issuance.monthly_limit, issuance.permissions)
+        reached("after_reply")
     except requesty.Rejected as exc:
         _finish(issuance, State.REJECTED, Action.MINT_REJECTED, Outcome.FAILURE, exc)
         _give_back_approval(issuance)
@@ -69,6 +72,7 @@ def mint_key(*, actor, cleaned: dict, nonce: str, source_ip: str | None, approva
 
     try:
         key = _record_issued(issuance, created.api_key_id)
+        reached("after_commit")
     except Exception:
         log.exception("Recording issued key failed; compensating", extra={"reference": issuance.reference})
         compensated = _compensate(issuance, created.api_key_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
+from django.db import DatabaseError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_variables
@@ -58,14 +59,19 @@ def new_key(request):
         )
     except MintError as exc:
         retry = exc.kind in ("rejected", "failed", "unavailable", "beyond_policy")
-        context = _form_context(request, values=form.cleaned_data) if retry else {"form": None}
+        try:
+            context = _form_context(request, values=form.cleaned_data) if retry else {"form": None}
+        except DatabaseError:  # the database that failed the mint may still be down: say so, no form
+            context = {"form": None}
         response = _render(request, {**context, "error": exc}, status=exc.status)
         if exc.retry_after:
             response["Retry-After"] = str(exc.retry_after)
         return response
-    return _render(
-        request, {"minted": minted, "continue_url": _continue_url(request, form.cleaned_data.get("template"))}
-    )
+    try:
+        continue_url = _continue_url(request, form.cleaned_data.get("template"))
+    except DatabaseError:  # never lose the secret over an optional link
+        continue_url = None
+    return _render(request, {"minted": minted, "continue_url": continue_url})
 
 
 def _form_context(request, values: dict | None = None) -> dict:

@@ -26,3 +26,5 @@ urlpatterns = [
     path("audit/export.jsonl", audit_views.audit_export, {"fmt": "jsonl"}, name="audit-export-jsonl"),
     path("admin/", admin.site.urls),
 ]
+
+handler500 = "portal.errors.server_error"

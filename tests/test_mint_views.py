@@ -426,3 +426,32 @@ def test_database_down_before_the_record_means_503_and_no_call(rclient, requeste
     assert response.status_code == 503
     assert any("cannot reach its database" in t for t in alerts(response))
     assert creates(standin) == []
+
+
+def test_database_still_down_after_a_failed_mint_is_a_503_not_a_500(rclient, requester, standin, monkeypatch):
+    from django.db import DatabaseError
+
+    import keys.minting
+    import keys.views
+
+    monkeypatch.setattr(keys.minting, "_record_issued", lambda *a: (_ for _ in ()).throw(DatabaseError("down")))
+    monkeypatch.setattr(keys.views, "_form_context", lambda *a, **k: (_ for _ in ()).throw(DatabaseError("down")))
+    response = rclient.post(URL, form_data(requester), **HTMX)
+    assert response.status_code == 503 and any("deleted again for safety" in t for t in alerts(response))
+    assert standin.keys == {}
+
+
+def test_an_unhandled_database_outage_answers_503(requester, monkeypatch):
+    from django.db import OperationalError
+
+    import keys.views
+
+    def down(*args, **kwargs):
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(keys.views, "_form_context", down)
+    client = Client(raise_request_exception=False)
+    client.force_login(requester)
+    response = client.get(URL)
+    assert response.status_code == 503 and response["Retry-After"] == "30"
+    assert 'role="alert"' in response.content.decode() and "nothing was created" in response.content.decode()
