@@ -54,6 +54,9 @@ def approval_request(request):
             manage=data["manage"],
             completions=data["completions"],
             reason=data["reason"],
+            onboarding_template=OnboardingTemplate.objects.filter(slug=data["template"]).first()
+            if data["template"]
+            else None,
         )
         audit.record(
             Action.APPROVAL_REQUESTED,

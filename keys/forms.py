@@ -150,6 +150,7 @@ class KeyRequestForm(KeyValuesForm):
 
 class ApprovalRequestForm(KeyValuesForm):
     reason = forms.CharField(label="Why do you need this?", max_length=1000, required=False, widget=forms.Textarea)
+    template = forms.SlugField(required=False)
 
     def clean_reason(self) -> str:
         reason = self.cleaned_data["reason"].strip()

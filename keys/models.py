@@ -250,6 +250,10 @@ class ApprovalRequest(models.Model):
     comment = models.TextField(max_length=1000, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     issuance = models.OneToOneField(Issuance, null=True, blank=True, on_delete=models.SET_NULL, related_name="approval")
+    # Asked for from an onboarding link: after minting, "Continue onboarding" still applies.
+    onboarding_template = models.ForeignKey(
+        "OnboardingTemplate", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -90,6 +90,8 @@ def _form_context(request, values: dict | None = None) -> dict:
         if approval is not None and approval.is_usable:
             initial = {k: getattr(approval, k) for k in ("name", "monthly_limit", "manage", "completions")}
             initial["approval"] = approval.pk
+            if approval.onboarding_template is not None:
+                initial["template"] = approval.onboarding_template.slug
         else:
             initial, notes, _ = prefill({}, user, pol, room)
             notes = ["That approval cannot be used (it was used, has expired, or is not yours)."]

@@ -272,3 +272,27 @@ def test_ad_hoc_links_keep_working_and_never_set_manage(rclient, db):
     assert 'value="adhoc"' in html and 'value="12"' in html and "cannot set the manage permission" in html
     select = html[html.index('id="id_manage"') : html.index("</select>", html.index('id="id_manage"'))]
     assert re.findall(r'value="(\w+)"', select) == ["none"]
+
+
+def test_an_approval_asked_from_a_template_still_continues_onboarding(
+    rclient, aclient, requester, template, standin, settings
+):
+    settings.ONBOARDING_RETURN_HOSTS = ["wiki.example.com"]
+    OnboardingTemplate.objects.filter(pk=template.pk).update(monthly_limit=Decimal("400"))
+    page = rclient.get("/keys/new/?template=data-team").content.decode()
+    assert 'name="template" value="data-team"' in page.split('class="panel approval-offer"')[1]
+    values = {
+        "name": "rita-dev",
+        "monthly_limit": "400",
+        "manage": "none",
+        "completions": "read",
+        "template": "data-team",
+    }
+    rclient.post("/approvals/request/", {**values, "reason": "Onboarding the data team"}, **HTMX)
+    approval = ApprovalRequest.objects.get()
+    assert approval.onboarding_template == template
+    decide(aclient, approval)
+    form = rclient.get(f"/keys/new/?approval={approval.pk}").content.decode()
+    assert 'name="template" value="data-team"' in form
+    minted = mint_with(rclient, requester, approval, **values).content.decode()
+    assert "Continue onboarding" in minted and 'href="https://wiki.example.com/onboarding/step-3"' in minted
