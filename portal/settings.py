@@ -291,5 +291,7 @@ LOGGING = {
         # Both propagate to the root's JSON console handler; errors also e-mail ADMINS.
         "django": {"handlers": ["mail_admins"], "level": LOG_LEVEL},
         "keys": {"handlers": ["mail_admins"], "level": LOG_LEVEL},
+        # At DEBUG it logs whole template contexts (CSRF tokens, settings): never wanted in logs.
+        "django.template": {"level": "INFO"},
     },
 }

@@ -384,3 +384,153 @@ def test_leaving_the_page_wipes_the_secret(page, requester, standin, canary):
     expect(secret_panel(page)).to_have_count(0)
     assert canary not in page.content()
     expect(page.get_by_role("status").filter(has_text="The key was removed from this page")).to_be_visible()
+
+
+def sign_out(page: Page) -> None:
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("Username")).to_be_visible()
+
+
+# --- Issue 3: the audit log ------------------------------------------------------------------------
+def test_admin_filters_the_audit_log_opens_a_key_and_exports_csv(page, requester, requester2, superuser, standin):
+    from keys import audit
+
+    from keys.models import Issuance
+
+    key_id = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
+    issuance = Issuance.objects.create(
+        nonce="n1", actor=requester, name="ritas-key", monthly_limit=5, manage="none", completions="write"
+    )
+    audit.record("mint.requested", "pending", issuance=issuance)
+    Issuance.objects.filter(pk=issuance.pk).update(state="issued", api_key_id=key_id)
+    issuance.refresh_from_db()
+    audit.record("mint.issued", "success", issuance=issuance, upstream_status=201)
+    audit.record("mint.denied", "denied", actor=requester2, key_name="robs-key")
+
+    sign_in(page, "sam", "pw-sam")
+    page.get_by_role("link", name="Audit log").click()
+    expect(page.get_by_role("cell", name="robs-key")).to_be_visible()
+    mark_document(page)
+    page.get_by_label("Actor (username)").fill("rita")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page).to_have_url(re.compile(r"/audit/\?.*actor=rita"))  # shareable, bookmarkable
+    expect(page.get_by_text("robs-key")).to_have_count(0)
+    assert same_document(page)  # filtered through htmx, no full reload
+    time_cell = page.locator("time[data-local]").first
+    expect(time_cell).to_have_attribute("title", re.compile("your time"))
+
+    page.get_by_role("link", name=key_id).first.click()
+    expect(page.get_by_role("heading", name="Key history")).to_be_visible()
+    expect(page.locator("ol.timeline li")).to_have_count(2)  # requested, then issued
+
+    page.go_back(wait_until="commit")  # the back button returns to the filtered view
+    expect(page).to_have_url(re.compile(r"actor=rita"))
+    expect(page.get_by_label("Actor (username)")).to_have_value("rita")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="CSV").click()
+    rows = Path(download.value.path()).read_text().splitlines()
+    assert rows[0].startswith("seq,time_utc,actor_username")
+    assert all(",rita," in row for row in rows[1:]) and len(rows) == 3
+
+
+def test_hostile_key_names_stay_inert_in_the_audit_log(page, superuser, requester, standin):
+    from keys import audit
+
+    hostile = [
+        "<img src=x onerror=alert(1)>",
+        '" hx-get="/keys/new/" hx-trigger="load',
+        "{{ 7*7 }}",
+        "<script>alert(2)</script>",
+        "evil\u202egnp.exe",
+    ]
+    for name in hostile:
+        audit.record("mint.denied", "denied", actor=requester, key_name=name, detail=name)
+    dialogs, requests = [], []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    sign_in(page, "sam", "pw-sam")
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto("/audit/")
+    expect(page.get_by_text("<img src=x onerror=alert(1)>", exact=True).first).to_be_visible()
+    expect(page.get_by_text("{{ 7*7 }}", exact=True).first).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    assert dialogs == []  # no script ran
+    assert not [u for u in requests if "/keys/new/" in u]  # the hx-get attribute stayed text
+    assert not [u for u in requests if u.endswith("/x")]  # the <img src=x> was never fetched
+    assert page.evaluate("() => document.querySelectorAll('#audit-results img, #audit-results script').length") == 0
+
+
+# --- Issue 4: a key's life -------------------------------------------------------------------------
+def test_requester_sees_spend_lowers_the_limit_and_revokes(page, requester, standin, canary):
+    sign_in(page)
+    mint(page, name="lifecycle", limit="40")
+    (key_id,) = standin.keys
+    standin.keys[key_id]["monthly_spend"] = __import__("decimal").Decimal("10")
+
+    page.get_by_role("link", name="My keys").first.click()
+    row = page.locator("tr", has_text="lifecycle")
+    expect(row.locator("progress")).to_have_attribute("value", "25")  # $10 of $40, loaded through htmx
+    expect(row).to_contain_text("$10 of $40.00")
+    expect(row).to_contain_text("active")
+
+    row.get_by_role("link", name="lifecycle", exact=True).click()
+    expect(page.get_by_text("Daily spend", exact=False).first).to_be_attached()
+    expect(page.locator("svg.chart rect.bar")).to_have_count(30)
+    page.get_by_label("Monthly limit (USD)").fill("15")
+    page.get_by_role("button", name="Change limit").click()
+    expect(page.get_by_role("status").filter(has_text="now $15")).to_be_visible()
+    assert standin.keys[key_id]["monthly_limit"] == 15
+
+    page.get_by_role("link", name="← Keys").click()
+    row = page.locator("tr", has_text="lifecycle")
+    row.get_by_role("link", name=re.compile("Revoke")).click()
+    expect(row).to_contain_text("Revoke “lifecycle”?")
+    row.get_by_role("button", name="Yes, revoke “lifecycle”").click()
+    row = page.locator("tr", has_text="lifecycle")
+    expect(row).to_contain_text("revoked")
+    assert key_id not in standin.keys
+
+
+# --- Issue 5: more than the policy allows, approved, then onboarding continues ---------------------
+def test_approval_then_mint_then_continue_onboarding(page, requester, superuser, standin, canary, settings):
+    from decimal import Decimal
+
+    from keys.models import OnboardingTemplate
+
+    settings.ONBOARDING_RETURN_HOSTS = ["wiki.example.com"]
+    OnboardingTemplate.objects.create(
+        slug="data-team",
+        name_pattern="{username}-dev",
+        monthly_limit=Decimal("400"),
+        completions="write",
+        return_url="https://wiki.example.com/onboarding/step-3",
+    )
+    page.route(
+        "https://wiki.example.com/**",
+        lambda route: route.fulfill(status=200, content_type="text/html", body="<h1>Onboarding step 3</h1>"),
+    )
+
+    sign_in(page)
+    page.goto("/keys/new/?template=data-team")
+    expect(page.get_by_label("Monthly limit (USD)")).to_have_value("100")  # clamped to the policy
+    page.get_by_label("Why do you need this?").fill("The data team's nightly batch needs $400.")
+    page.get_by_role("button", name="Request approval").click()
+    expect(page.get_by_role("status").filter(has_text="sent to the portal admins")).to_be_visible()
+    sign_out(page)
+
+    sign_in(page, "sam", "pw-sam")
+    page.get_by_role("link", name=re.compile("Approvals")).click()
+    expect(page.get_by_text("The data team's nightly batch needs $400.")).to_be_visible()
+    page.get_by_role("button", name="Approve “rita-dev”").click()
+    expect(page.get_by_text("No pending requests.")).to_be_visible()
+    sign_out(page)
+
+    sign_in(page)
+    page.get_by_role("link", name="My keys").first.click()
+    page.get_by_role("link", name="Create this key").click()
+    expect(page.get_by_label("Monthly limit (USD)")).to_have_value("400.00")
+    create_button(page).click()
+    expect(page.locator("#secret-value")).to_have_text(canary)
+    (call,) = standin.calls_to(*CREATE)
+    assert call.body["monthly_limit"] == 400
+    page.get_by_role("link", name="Continue onboarding").click()
+    expect(page.get_by_role("heading", name="Onboarding step 3")).to_be_visible()
