@@ -394,7 +394,6 @@ def sign_out(page: Page) -> None:
 # --- Issue 3: the audit log ------------------------------------------------------------------------
 def test_admin_filters_the_audit_log_opens_a_key_and_exports_csv(page, requester, requester2, superuser, standin):
     from keys import audit
-
     from keys.models import Issuance
 
     key_id = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
