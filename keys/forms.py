@@ -83,11 +83,15 @@ class KeyValuesForm(forms.Form):
     manage = forms.CharField(label="Manage permission", required=False)
     completions = forms.CharField(label="Completions permission", required=False)
 
-    def __init__(self, *args, user, **kwargs):
+    def __init__(self, *args, user, resolved: tuple | None = None, **kwargs):
+        """`resolved`: the (policy, headroom) pair if the caller already computed it."""
         super().__init__(*args, **kwargs)
         self.user = user
-        self.policy = policy.resolve(user)
-        self.headroom = policy.headroom(user, self.policy)
+        if resolved is None:
+            self.policy = policy.resolve(user)
+            self.headroom = policy.headroom(user, self.policy)
+        else:
+            self.policy, self.headroom = resolved
         self.denials: list[str] = []  # forged or never-allowed values: audited as denied
         self.beyond: list[str] = []  # allowed only with an admin's approval
 

@@ -99,8 +99,8 @@ def _form_context(request, values: dict | None = None) -> dict:
     else:
         initial, notes, approval_values = prefill(request.GET, user, pol, room)
         if approval_values:
-            approval_offer = ApprovalRequestForm(initial=approval_values, user=user)
-    form = KeyRequestForm(initial={**initial, "nonce": new_nonce(user)}, user=user)
+            approval_offer = ApprovalRequestForm(initial=approval_values, user=user, resolved=(pol, room))
+    form = KeyRequestForm(initial={**initial, "nonce": new_nonce(user)}, user=user, resolved=(pol, room))
     return {"form": form, "notes": notes, "approval_form": approval_offer, "approval": approval, "headroom": room}
 
 
@@ -205,7 +205,7 @@ def key_spend(request, pk: int):
             context["spend"] = lifecycle.current_spend(key)
         except lifecycle.LifecycleError as exc:
             context["spend_error"] = exc.message
-        except requesty.RequestyError:
+        except (requesty.RequestyError, ValueError):  # ValueError: an id Requesty could not have issued
             context["spend_error"] = "Spend unavailable right now."
     return render(request, "keys/list.html#spend", context)
 
