@@ -181,15 +181,21 @@ class CpuMeter:
             self.workers = self._children(self.portal_pid)
             return sum(self._cpu(pid) for pid in [self.portal_pid, *self.workers])
 
-    def snapshot(self) -> dict:
+    @classmethod
+    def machine(cls) -> tuple[float, float]:
+        """(busy, total) CPU seconds of the whole machine since boot, all CPUs."""
         fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
         idle = fields[3] + fields[4]  # idle + iowait
+        return (sum(fields) - idle) / cls.TICK, sum(fields) / cls.TICK
+
+    def snapshot(self) -> dict:
+        busy, total = self.machine()
         return {
             "portal": self.portal(),
             "standin": self._cpu(self.standin_pid),
             "bench": self._cpu("self"),
-            "busy": (sum(fields) - idle) / self.TICK,
-            "total": sum(fields) / self.TICK,
+            "busy": busy,
+            "total": total,
         }
 
     @staticmethod
@@ -203,6 +209,44 @@ class CpuMeter:
             "machine_busy_pct": round(100 * d["busy"] / capacity, 1),
             "others_pct": round(100 * max(0.0, d["busy"] - d["portal"] - d["standin"] - d["bench"]) / capacity, 1),
         }
+
+
+class BusySampler:
+    """The whole machine's CPU use sampled every 20 ms during a round, so the busy share can be
+    computed for a sub-window: from the first POST to the last Requesty call. Averaged over the
+    whole round it would be diluted by the second in which everyone just waits for Requesty."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float, float]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> BusySampler:
+        self.samples = []
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append((time.time(), *CpuMeter.machine()))
+            if self._stop.wait(0.02):
+                self.samples.append((time.time(), *CpuMeter.machine()))
+                return
+
+    def busy_pct(self, start: float, end: float) -> float | None:
+        """Machine CPU use (% of all CPUs) between the samples enclosing [start, end]."""
+        before = [x for x in self.samples if x[0] <= start]
+        after = [x for x in self.samples if x[0] >= end]
+        if not before or not after or after[0][2] <= before[-1][2]:
+            return None
+        a, b = before[-1], after[0]
+        return round(100 * (b[1] - a[1]) / (b[2] - a[2]), 1)
 
 
 class LockSampler:
@@ -688,7 +732,7 @@ def part_slow(
                 return t0, t1, kind, name, w0, w0 + (t1 - t0)
 
             before = meter.snapshot()
-            with sampler, ThreadPoolExecutor(max_workers=max(1, len(ready))) as pool:
+            with BusySampler() as busy, sampler, ThreadPoolExecutor(max_workers=max(1, len(ready))) as pool:
                 futures = [pool.submit(fire, i, cl, form) for i, (cl, form) in enumerate(ready)]
                 outcomes = [f.result() for f in futures]
             cpu = CpuMeter.delta(before, meter.snapshot())
@@ -698,8 +742,11 @@ def part_slow(
             ok = [o for o in outcomes if o[2] == "ok"]
             errors = form_errors + Counter(f"mint POST: {o[2]}" for o in outcomes if o[2] != "ok")
             latencies = sorted(o[1] - o[0] for o in ok)
-            split = split_at_upstream([(o[3], o[4], o[5]) for o in ok], upstream_stamps(standin_url), args.latency)
+            stamps = upstream_stamps(standin_url)
+            split = split_at_upstream([(o[3], o[4], o[5]) for o in ok], stamps, args.latency)
             b, a = sorted(split["before"]), sorted(split["after"])
+            calls = [stamps[o[3]] - args.latency for o in ok if o[3] in stamps]
+            busy_before = busy.busy_pct(min(o[4] for o in ok), max(calls)) if calls else None
             rounds.append(
                 {
                     "concurrency": c,
@@ -717,6 +764,8 @@ def part_slow(
                     "after_upstream_p50_s": round(percentile(a, 50), 3) if a else None,
                     "after_upstream_max_s": round(a[-1], 3) if a else None,
                     "portal_cpu_ms_per_mint": round(1000 * cpu["portal_cpu_s"] / len(ok), 1) if ok else None,
+                    # Machine CPU use from the first POST until the last mint reached Requesty.
+                    "busy_before_upstream_pct": busy_before,
                     "cpu": cpu,
                     "pg_lock_waits": sampler.result(),
                     "errors": dict(errors),
@@ -754,6 +803,9 @@ def part_slow(
                 else None,
                 "pg_max_lock_waiters_by_kind": _max_by_kind(rounds) if db.vendor == "postgresql" else None,
                 "machine_busy_pct": percentile([x["cpu"]["machine_busy_pct"] for x in rounds], 50),
+                "busy_before_upstream_pct": percentile(
+                    [x["busy_before_upstream_pct"] for x in rounds if x["busy_before_upstream_pct"] is not None], 50
+                ),
                 "others_pct": percentile([x["cpu"]["others_pct"] for x in rounds], 50),
                 "ok": sum(x["ok"] for x in rounds),
                 "sent": sum(x["sent"] for x in rounds),
@@ -909,14 +961,15 @@ def print_report(machine: dict, config: dict, overhead: dict | None, slow: dict 
         print(f"Part 2 - slow Requesty (stand-in answers after {slow['latency_s']} s; C mints fired together)")
         print(
             f"  {'C':>3} {'ok/sent':>9} {'ideal/s':>8} {'median/s':>9} {'min/s':>7} {'max/s':>7} {'eff.':>6} "
-            f"{'waited':>7} {'CPU ms':>7} {'busy':>5} {'others':>6}"
+            f"{'waited':>7} {'CPU ms':>7} {'busy':>5} {'busy<R':>7} {'others':>6}"
         )
         for x in slow["results"]:
             print(
                 f"  {x['concurrency']:>3} {str(x['ok']) + '/' + str(x['sent']):>9} {x['ideal_per_s']:>8} "
                 f"{x['median_per_s']:>9} {x['min_per_s']:>7} {x['max_per_s']:>7} {x['efficiency']:>6.0%} "
                 f"{x['waited']:>7} {_f(x['portal_cpu_ms_per_mint']):>7} "
-                f"{_f(x['machine_busy_pct'], 0) + '%':>5} {_f(x['others_pct'], 0) + '%':>6}"
+                f"{_f(x['machine_busy_pct'], 0) + '%':>5} {_f(x['busy_before_upstream_pct'], 0) + '%':>7} "
+                f"{_f(x['others_pct'], 0) + '%':>6}"
             )
         print()
         print(f"  {'':3} {'mint (s)':>13} {'before Requesty (s)':>20} {'after Requesty (s)':>20}")
@@ -941,6 +994,7 @@ def print_report(machine: dict, config: dict, overhead: dict | None, slow: dict 
         print("  (mints/s = successful mints / (last response - first request) per round, median of the rounds;")
         print("   waited = mints that took >= 1.5x the stand-in latency (queued for a thread, the CPU or a lock);")
         print("   CPU ms = portal CPU per completed mint; busy = whole machine's CPU use during the POSTs;")
+        print("   busy<R = the same from the first POST until the last mint reached Requesty;")
         print("   others = CPU used by processes that are not the portal, the stand-in or this script;")
         print("   before/after Requesty = from the POST to the stand-in's create, and from it to the response;")
         print("   p50 = median of the rounds' medians, max = over all rounds)")
