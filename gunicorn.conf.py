@@ -10,7 +10,11 @@ import os
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+# Per worker, not in total: a kept-alive connection stays with the worker that accepted it, so one
+# worker may hold most of a burst. Waiting threads are cheap; 32 leaves room for an uneven split of
+# 32 simultaneous mints (docs/performance.md). Each thread may keep a PostgreSQL connection open
+# for CONN_MAX_AGE: workers x threads (64) must fit the server's max_connections.
+threads = int(os.environ.get("GUNICORN_THREADS", "32"))
 # Must stay above the Requesty deadlines; `manage.py check --deploy` verifies it (keys.E002).
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 30
@@ -23,3 +27,6 @@ errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 wsgi_app = "portal.wsgi:application"
+# gunicorn >= 25.1 opens a control socket at a fixed per-user path and unlinks whatever is there, so
+# two instances run by one user take it from each other. The portal does not use gunicornc.
+control_socket_disable = True

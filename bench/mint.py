@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Benchmark the mint path: what the portal itself adds to a mint, and how many mints per second it
-completes while Requesty is slow.
+completes while Requesty is slow, in a burst and sustained.
 
 A measurement, not a test: it asserts nothing about timings. It prints what it saw (errors by class
 included) and leaves judging the numbers to a person; docs/performance.md records a run and reads it.
@@ -21,8 +21,12 @@ sequential mints through the portal (GET the form for a fresh nonce + CSRF token
 way htmx does), interleaved; the difference of the medians is what the portal adds.
 Part 2 (slow Requesty): the stand-in answers after --latency seconds; C signed-in users fetch their
 forms (untimed), then POST at the same instant; completed mints per second against the ideal C/latency.
+Part 3 (sustained): the same latency; C signed-in users each loop GET form -> POST mint without pause
+(closed loop) for --settle seconds, then a --duration-second window; mints completed in the window per
+second against the ideal C/latency (conservative: each cycle also includes the form GET).
 
     .venv/bin/python bench/mint.py [--n 200] [--concurrency 8,16,32] [--rounds 5]
+                                   [--duration 20] [--settle 3] [--part all|overhead|slow|sustained]
                                    [--database-url postgres://postgres@127.0.0.1:5432/postgres]
                                    [--json out.json]
 """
@@ -424,8 +428,11 @@ def portal_env(db: Database, standin_url: str, token: str, bind: str, workdir: P
             "GUNICORN_BIND": bind,
             "LOG_LEVEL": "WARNING",
             "PORTAL_MAX_MONTHLY_LIMIT": "100",
-            # One bench user mints --n keys in part 1: lift the per-user caps and the hourly rate
-            # limit so they never refuse. The checks still run, so their queries are measured.
+            # One bench user mints --n keys in part 1, every user up to --rounds per level in part 2
+            # and one per cycle (~--settle + --duration seconds / cycle) per level in part 3, all
+            # within the hour: lift the per-user caps and the hourly rate limit far above that so
+            # they never refuse (1e6 keys/mints, $1e9 = 1e8 keys at MONTHLY_LIMIT). The checks still
+            # run, so their queries are measured.
             "PORTAL_MAX_ACTIVE_KEYS": "1000000",
             "PORTAL_MINTS_PER_HOUR": "1000000",
             "PORTAL_MAX_TOTAL_MONTHLY_LIMIT": "1000000000",
@@ -843,6 +850,128 @@ def _try_form(client: requests.Session, base: str, notes: Counter) -> tuple[str,
     raise AssertionError("unreachable")
 
 
+# --- part 3: sustained -----------------------------------------------------------------------------
+def part_sustained(
+    args, base: str, standin_url: str, clients: list[requests.Session], meter: CpuMeter, db: Database
+) -> dict:
+    set_latency(standin_url, args.latency)
+    sampler = LockSampler(db)
+    results = []
+    for c in args.concurrency:
+        users = clients[:c]
+        stop = threading.Event()
+
+        def loop(index: int, cl: requests.Session, c=c, stop=stop) -> list[tuple]:
+            """One closed-loop user: form GET, mint POST, again, until told to stop; an iteration
+            that has started always finishes. Returns (GET start, GET end, POST start, POST end,
+            class, retry notes) per iteration, perf_counter seconds; POST times None if the GET
+            failed."""
+            done = []
+            i = 0
+            while not stop.is_set():
+                notes: Counter[str] = Counter()
+                t0 = time.perf_counter()
+                form = _try_form(cl, base, notes)
+                t1 = time.perf_counter()
+                if not isinstance(form, tuple):
+                    done.append((t0, t1, None, None, f"form GET: {form}", notes))
+                    stop.wait(0.1)  # a person pauses after an error too; and no busy loop if all fail
+                    continue
+                t2 = time.perf_counter()
+                try:
+                    kind = classify(post_mint(cl, base, form, f"bench-s{c}-{index}-{i}"))
+                except requests.RequestException as exc:
+                    kind = client_error(exc)
+                t3 = time.perf_counter()
+                i += 1
+                done.append((t0, t1, t2, t3, kind, notes))
+                if kind != "ok":
+                    stop.wait(0.1)
+            return done
+
+        log(f"part 3: C={c}: {args.settle:g} s settle, then a {args.duration:g} s window (latency {args.latency:g} s)")
+        with ThreadPoolExecutor(max_workers=c) as pool:
+            try:
+                futures = [pool.submit(loop, i, cl) for i, cl in enumerate(users)]
+                time.sleep(args.settle)
+                before = meter.snapshot()
+                workers_before = set(meter.workers)
+                w0 = time.perf_counter()
+                with sampler:
+                    time.sleep(args.duration)
+                w1 = time.perf_counter()
+                after = meter.snapshot()
+            finally:
+                stop.set()  # also on Ctrl+C / SIGTERM: the users finish their iteration and return
+            log(f"part 3: C={c}: window over; letting the in-flight iterations finish")
+            iterations = [it for f in futures for it in f.result()]
+        cpu = CpuMeter.delta(before, after)
+        # A worker recycled by max_requests takes its CPU time with it: the CPU figure is then wrong.
+        recycled = set(meter.workers) != workers_before
+        window = w1 - w0
+
+        def inside(t: float | None, w0=w0, w1=w1) -> bool:
+            return t is not None and w0 <= t < w1
+
+        minted = [it for it in iterations if it[2] is not None]
+        ok = [it for it in minted if it[4] == "ok" and inside(it[3])]
+        errors_window: Counter[str] = Counter()
+        errors_total: Counter[str] = Counter()
+        for _, t1, t2, t3, kind, notes in iterations:
+            found = Counter(notes)  # form GETs retried once count as in part 2
+            if kind != "ok":
+                found[kind if t2 is None else f"mint POST: {kind}"] += 1
+            errors_total.update(found)
+            if inside(t1 if t2 is None else t3):
+                errors_window.update(found)
+        ideal = c / args.latency
+        throughput = len(ok) / window
+        post = [it[3] - it[2] for it in ok]
+        cycles = [it[3] - it[0] for it in ok]
+        locks = sampler.result() or {}
+        results.append(
+            {
+                "concurrency": c,
+                "window_s": round(window, 3),
+                "ok_window": len(ok),
+                "ok_total": sum(1 for it in minted if it[4] == "ok"),
+                "iterations_total": len(iterations),
+                "per_s": round(throughput, 2),
+                "ideal_per_s": round(ideal, 2),
+                "efficiency": round(throughput / ideal, 3),
+                # Little's law: the same rate from the mean cycle, free of the window's rounding (each
+                # user completes a whole number of cycles in it: +-1 per user).
+                "per_s_from_cycle": round(c * len(cycles) / sum(cycles), 2) if cycles else None,
+                # Window only: successful mints whose POST ended in it, form GETs that ended in it.
+                "mint_post": summary(post),
+                "form_get": summary([it[1] - it[0] for it in iterations if it[2] is not None and inside(it[1])]),
+                "cycle": summary(cycles),  # GET start -> POST end
+                # Took 1.5x the stand-in latency or more: waited for a thread, the CPU or a lock.
+                "waited": sum(1 for x in post if x >= 1.5 * args.latency),
+                # Portal CPU in the window per mint completed in it, the form GETs included.
+                "portal_cpu_ms_per_mint": round(1000 * cpu["portal_cpu_s"] / len(ok), 1)
+                if ok and not recycled
+                else None,
+                "workers_recycled": recycled,
+                "machine_busy_pct": cpu["machine_busy_pct"],
+                "others_pct": cpu["others_pct"],
+                "cpu": cpu,
+                "pg_max_lock_waiters": locks.get("max_waiting"),
+                "pg_max_lock_waiters_by_kind": locks.get("max_waiting_by_kind"),
+                "errors_window": dict(errors_window),
+                "errors": dict(errors_total),
+            }
+        )
+        x = results[-1]
+        log(
+            f"part 3: C={c}: {len(ok)} ok in the {window:.2f} s window ({x['per_s']}/s, ideal {x['ideal_per_s']}/s)"
+            f"{'; errors ' + str(dict(errors_total)) if errors_total else ''}"
+            f"{'; a portal worker was recycled during the window' if recycled else ''}"
+        )
+    sampler.close()
+    return {"latency_s": args.latency, "settle_s": args.settle, "duration_s": args.duration, "results": results}
+
+
 # --- server-side evidence --------------------------------------------------------------------------
 _ACCESS = re.compile(r'"(GET|POST) (\S+) HTTP/[\d.]+" (\d{3}) ')
 
@@ -916,7 +1045,9 @@ def machine_info(db: Database, gconf: dict) -> dict:
     }
 
 
-def print_report(machine: dict, config: dict, overhead: dict | None, slow: dict | None, server: dict) -> None:
+def print_report(
+    machine: dict, config: dict, overhead: dict | None, slow: dict | None, sustained: dict | None, server: dict
+) -> None:
     g = machine["gunicorn"]
     print()
     print("Machine")
@@ -998,6 +1129,57 @@ def print_report(machine: dict, config: dict, overhead: dict | None, slow: dict 
         print("   others = CPU used by processes that are not the portal, the stand-in or this script;")
         print("   before/after Requesty = from the POST to the stand-in's create, and from it to the response;")
         print("   p50 = median of the rounds' medians, max = over all rounds)")
+    if sustained:
+        print()
+        print(
+            f"Part 3 - sustained (stand-in answers after {sustained['latency_s']} s; C users each loop form GET -> "
+            f"mint POST; {sustained['settle_s']:g} s settle, {sustained['duration_s']:g} s window)"
+        )
+        print(
+            f"  {'C':>3} {'ok':>5} {'ideal/s':>8} {'mints/s':>8} {'eff.':>6} {'C/cycle':>8} {'waited':>7} "
+            f"{'CPU ms':>7} {'busy':>5} {'others':>6}"
+        )
+        for x in sustained["results"]:
+            print(
+                f"  {x['concurrency']:>3} {x['ok_window']:>5} {x['ideal_per_s']:>8} {x['per_s']:>8} "
+                f"{x['efficiency']:>6.0%} {_f(x['per_s_from_cycle'], 2):>8} {x['waited']:>7} "
+                f"{_f(x['portal_cpu_ms_per_mint']):>7} "
+                f"{_f(x['machine_busy_pct'], 0) + '%':>5} {_f(x['others_pct'], 0) + '%':>6}"
+            )
+        print()
+        print(f"  {'':3} {'mint POST (s)':>27} {'form GET (ms)':>15} {'cycle (s)':>10}")
+        print(f"  {'C':>3} {'p50':>6} {'p95':>6} {'p99':>6} {'max':>6} {'p50':>7} {'p95':>7} {'p50':>10}")
+
+        def s(ms):
+            return _f(None if ms is None else ms / 1000, 3)
+
+        for x in sustained["results"]:
+            m, g, y = x["mint_post"], x["form_get"], x["cycle"]
+            print(
+                f"  {x['concurrency']:>3} {s(m['p50_ms']):>6} {s(m['p95_ms']):>6} {s(m['p99_ms']):>6} "
+                f"{s(m['max_ms']):>6} {_f(g['p50_ms']):>7} {_f(g['p95_ms']):>7} {s(y['p50_ms']):>10}"
+            )
+        if any(x.get("pg_max_lock_waiters") is not None for x in sustained["results"]):
+            print()
+            for x in sustained["results"]:
+                print(
+                    f"  C={x['concurrency']}: most portal sessions waiting on a PostgreSQL lock at once: "
+                    f"{x['pg_max_lock_waiters']} {x['pg_max_lock_waiters_by_kind'] or ''}"
+                )
+        for x in sustained["results"]:
+            if x["workers_recycled"]:
+                print(f"  C={x['concurrency']}: a portal worker was recycled (max_requests) in the window: no CPU ms")
+            if x["errors"]:
+                print(f"  C={x['concurrency']}: in the window / overall ({x['ok_total']} ok overall):")
+                for text, count in sorted(x["errors"].items(), key=lambda kv: -kv[1]):
+                    print(f"    error x{x['errors_window'].get(text, 0)} / {count}: {text}")
+        print("  (ok = successful mints whose POST completed in the window; mints/s = ok / window length;")
+        print("   eff. = mints/s / ideal, ideal = C / latency, i.e. as if a cycle took only the latency;")
+        print("   C/cycle = C / mean cycle of those mints: the rate without the window's +-1 mint per user;")
+        print("   waited = mints in the window that took >= 1.5x the stand-in latency;")
+        print("   CPU ms = portal CPU in the window per ok mint, its form GET included;")
+        print("   busy = whole machine's CPU use in the window; others = CPU used by other processes;")
+        print("   mint POST and form GET latencies: requests that ended in the window; cycle = GET start -> POST end)")
     print()
     print("Server side (gunicorn + Django log)")
     any_line = False
@@ -1034,10 +1216,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200, help="sequential mints in part 1 (default 200)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed iterations before part 1")
-    parser.add_argument("--concurrency", default="8,16,32", help="concurrent mints in part 2 (default 8,16,32)")
+    parser.add_argument("--concurrency", default="8,16,32", help="concurrent users in parts 2 and 3 (default 8,16,32)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per concurrency level (default 5)")
-    parser.add_argument("--latency", type=float, default=1.0, help="stand-in latency in part 2, seconds")
-    parser.add_argument("--part", choices=("all", "overhead", "slow"), default="all", help="run only part 1 or part 2")
+    parser.add_argument("--latency", type=float, default=1.0, help="stand-in latency in parts 2 and 3, seconds")
+    parser.add_argument(
+        "--duration", type=float, default=20.0, help="measured window per concurrency level in part 3, seconds"
+    )
+    parser.add_argument(
+        "--settle", type=float, default=3.0, help="unmeasured run-in before each part 3 window, seconds"
+    )
+    parser.add_argument(
+        "--part",
+        choices=("all", "overhead", "slow", "sustained"),
+        default="all",
+        help="run only part 1 (overhead), 2 (slow) or 3 (sustained)",
+    )
     parser.add_argument(
         "--database-url",
         help="postgres://user@127.0.0.1:5432/postgres: a bench_portal_<pid> database is created beside "
@@ -1058,8 +1251,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--concurrency takes a comma-separated list of integers, e.g. 8,16,32")
     if args.sqlite_init and args.database_url:
         parser.error("--sqlite-init applies to the SQLite default only")
-    if args.n < 1 or args.rounds < 1 or args.latency <= 0 or any(c < 1 for c in args.concurrency):
-        parser.error("--n, --rounds, --latency and --concurrency must be positive")
+    if not args.concurrency:
+        parser.error("--concurrency needs at least one level")
+    if (
+        args.n < 1
+        or args.rounds < 1
+        or args.latency <= 0
+        or args.duration <= 0
+        or args.settle <= 0
+        or any(c < 1 for c in args.concurrency)
+    ):
+        parser.error("--n, --rounds, --latency, --duration, --settle and --concurrency must be positive")
     return args
 
 
@@ -1095,7 +1297,8 @@ def main(argv: list[str] | None = None) -> int:
         manage(env, "migrate", "--noinput", "-v", "0")
         manage(env, "collectstatic", "--noinput", "-v", "0")
         password = secrets.token_urlsafe(16)
-        n_users = max(args.concurrency) if args.part != "overhead" else 1
+        run = {part: args.part in ("all", part) for part in ("overhead", "slow", "sustained")}
+        n_users = max(args.concurrency) if run["slow"] or run["sustained"] else 1
         manage(
             {**env, "BENCH_PASSWORD": password, "BENCH_PREFIX": USER_PREFIX, "BENCH_USERS": str(n_users)},
             "shell",
@@ -1109,8 +1312,9 @@ def main(argv: list[str] | None = None) -> int:
         with ThreadPoolExecutor(max_workers=4) as pool:  # each sign-in is one PBKDF2 hash server-side
             clients = list(pool.map(lambda i: sign_in(base, f"{USER_PREFIX}{i}", password), range(n_users)))
 
-        overhead = part_overhead(args, base, standin_url, token, clients[0], meter) if args.part != "slow" else None
-        slow = part_slow(args, base, standin_url, clients, meter, db) if args.part != "overhead" else None
+        overhead = part_overhead(args, base, standin_url, token, clients[0], meter) if run["overhead"] else None
+        slow = part_slow(args, base, standin_url, clients, meter, db) if run["slow"] else None
+        sustained = part_sustained(args, base, standin_url, clients, meter, db) if run["sustained"] else None
 
         set_latency(standin_url, 0)
         server = {
@@ -1123,12 +1327,22 @@ def main(argv: list[str] | None = None) -> int:
 
         config = {
             "n": args.n if overhead else None,
-            "concurrency": args.concurrency if slow else None,
+            "concurrency": args.concurrency if slow or sustained else None,
             "rounds": args.rounds if slow else None,
+            "latency_s": args.latency if slow or sustained else None,
+            "settle_s": args.settle if sustained else None,
+            "duration_s": args.duration if sustained else None,
         }
-        print_report(machine, config, overhead, slow, server)
+        print_report(machine, config, overhead, slow, sustained, server)
         if args.json:
-            payload = {"machine": machine, "config": config, "overhead": overhead, "slow": slow, "server": server}
+            payload = {
+                "machine": machine,
+                "config": config,
+                "overhead": overhead,
+                "slow": slow,
+                "sustained": sustained,
+                "server": server,
+            }
             args.json.write_text(json.dumps(payload, indent=2) + "\n")
             log(f"wrote {args.json}")
     return 0

@@ -137,7 +137,7 @@ class KeyRequestForm(KeyValuesForm):
         data = super().clean()
         if self.errors or data.get("approval"):
             return data  # an approved request is checked against its approval when minting
-        self.beyond = policy.violations(self.user, data, self.policy)
+        self.beyond = policy.violations(self.user, data, self.policy, self.headroom)
         if self.beyond:
             if data["manage"] != "none" and not self.policy.manage_requestable:
                 self.denials.extend(self.beyond)
@@ -164,7 +164,7 @@ class ApprovalRequestForm(KeyValuesForm):
 
     def clean(self):
         data = super().clean()
-        if not self.errors and not policy.violations(self.user, data, self.policy):
+        if not self.errors and not policy.violations(self.user, data, self.policy, self.headroom):
             raise forms.ValidationError("These values are within your policy: you can create the key yourself.")
         return data
 

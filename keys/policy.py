@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Sum
+from django.db.models import Count, DecimalField, OuterRef, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 
 LEVELS = ("none", "read", "write")
 DEFAULT_MONTHLY_LIMIT = Decimal("10")
@@ -88,15 +89,33 @@ class Headroom:
 
 def headroom(user, policy: Policy) -> Headroom:
     """What the user holds now. Attempts whose outcome is not settled count as held, so an
-    unknown outcome cannot be used to exceed the caps."""
+    unknown outcome cannot be used to exceed the caps.
+
+    One statement, so one snapshot: with separate queries for keys and for attempts, a mint that
+    turns its attempt into a key between them (PostgreSQL, READ COMMITTED) would be counted in
+    neither, and parallel mints could exceed a cap."""
+    from django.contrib.auth import get_user_model
+
     from .models import Issuance, IssuedKey
 
-    keys = IssuedKey.objects.filter(owner=user, status=IssuedKey.Status.ACTIVE)
-    pending = Issuance.objects.filter(actor=user, state__in=[Issuance.State.REQUESTED, Issuance.State.UNKNOWN])
-    count = keys.count() + pending.count()
-    total = (keys.aggregate(s=Sum("monthly_limit"))["s"] or Decimal(0)) + (
-        pending.aggregate(s=Sum("monthly_limit"))["s"] or Decimal(0)
+    keys = IssuedKey.objects.filter(owner=OuterRef("pk"), status=IssuedKey.Status.ACTIVE)
+    pending = Issuance.objects.filter(
+        actor=OuterRef("pk"), state__in=[Issuance.State.REQUESTED, Issuance.State.UNKNOWN]
     )
+    row = (
+        get_user_model()
+        .objects.filter(pk=user.pk)
+        .values("pk")
+        .annotate(
+            keys_n=_total(keys, "owner", Count("pk")),
+            keys_s=_total(keys, "owner", Sum("monthly_limit", output_field=_MONEY)),
+            pending_n=_total(pending, "actor", Count("pk")),
+            pending_s=_total(pending, "actor", Sum("monthly_limit", output_field=_MONEY)),
+        )
+        .first()
+    ) or {"keys_n": 0, "keys_s": 0, "pending_n": 0, "pending_s": 0}
+    count = row["keys_n"] + row["pending_n"]
+    total = Decimal(row["keys_s"]) + Decimal(row["pending_s"])
     return Headroom(
         active_keys=count,
         committed=total,
@@ -105,13 +124,23 @@ def headroom(user, policy: Policy) -> Headroom:
     )
 
 
-def violations(user, values: dict, policy: Policy | None = None) -> list[str]:
-    """Why these values are beyond the user's policy (empty: within it). Call it again under the
-    per-user lock when minting: this is the authoritative check."""
+_MONEY = DecimalField(max_digits=14, decimal_places=2)
+
+
+def _total(queryset, group: str, aggregate) -> Coalesce:
+    """A correlated subquery with one aggregate over `queryset`, 0 when it has no rows."""
+    value = queryset.order_by().values(group).annotate(v=aggregate).values("v")[:1]
+    return Coalesce(Subquery(value), Value(0), output_field=aggregate.output_field)
+
+
+def violations(user, values: dict, policy: Policy | None = None, room: Headroom | None = None) -> list[str]:
+    """Why these values are beyond the user's policy (empty: within it). `room`: a headroom the
+    caller computed moments ago (the form's advisory check); the authoritative check under the
+    per-user lock when minting passes none, so the headroom is read inside that transaction."""
     policy = policy or resolve(user)
     if policy.is_admin:
         return []
-    room = headroom(user, policy)
+    room = room or headroom(user, policy)
     problems = []
     if values["manage"] != "none":
         problems.append("Keys with manage rights need an admin's approval.")
