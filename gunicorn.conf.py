@@ -8,13 +8,17 @@ Measured in docs/performance.md.
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# 4 x 16 rather than 2 x 32: each worker's threads share one GIL, and a thread holding the audit
+# chain's lock must win it back for every round trip; 32 threads in one process made the lock
+# queue and the mints wait (docs/performance.md). 4 workers on 2 vCPUs is not CPU-bound: a mint
+# spends most of its time waiting on Requesty.
+workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
 worker_class = "gthread"
-# Per worker, not in total: a kept-alive connection stays with the worker that accepted it, so one
-# worker may hold most of a burst. Waiting threads are cheap; 32 leaves room for an uneven split of
-# 32 simultaneous mints (docs/performance.md). Each thread may keep a PostgreSQL connection open
-# for CONN_MAX_AGE: workers x threads (64) must fit the server's max_connections.
-threads = int(os.environ.get("GUNICORN_THREADS", "32"))
+# Per worker, not in total: a kept-alive connection stays with the worker that accepted it, so a
+# worker needs threads for its share of a burst and some slack for an uneven split. Each thread
+# may keep a PostgreSQL connection open for CONN_MAX_AGE: workers x threads (64) must fit the
+# server's max_connections.
+threads = int(os.environ.get("GUNICORN_THREADS", "16"))
 # Must stay above the Requesty deadlines; `manage.py check --deploy` verifies it (keys.E002).
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 30

@@ -18,7 +18,7 @@ Everything runs on 127.0.0.1 (tests/system/harness.py) and is torn down at the e
   429, 400, a read timeout after creating, a 2xx without the secret);
 - a dedicated PostgreSQL database (``load_<pid>``) beside --database-url's, dropped at the end;
 - the portal under ``gunicorn -c gunicorn.conf.py`` with DEBUG off (WEB_CONCURRENCY and
-  GUNICORN_THREADS from this environment are passed through; default 2 x 16), policies generous
+  GUNICORN_THREADS from this environment are passed through; default 4 x 16), policies generous
   enough that no user hits a cap (PORTAL_MAX_ACTIVE_KEYS, PORTAL_MINTS_PER_HOUR).
 
 Phases: (1) every user signs in at once (PBKDF2 at Django's default cost: CPU-bound, so this is

@@ -144,15 +144,45 @@ def record(
     # Inside a caller's transaction (minting) the event commits or rolls back with it: no savepoint,
     # two statements fewer; a failed append fails the whole transaction, which is what we want.
     with transaction.atomic(savepoint=False):
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_ID])
-        last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
+        # From here to the commit every other append waits: keep it to a few round trips and no
+        # ORM query building (docs/performance.md).
+        last = _lock_and_read_head()
         event.seq, event.prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
         event.created_at = timezone.now()
         event.hash = compute_hash(event.prev_hash, event)
-        event.save(force_insert=True)
+        _insert(event)
     return event
+
+
+def _lock_and_read_head() -> tuple[int, str] | None:
+    """Serialise appends until the transaction ends and return the chain's (seq, hash). On
+    PostgreSQL one call does both (migration 0008); SQLite's IMMEDIATE transaction already holds
+    the database's write lock."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT head_seq, head_hash FROM keys_audit_lock_head(%s)", [_LOCK_ID])
+        else:
+            cursor.execute(f"SELECT seq, hash FROM {_TABLE} ORDER BY seq DESC LIMIT 1")  # noqa: S608 (model metadata)
+        row = cursor.fetchone()
+    return (row[0], row[1]) if row else None
+
+
+_TABLE = AuditEvent._meta.db_table
+_INSERT_FIELDS = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
+
+
+def _insert(event: AuditEvent) -> None:
+    """`event.save(force_insert=True)` without the ORM's per-call query building. The model has
+    no save signals; its append-only `save` guard concerns updates, which this never does."""
+    qn = connection.ops.quote_name
+    columns = ", ".join(qn(f.column) for f in _INSERT_FIELDS)
+    placeholders = ", ".join(["%s"] * len(_INSERT_FIELDS))
+    params = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in _INSERT_FIELDS]
+    with connection.cursor() as cursor:
+        sql = f"INSERT INTO {qn(_TABLE)} ({columns}) VALUES ({placeholders}) RETURNING {qn('id')}"  # noqa: S608 (model metadata)
+        cursor.execute(sql, params)
+        event.pk = cursor.fetchone()[0]
+    event._state.adding, event._state.db = False, connection.alias
 
 
 # --- Verifying ------------------------------------------------------------------------------------

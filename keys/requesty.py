@@ -217,7 +217,7 @@ class _WatchedAdapter(requests.adapters.HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
-# One kept-alive connection per worker thread (gunicorn.conf.py: GUNICORN_THREADS, default 32);
+# One kept-alive connection per worker thread (gunicorn.conf.py: GUNICORN_THREADS, default 16);
 # requests' default pool of 10 made busy workers discard and reopen connections.
 _session.mount("http://", _WatchedAdapter(pool_maxsize=64))
 _session.mount("https://", _WatchedAdapter(pool_maxsize=64))
