@@ -60,11 +60,8 @@ def mint_key(
     nonce: str,
     source_ip: str | None,
     approval_id: int | None = None,
-    resolved_policy: policy.Policy | None = None,
 ) -> Minted:
-    """`resolved_policy`: the actor's policy if the caller (the form) already resolved it in this
-    request; the headroom is always read again under the lock."""
-    issuance = _open_issuance(actor, cleaned, nonce, source_ip, approval_id, resolved_policy)
+    issuance = _open_issuance(actor, cleaned, nonce, source_ip, approval_id)
     try:
         reached("before_upstream")
         created = requesty.create_key(issuance.upstream_name, issuance.monthly_limit, issuance.permissions)
@@ -99,9 +96,7 @@ def mint_key(
     return Minted(key=key, secret=created.api_key)
 
 
-def _open_issuance(
-    actor, cleaned: dict, nonce: str, source_ip: str | None, approval_id: int | None, pol: policy.Policy | None
-) -> Issuance:
+def _open_issuance(actor, cleaned: dict, nonce: str, source_ip: str | None, approval_id: int | None) -> Issuance:
     """Check the rate limit and the policy (or the approval) and write the issuance record in one
     transaction, under a per-user lock, so parallel requests cannot together exceed a cap."""
     try:
@@ -109,7 +104,9 @@ def _open_issuance(
             _lock_user(actor)
             _check_rate_limit(actor)
             approval = _claim_approval(actor, cleaned, approval_id) if approval_id else None
-            if approval is None and (problems := policy.violations(actor, cleaned, pol)):
+            # Policy and headroom are read again here, under the lock: a group change made while
+            # this request waited for the lock applies to it.
+            if approval is None and (problems := policy.violations(actor, cleaned)):
                 raise MintError("beyond_policy", " ".join(problems), 403)
             issuance = Issuance.objects.create(
                 nonce=nonce,

@@ -56,7 +56,6 @@ def new_key(request):
             nonce=form.cleaned_data["nonce"],
             source_ip=audit.client_ip(request),
             approval_id=form.cleaned_data.get("approval"),
-            resolved_policy=form.policy,
         )
     except MintError as exc:
         retry = exc.kind in ("rejected", "failed", "unavailable", "beyond_policy")

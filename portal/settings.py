@@ -104,6 +104,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE: a transaction takes the write lock when it begins, so audit appends queue up
     # instead of failing with "database is locked" when two of them race.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    from psycopg import IsolationLevel
+
+    # The audit chain's lock-then-read-head and the mint's lock-then-count rely on each statement
+    # seeing what committed before it (READ COMMITTED), whatever the server's default is.
+    DATABASES["default"].setdefault("OPTIONS", {})["isolation_level"] = IsolationLevel.READ_COMMITTED
 
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 

@@ -453,3 +453,63 @@ def test_a_whole_key_id_is_matched_exactly(auclient):
     event(api_key_id="3c90c3cc-0d44-4b50-8888-8dd25736052b", key_name="b")
     assert seqs(auclient.get("/audit/?q=3c90c3cc-0d44-4b50-8888-8dd25736052a")) == [1]
     assert seqs(auclient.get("/audit/?q=3c90c3cc")) == [2, 1]
+
+
+# --- Concurrent appends (PostgreSQL) --------------------------------------------------------------
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_append_waiting_for_the_lock_chains_onto_what_committed_meanwhile():
+    """The lock-then-read-head call (migration 0008) must read the head *after* the lock is
+    granted: B starts while A holds the lock, and must follow A's event, not fork beside it."""
+    import threading
+    import time
+
+    from django.db import connections
+
+    a_holds, a_may_commit, results = threading.Event(), threading.Event(), {}
+
+    def append(name, hold):
+        try:
+            with transaction.atomic():
+                results[name] = event(key_name=name)
+                if hold:
+                    a_holds.set()
+                    a_may_commit.wait(10)
+        finally:
+            connections.close_all()
+
+    first = event(key_name="before")
+    a = threading.Thread(target=append, args=("a", True))
+    a.start()
+    assert a_holds.wait(10)
+    b = threading.Thread(target=append, args=("b", False))
+    b.start()
+    deadline = time.monotonic() + 10
+    with connection.cursor() as cursor:  # wait until B is queued on the advisory lock
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            if cursor.fetchone()[0]:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the second append never waited for the chain's lock")
+    a_may_commit.set()
+    a.join(10)
+    b.join(10)
+    assert (results["a"].seq, results["b"].seq) == (first.seq + 1, first.seq + 2)
+    assert results["b"].prev_hash == results["a"].hash
+    assert audit.verify().ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_postgresql_transactions_are_read_committed_whatever_the_server_default():
+    """The chain's lock-then-read and the mint's lock-then-count need READ COMMITTED."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION default_transaction_isolation = 'repeatable read'")
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SHOW transaction_isolation")
+            assert cursor.fetchone()[0] == "read committed"
+    finally:
+        connection.close()  # the session setting goes with the connection
