@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core import signing
 
 from . import policy
+from .lifecycle import PENDING_LIMIT_MESSAGE
 
 _AMOUNT = re.compile(r"\d{1,10}(\.\d{1,2})?")
 _NONCE_SALT = "keys.mint-form-nonce"
@@ -239,7 +240,9 @@ def prefill(params, user, pol: policy.Policy, room: policy.Headroom) -> tuple[di
 
 
 class LimitForm(forms.Form):
-    """A new monthly limit for an existing key: the same rules as minting."""
+    """A new monthly limit for an existing key: the same rules as minting. These checks give the
+    early, friendly message; the authoritative ones run under the owner's lock in
+    `lifecycle.change_limit`."""
 
     monthly_limit = forms.CharField(label="Monthly limit (USD)", max_length=40, required=False)
 
@@ -254,6 +257,8 @@ class LimitForm(forms.Form):
     def clean_monthly_limit(self) -> Decimal:
         if self.key.status != "active":
             raise forms.ValidationError("This key is no longer active, so its limit cannot change.")
+        if self.key.pending_limit is not None:
+            raise forms.ValidationError(PENDING_LIMIT_MESSAGE.format(pending=policy.money(self.key.pending_limit)))
         amount = parse_amount(self.cleaned_data["monthly_limit"])
         if amount < self.policy.min_limit:
             raise forms.ValidationError("The monthly limit must be more than 0.")

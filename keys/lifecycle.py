@@ -1,8 +1,9 @@
 """What happens to a key after minting: spend, limit changes, revocation, offboarding.
 
-Each operation calls Requesty first and changes the portal's record only after Requesty confirmed,
-so the record never claims something Requesty did not do. Every change and failure is audited
-with the values before and after.
+Each operation changes the portal's record only after Requesty confirmed, so the record never
+claims something Requesty did not do. A limit change reserves the new limit before the call
+(`pending_limit`), so it counts against the caps while unsettled. Every change and failure is
+audited with the values before and after.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
-from . import audit, requesty
+from . import audit, policy, requesty
 from .models import AuditEvent, IssuedKey
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,11 @@ def current_spend(key: IssuedKey, *, max_age: timedelta = SPEND_FRESH_FOR) -> Sp
 
 # --- Limit ----------------------------------------------------------------------------------------
 def change_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None) -> None:
-    before = key.monthly_limit
+    """Change a key's monthly limit the way minting creates a key: check the caps and reserve the
+    new limit (`pending_limit`) in one transaction under the owner's lock, commit, and only then
+    call Requesty. While the outcome is unsettled the key counts at the higher of both limits, so
+    parallel raises, or a raise whose outcome is unknown, cannot take the owner over the caps."""
+    before = _reserve_limit(key, new_limit, actor=actor, source_ip=source_ip)
     detail = f"monthly limit {before:.2f} -> {new_limit:.2f}"
     try:
         requesty.update_limit(key.api_key_id, new_limit)
@@ -109,20 +114,27 @@ def change_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None) -
         raise LifecycleError("This key no longer exists in Requesty; it was deleted outside the portal.", 404) from None
     except requesty.RequestyError as exc:
         _log_failure(exc, "limit change", key)
-        _audit_key(
-            Action.KEY_LIMIT_FAILED,
-            Outcome.UNKNOWN if isinstance(exc, requesty.OutcomeUnknown) else Outcome.FAILURE,
-            key,
-            actor=actor,
-            source_ip=source_ip,
-            upstream_status=exc.status,
-            detail=f"{detail} not applied: {type(exc).__name__}",
-            monthly_limit=new_limit,
-        )
+        unknown = isinstance(exc, requesty.OutcomeUnknown)
+        with transaction.atomic():
+            if not unknown:  # a definite no: the reservation is released
+                key.pending_limit, key.pending_limit_at = None, None
+                key.save(update_fields=["pending_limit", "pending_limit_at"])
+            _audit_key(
+                Action.KEY_LIMIT_FAILED,
+                Outcome.UNKNOWN if unknown else Outcome.FAILURE,
+                key,
+                actor=actor,
+                source_ip=source_ip,
+                upstream_status=exc.status,
+                detail=f"{detail} {'unconfirmed' if unknown else 'not applied'}: {type(exc).__name__}",
+                monthly_limit=new_limit,
+            )
+        if unknown:
+            raise LifecycleError(_unknown_limit_message(before, new_limit)) from None
         raise LifecycleError(failure_message(exc, "change the limit")) from None
     with transaction.atomic():
-        key.monthly_limit = new_limit
-        key.save(update_fields=["monthly_limit"])
+        key.monthly_limit, key.pending_limit, key.pending_limit_at = new_limit, None, None
+        key.save(update_fields=["monthly_limit", "pending_limit", "pending_limit_at"])
         _audit_key(
             Action.KEY_LIMIT_CHANGED,
             Outcome.SUCCESS,
@@ -132,6 +144,72 @@ def change_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None) -
             upstream_status=204,
             detail=detail,
         )
+
+
+def _reserve_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None) -> Decimal:
+    """The authoritative check (the form's is advisory): under the owner's lock, with the policy,
+    the key and the headroom read afresh, so a raise on another key or a mint committed meanwhile
+    counts. Commits `pending_limit` and returns the limit before the change; a refusal changes
+    nothing, is audited as denied and raises LifecycleError (403)."""
+    try:
+        with transaction.atomic():
+            if key.owner_id is not None:
+                policy.lock_user(key.owner)
+            fresh = IssuedKey.objects.select_for_update().get(pk=key.pk)
+            key.status, key.monthly_limit = fresh.status, fresh.monthly_limit
+            key.pending_limit, key.pending_limit_at = fresh.pending_limit, fresh.pending_limit_at
+            problem = _limit_problem(key, new_limit, actor)
+            if problem:
+                raise LifecycleError(problem, 403)
+            key.pending_limit, key.pending_limit_at = new_limit, timezone.now()
+            key.save(update_fields=["pending_limit", "pending_limit_at"])
+    except LifecycleError as exc:
+        _audit_key(
+            Action.KEY_LIMIT_FAILED,
+            Outcome.DENIED,
+            key,
+            actor=actor,
+            source_ip=source_ip,
+            detail=f"monthly limit -> {new_limit:.2f} refused: {exc.message}",
+            monthly_limit=new_limit,
+        )
+        raise
+    return key.monthly_limit
+
+
+def _limit_problem(key: IssuedKey, new_limit: Decimal, actor) -> str:
+    if key.status != Status.ACTIVE:
+        return "This key is no longer active, so its limit cannot change."
+    if key.pending_limit is not None:
+        return PENDING_LIMIT_MESSAGE.format(pending=policy.money(key.pending_limit))
+    pol = policy.resolve(actor)
+    if pol.is_admin:
+        return ""
+    if new_limit > pol.max_key_limit:
+        return f"Your monthly limit can be at most {policy.money(pol.max_key_limit)}."
+    if new_limit > key.monthly_limit and pol.max_total_limit is not None:
+        total = policy.headroom(key.owner, pol).committed - key.monthly_limit + new_limit
+        if total > pol.max_total_limit:
+            return (
+                f"That would take your keys' monthly limits to {policy.money(total)}, over your total of "
+                f"{policy.money(pol.max_total_limit)}."
+            )
+    return ""
+
+
+PENDING_LIMIT_MESSAGE = (
+    "A change of this key's limit to {pending} is still being confirmed with Requesty, so the limit cannot "
+    "change again yet. The portal checks with Requesty regularly; try again once it has."
+)
+
+
+def _unknown_limit_message(before: Decimal, new_limit: Decimal) -> str:
+    return (
+        f"Requesty did not confirm in time whether it changed the limit to {policy.money(new_limit)}; it may "
+        f"still be {policy.money(before)}. Until the portal has checked with Requesty, this key counts as "
+        f"{policy.money(max(before, new_limit))} against your total and its limit cannot be changed again. "
+        "Please do not retry now."
+    )
 
 
 # --- Revocation -----------------------------------------------------------------------------------
@@ -172,7 +250,8 @@ def revoke(key: IssuedKey, *, actor, source_ip=None, reason: str = "revoked by u
 def _mark_deleted_upstream(key: IssuedKey, *, actor, source_ip=None, detail: str) -> None:
     with transaction.atomic():
         key.status, key.ended_at, key.revocation_failed_at = Status.DELETED_UPSTREAM, timezone.now(), None
-        key.save(update_fields=["status", "ended_at", "revocation_failed_at"])
+        key.pending_limit, key.pending_limit_at = None, None  # nothing left upstream to change
+        key.save(update_fields=["status", "ended_at", "revocation_failed_at", "pending_limit", "pending_limit_at"])
         _audit_key(
             Action.KEY_DELETED_UPSTREAM,
             Outcome.SUCCESS,

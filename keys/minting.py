@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
@@ -101,7 +101,7 @@ def _open_issuance(actor, cleaned: dict, nonce: str, source_ip: str | None, appr
     transaction, under a per-user lock, so parallel requests cannot together exceed a cap."""
     try:
         with transaction.atomic():
-            _lock_user(actor)
+            policy.lock_user(actor)
             _check_rate_limit(actor)
             approval = _claim_approval(actor, cleaned, approval_id) if approval_id else None
             # Policy and headroom are read again here, under the lock: a group change made while
@@ -145,19 +145,6 @@ def _open_issuance(actor, cleaned: dict, nonce: str, source_ip: str | None, appr
             503,
         ) from None
     return issuance
-
-
-_USER_LOCK_CLASS = 0x6D696E74  # "mint": advisory locks (class, user id), one per user
-
-
-def _lock_user(actor) -> None:
-    """A per-user lock held until the transaction ends. An advisory lock, not a row lock on the
-    user: foreign-key checks on the user row (FOR KEY SHARE) must never wait on it, or two mints
-    and the audit chain's lock can deadlock. SQLite needs none: its IMMEDIATE transactions already
-    serialise writers (portal/settings.py)."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_USER_LOCK_CLASS, actor.pk])
 
 
 def _check_rate_limit(actor) -> None:

@@ -84,6 +84,11 @@ class IssuedKey(models.Model):
     spend_checked_at = models.DateTimeField(null=True, blank=True)
     # Set when offboarding could not revoke the key upstream; admins see these listed.
     revocation_failed_at = models.DateTimeField(null=True, blank=True)
+    # A limit change sent to Requesty whose outcome is not settled yet (set, and committed, before
+    # the call). Until settled the key counts at the higher of the two limits (policy.headroom), so
+    # an unknown outcome cannot be used to exceed the caps; reconcile_keys settles it from the list.
+    pending_limit = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    pending_limit_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -72,10 +72,25 @@ def resolve(user) -> Policy:
     )
 
 
+_USER_LOCK_CLASS = 0x6D696E74  # "mint": advisory locks (class, user id), one per user
+
+
+def lock_user(user) -> None:
+    """The per-user lock under which every check-then-commit against the caps runs (minting, limit
+    changes), held until the transaction ends. An advisory lock, not a row lock on the user:
+    foreign-key checks on the user row (FOR KEY SHARE) must never wait on it, or two mints and the
+    audit chain's lock can deadlock. SQLite needs none: its IMMEDIATE transactions already
+    serialise writers (portal/settings.py)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_USER_LOCK_CLASS, user.pk])
+
+
 @dataclass(frozen=True)
 class Headroom:
     active_keys: int
-    committed: Decimal  # sum of monthly limits of active keys and of attempts still in flight
+    committed: Decimal  # sum of monthly limits of active keys (the higher of current and pending) and of
+    # attempts still in flight
     keys_left: int | None
     money_left: Decimal | None
 
@@ -87,7 +102,8 @@ class Headroom:
 
 
 def headroom(user, policy: Policy) -> Headroom:
-    """What the user holds now. Attempts whose outcome is not settled count as held, so an
+    """What the user holds now. Attempts whose outcome is not settled count as held, and a key
+    with a limit change in flight counts at the higher of its current and its pending limit, so an
     unknown outcome cannot be used to exceed the caps.
 
     One statement, so one snapshot: with separate queries for keys and for attempts, a mint that
@@ -116,7 +132,9 @@ def headroom(user, policy: Policy) -> Headroom:
 _HEADROOM_SQL = """
 SELECT
   (SELECT COUNT(*) FROM {keys} WHERE owner_id = %s AND status = %s),
-  (SELECT COALESCE(SUM(monthly_limit), 0) FROM {keys} WHERE owner_id = %s AND status = %s),
+  (SELECT COALESCE(SUM(CASE WHEN pending_limit IS NOT NULL AND pending_limit > monthly_limit
+                            THEN pending_limit ELSE monthly_limit END), 0)
+     FROM {keys} WHERE owner_id = %s AND status = %s),
   (SELECT COUNT(*) FROM {issuance} WHERE actor_id = %s AND state IN (%s, %s)),
   (SELECT COALESCE(SUM(monthly_limit), 0) FROM {issuance} WHERE actor_id = %s AND state IN (%s, %s))
 """

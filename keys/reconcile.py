@@ -3,7 +3,8 @@
 Decisions are made only on *positive* evidence from a complete key list (shared/security.md, step
 4): an issuance whose outcome is unknown is resolved by finding its key (by id, or by the
 `[portal:<reference>]` marker in the upstream name) and deleting it, or by a successful list that
-does not contain it. A failed list changes nothing.
+does not contain it. A limit change whose outcome is unknown is settled with the limit the list
+shows. A failed list changes nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Report:
     absent: list[str] = field(default_factory=list)
     still_unknown: list[str] = field(default_factory=list)
     deleted_upstream: list[str] = field(default_factory=list)
+    limits_settled: list[str] = field(default_factory=list)
     offboarded: list[str] = field(default_factory=list)
     unmanaged: list[str] = field(default_factory=list)
     privileged: list[str] = field(default_factory=list)
@@ -46,6 +48,7 @@ class Report:
             "absent": "unknown issuances proved never created",
             "still_unknown": "unknown issuances left for the next run",
             "deleted_upstream": "portal keys deleted outside the portal",
+            "limits_settled": "unconfirmed limit changes settled",
             "offboarded": "keys of deactivated users revoked",
             "unmanaged": "upstream keys with no portal record",
             "privileged": "upstream keys with manage rights no admin issued",
@@ -112,6 +115,7 @@ def _reconcile(dry_run: bool, stale_after: timedelta) -> Report:
 
     handled = _settle_unknown_issuances(report, by_id, by_marker, listed_at - stale_after, dry_run)
     _remove_late_keys(report, by_marker, handled, dry_run)
+    _settle_limit_changes(report, by_id, listed_at - stale_after, dry_run)
     _mark_deleted_outside(report, by_id, active_before, dry_run)
     _offboard_inactive(report, dry_run)
     recent = listed_at - stale_after
@@ -204,6 +208,44 @@ def _set_state(issuance: Issuance, state: str, action: str, detail: str) -> None
             status=ApprovalRequest.Status.APPROVED, issuance=None
         )
         audit.record(action, Outcome.SUCCESS, issuance=issuance, actor=None, detail=detail, **SYSTEM)
+
+
+def _settle_limit_changes(report, by_id, cutoff, dry_run) -> None:
+    """A limit change whose outcome is unknown (or whose process died) counts at its higher limit
+    until settled here: the list says which limit Requesty holds, and the record adopts it. The
+    same grace period as for issuances lets a change still in flight land first; a key missing
+    from the list is left to `_mark_deleted_outside`."""
+    pending = IssuedKey.objects.filter(status=Status.ACTIVE, pending_limit__isnull=False, pending_limit_at__lt=cutoff)
+    for key in pending.select_related("issuance"):
+        found = by_id.get(key.api_key_id)
+        if found is None:
+            continue
+        before, wanted, held = key.monthly_limit, key.pending_limit, found.monthly_limit
+        label = f"{key.api_key_id} “{key.name}”"
+        if held is None:
+            report.still_unknown.append(f"{label}: limit change unsettled (Requesty's list shows no limit)")
+            continue
+        report.limits_settled.append(f"{label}: {before:.2f} -> {wanted:.2f}, Requesty holds {held:.2f}")
+        if dry_run:
+            continue
+        applied = held != before or held == wanted
+        how = "applied" if held == wanted else "superseded by a limit set elsewhere" if applied else "not applied"
+        with transaction.atomic():
+            # Only the reservation seen here: a newer change reserved meanwhile is left alone.
+            if not IssuedKey.objects.filter(
+                pk=key.pk, pending_limit=wanted, pending_limit_at=key.pending_limit_at
+            ).update(monthly_limit=held, pending_limit=None, pending_limit_at=None):
+                continue
+            key.monthly_limit = held
+            lifecycle._audit_key(
+                Action.KEY_LIMIT_CHANGED if applied else Action.KEY_LIMIT_FAILED,
+                Outcome.SUCCESS if applied else Outcome.FAILURE,
+                key,
+                actor=None,
+                detail=f"reconciliation: unconfirmed change {before:.2f} -> {wanted:.2f} {how}; "
+                f"Requesty holds {held:.2f}",
+                **SYSTEM,
+            )
 
 
 def _mark_deleted_outside(report, by_id, active_before, dry_run) -> None:

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from django.test import Client
 
+from keys import policy
 from keys.forms import new_nonce
 from keys.models import AuditEvent, Issuance, IssuedKey
 from standin import Fault
@@ -322,3 +323,85 @@ def test_raising_a_limit_respects_the_total_cap(rclient, requester, standin, set
     assert IssuedKey.objects.get(pk=first.pk).monthly_limit == Decimal("35")
     lowered = rclient.post(f"/keys/{second.pk}/limit/", {"monthly_limit": "20"}, **HTMX)  # lowering is always fine
     assert "now $20" in lowered.content.decode()
+
+
+# --- Limit changes reserve their new limit before calling Requesty --------------------------------
+def limit_calls(standin, key):
+    return standin.calls_to("POST", f"/v1/manage/apikey/{key.api_key_id}/limit")
+
+
+def test_a_raise_with_an_unknown_outcome_keeps_counting_against_the_total(rclient, requester, standin, settings):
+    settings.PORTAL_MAX_TOTAL_MONTHLY_LIMIT = Decimal("60")
+    first, second = mint(rclient, requester, "one", "25"), mint(rclient, requester, "two", "25")
+    standin.inject(Fault.after_action_status(502), method="POST", path=f"/v1/manage/apikey/{first.api_key_id}/limit")
+    response = rclient.post(f"/keys/{first.pk}/limit/", {"monthly_limit": "35"}, **HTMX)
+    html = response.content.decode()
+    # Honest: neither "changed" nor "not changed", and the reservation is explained.
+    assert "did not confirm" in alerts(response) and "counts as $35.00" in alerts(response)
+    assert "now $" not in html and "Nothing was changed" not in html
+    first.refresh_from_db()
+    assert (first.monthly_limit, first.pending_limit) == (Decimal("25"), Decimal("35"))
+    assert AuditEvent.objects.get(action="key.limit_failed").outcome == "unknown"
+    # Requesty may hold 35 (here it does): 35 + 25 leaves nothing to mint or raise.
+    data = {"name": "three", "monthly_limit": "1", "manage": "none", "completions": "write"}
+    assert rclient.post("/keys/new/", {**data, "nonce": new_nonce(requester)}, **HTMX).status_code == 403
+    raise_other = rclient.post(f"/keys/{second.pk}/limit/", {"monthly_limit": "26"}, **HTMX)
+    assert "over your total of $60.00" in alerts(raise_other) and limit_calls(standin, second) == []
+    assert [c.path for c in standin.calls if c.method == "POST"].count("/v1/manage/apikey") == 2  # no mint
+
+
+def test_a_definite_failure_releases_the_reservation(rkey, rclient, standin, settings):
+    settings.PORTAL_MAX_TOTAL_MONTHLY_LIMIT = Decimal("60")
+    standin.inject(Fault.status(429, headers={"Retry-After": "9"}), method="POST", path="/v1/manage/apikey/")
+    response = rclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "60"}, **HTMX)
+    assert "in 9 seconds" in alerts(response)
+    rkey.refresh_from_db()
+    assert (rkey.monthly_limit, rkey.pending_limit) == (Decimal("25"), None)
+    assert rclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "60"}, **HTMX).status_code == 200
+    rkey.refresh_from_db()
+    assert (rkey.monthly_limit, rkey.pending_limit) == (Decimal("60"), None)
+
+
+def test_a_key_deleted_outside_drops_its_reservation(rkey, rclient, standin):
+    standin.inject(Fault.status(404), method="POST", path=f"/v1/manage/apikey/{rkey.api_key_id}/limit")
+    rclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "30"}, **HTMX)
+    rkey.refresh_from_db()
+    assert rkey.status == "deleted" and rkey.pending_limit is None
+
+
+def test_a_second_change_while_one_is_pending_is_refused(rkey, rclient, standin):
+    standin.inject(Fault.status(504), method="POST", path=f"/v1/manage/apikey/{rkey.api_key_id}/limit")
+    rclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "30"}, **HTMX)
+    assert "being confirmed with Requesty" in rclient.get(f"/keys/{rkey.pk}/").content.decode()
+    again = rclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "5"}, **HTMX)  # lowering too
+    assert "still being confirmed" in alerts(again)
+    assert len(limit_calls(standin, rkey)) == 1
+    rkey.refresh_from_db()
+    assert (rkey.monthly_limit, rkey.pending_limit) == (Decimal("25"), Decimal("30"))
+
+
+def test_an_unconfirmed_lowering_still_counts_the_old_limit(rkey, rclient, requester, standin):
+    standin.inject(Fault.status(500), method="POST", path=f"/v1/manage/apikey/{rkey.api_key_id}/limit")
+    response = rclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "5"}, **HTMX)
+    assert "counts as $25.00" in alerts(response)
+    assert policy.headroom(requester, policy.resolve(requester)).committed == Decimal("25")
+
+
+def test_the_caps_are_checked_again_under_the_lock(rkey, rclient, requester, standin, monkeypatch, settings):
+    """The form's check is advisory (it runs outside any lock); change_limit decides, refusing with
+    the same kind of alert and without calling Requesty."""
+    import types
+
+    import keys.forms
+
+    settings.PORTAL_MAX_TOTAL_MONTHLY_LIMIT = Decimal("60")
+    mint(rclient, requester, "two", "25")
+    blind = types.SimpleNamespace(**{n: getattr(policy, n) for n in dir(policy) if not n.startswith("__")})
+    blind.headroom = lambda *a, **k: policy.Headroom(0, Decimal(0), None, None)
+    monkeypatch.setattr(keys.forms, "policy", blind)  # the form no longer sees what is held...
+    response = rclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "36"}, **HTMX)
+    assert "over your total of $60.00" in alerts(response)  # ...but change_limit does
+    assert limit_calls(standin, rkey) == []
+    rkey.refresh_from_db()
+    assert (rkey.monthly_limit, rkey.pending_limit) == (Decimal("25"), None)
+    assert AuditEvent.objects.filter(action="key.limit_failed", outcome="denied").count() == 1

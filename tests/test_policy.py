@@ -13,6 +13,7 @@ from django.test import Client
 from keys import policy
 from keys.forms import new_nonce
 from keys.models import AuditEvent, Issuance, IssuedKey, SpendingPolicy
+from standin import Fault
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
@@ -167,6 +168,32 @@ def test_headroom_counts_keys_and_unsettled_attempts_in_one_statement(requester,
     assert (room.keys_left, room.money_left) == (2, Decimal("80.50"))
 
 
+def test_headroom_counts_the_higher_of_limit_and_pending_limit(requester, django_assert_num_queries):
+    """A limit change in flight counts at the higher of both limits until Requesty confirmed it: a
+    raise whose outcome is unknown may hold upstream, a lowering may not have happened yet."""
+    requester.groups.add(group_policy("g", max_total_limit=100))
+    for n, (limit, pending) in enumerate([("10", "30"), ("20", "5"), ("7.50", None)]):
+        issuance = Issuance.objects.create(
+            nonce=f"n{n}", actor=requester, name=f"k{n}", monthly_limit=limit, manage="none", completions="write"
+        )
+        issuance.state = "issued"
+        issuance.save()
+        IssuedKey.objects.create(
+            api_key_id=f"id-{n}",
+            issuance=issuance,
+            owner=requester,
+            name=f"k{n}",
+            monthly_limit=Decimal(limit),
+            pending_limit=None if pending is None else Decimal(pending),
+            manage="none",
+            completions="write",
+        )
+    pol = policy.resolve(requester)
+    with django_assert_num_queries(1):
+        room = policy.headroom(requester, pol)
+    assert (room.active_keys, room.committed, room.money_left) == (3, Decimal("57.50"), Decimal("42.50"))
+
+
 def test_headroom_of_a_new_user_is_empty(requester):
     room = policy.headroom(requester, policy.resolve(requester))
     assert (room.active_keys, room.committed) == (0, Decimal(0))
@@ -278,3 +305,61 @@ def test_parallel_mints_cannot_exceed_the_rate_limit(standin, settings):
     statuses = _fire(user, 6)
     assert statuses.count(200) == 2 and statuses.count(429) == 4
     assert len(creates(standin)) == 2
+
+
+def _held_key(user, standin, n: int, limit: Decimal) -> IssuedKey:
+    upstream = standin.add_key(f"held-{n}", limit)
+    issuance = Issuance.objects.create(
+        nonce=f"held-{n}",
+        actor=user,
+        name=f"held-{n}",
+        monthly_limit=limit,
+        manage="none",
+        completions="write",
+        state="issued",
+        api_key_id=upstream["id"],
+    )
+    return IssuedKey.objects.create(
+        api_key_id=upstream["id"],
+        issuance=issuance,
+        owner=user,
+        name=f"held-{n}",
+        monthly_limit=limit,
+        manage="none",
+        completions="write",
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_parallel_limit_raises_cannot_exceed_the_total_cap(standin):
+    """Six raises of +20 on six different keys (60 held, total cap 100): only two fit. Each checks
+    and reserves under the user's lock before calling Requesty, so the others see the reservations."""
+    user = User.objects.create_user("racer", password="x")
+    user.groups.add(group_policy("cap", max_key_limit=50, max_total_limit=100, max_active_keys=10))
+    keys = [_held_key(user, standin, n, Decimal(10)) for n in range(6)]
+    # Slow answers keep every raise in flight together, as with a slow Requesty.
+    standin.inject(Fault.delay(0.3), method="POST", path="/v1/manage/apikey/", times=len(keys))
+    start, clients = threading.Barrier(len(keys)), []
+    for key in keys:
+        client = Client()
+        client.force_login(user)
+        clients.append((client, key))
+
+    def one(client, key):
+        start.wait()
+        client.post(f"/keys/{key.pk}/limit/", {"monthly_limit": "30"}, **HTMX)
+        connections.close_all()
+
+    threads = [threading.Thread(target=one, args=pair) for pair in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    limit_calls = [c for c in standin.calls if c.method == "POST" and c.path.endswith("/limit")]
+    assert len(limit_calls) == 2
+    held = sorted(k["monthly_limit"] for k in standin.keys.values())
+    assert sum(held) == 100 and held == [10, 10, 10, 10, 30, 30]
+    assert sum(IssuedKey.objects.filter(owner=user).values_list("monthly_limit", flat=True)) == 100
+    assert not IssuedKey.objects.filter(pending_limit__isnull=False).exists()
+    assert AuditEvent.objects.filter(action="key.limit_failed", outcome="denied").count() == 4

@@ -224,3 +224,40 @@ def test_an_implausible_list_changes_nothing(rclient, requester, standin, body):
     with pytest.raises(CommandError, match="looks partial or wrong"):
         reconcile()
     assert IssuedKey.objects.get().status == "active"
+
+
+# --- Limit changes whose outcome is unknown ---------------------------------------------------------
+@pytest.mark.parametrize(
+    "fault,held,action,outcome",
+    [
+        (Fault.after_action_status(502), 9, "key.limit_changed", "success"),  # Requesty applied it
+        (Fault.status(504), 5, "key.limit_failed", "failure"),  # it did not
+    ],
+)
+def test_unknown_limit_change_is_settled_from_the_list(rclient, requester, standin, fault, held, action, outcome):
+    mint(rclient, requester)
+    key = IssuedKey.objects.get()
+    standin.inject(fault, method="POST", path=f"/v1/manage/apikey/{key.api_key_id}/limit")
+    rclient.post(f"/keys/{key.pk}/limit/", {"monthly_limit": "9"}, HTTP_HX_REQUEST="true")
+    key.refresh_from_db()
+    assert (key.monthly_limit, key.pending_limit) == (5, 9)
+    assert line(reconcile("--dry-run"), "unconfirmed limit changes settled") == 1
+    key.refresh_from_db()
+    assert key.pending_limit == 9  # a dry run changes nothing
+    assert line(reconcile(), "unconfirmed limit changes settled") == 1
+    key.refresh_from_db()
+    assert (key.monthly_limit, key.pending_limit) == (held, None)
+    event = AuditEvent.objects.filter(action=action).latest("seq")
+    assert event.outcome == outcome and event.actor_username == "system:reconcile_keys"
+    assert f"Requesty holds {held:.2f}" in event.detail
+    assert line(reconcile(), "unconfirmed limit changes settled") == 0
+
+
+def test_unknown_limit_change_gets_a_grace_period(rclient, requester, standin):
+    mint(rclient, requester)
+    key = IssuedKey.objects.get()
+    standin.inject(Fault.status(504), method="POST", path=f"/v1/manage/apikey/{key.api_key_id}/limit")
+    rclient.post(f"/keys/{key.pk}/limit/", {"monthly_limit": "9"}, HTTP_HX_REQUEST="true")
+    call_command("reconcile_keys", stdout=StringIO())  # default: 10 minutes
+    key.refresh_from_db()
+    assert key.pending_limit == 9
