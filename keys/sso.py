@@ -706,8 +706,11 @@ def _signed_in(sender, request, user, **kwargs):
 
 @receiver(user_login_failed, dispatch_uid="portal_sign_in_failed")
 def _sign_in_failed(sender, credentials, request=None, **kwargs):
-    # The SSO callback audits its own failures, with their reasons.
+    # The SSO callback audits its own failures, with their reasons. An attempt the sign-in
+    # throttle refused (keys/throttle.py) is not an event: its lockout was audited once.
     if not _during_request(request) or "username" not in credentials:
+        return
+    if getattr(request, "portal_sign_in_blocked", False):
         return
     detail = f"password sign-in failed for username {str(credentials['username'])[:150]!r}"
     if enabled():

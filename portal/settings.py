@@ -4,6 +4,7 @@ Safe by default: DEBUG is off and the production security settings are on unless
 turns them off. Secrets have no default outside sandbox mode; a missing one stops start-up.
 """
 
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -56,6 +57,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_htmx",
+    "axes",
     "keys",
 ]
 
@@ -73,6 +75,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a sign-in it refused into the 429 sign-in page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -267,8 +271,14 @@ OIDC_TIMEOUT = env.float("OIDC_TIMEOUT", default=5.0)
 # through the provider with max_age=<this> and prompt=<OIDC_REAUTH_PROMPT> (empty: no prompt).
 PORTAL_MINT_REAUTH_SECONDS = env.int("PORTAL_MINT_REAUTH_SECONDS", default=12 * 60 * 60)
 OIDC_REAUTH_PROMPT = env.str("OIDC_REAUTH_PROMPT", default="login")
-# Passwords (break-glass superusers only while SSO is on), then SSO (inert while it is off).
-AUTHENTICATION_BACKENDS = ["keys.sso.PasswordBackend", "keys.sso.OIDCBackend"]
+# First the sign-in throttle (django-axes' gatekeeper, first as its docs require; it never signs
+# anyone in), then passwords (break-glass superusers only while SSO is on), then SSO (inert while
+# it is off).
+AUTHENTICATION_BACKENDS = [
+    "keys.throttle.PasswordThrottleBackend",
+    "keys.sso.PasswordBackend",
+    "keys.sso.OIDCBackend",
+]
 # A trip to the provider can start with a form (a mint whose sign-in is too old, posted without
 # JavaScript), and browsers apply form-action to every redirect after a form: allow its origin.
 for _url in (OIDC_ISSUER, OIDC_AUTHORIZATION_ENDPOINT):
@@ -276,6 +286,34 @@ for _url in (OIDC_ISSUER, OIDC_AUTHORIZATION_ENDPOINT):
         _origin = "{0.scheme}://{0.netloc}".format(urlsplit(_url))
         if _origin not in SECURE_CSP["form-action"]:
             SECURE_CSP["form-action"].append(_origin)
+
+# --- Password sign-in throttling (django-axes; keys/throttle.py) ---------------------------------
+# After this many failed password sign-ins in a row for one username from one client address, that
+# pair is refused (429) for PORTAL_SIGN_IN_LOCKOUT_MINUTES after the last failure. Single sign-on is
+# never throttled. Counted in the database, so it holds across workers and instances.
+PORTAL_SIGN_IN_FAILURE_LIMIT = env.int("PORTAL_SIGN_IN_FAILURE_LIMIT", default=5)
+PORTAL_SIGN_IN_LOCKOUT_MINUTES = env.int("PORTAL_SIGN_IN_LOCKOUT_MINUTES", default=15)
+if PORTAL_SIGN_IN_FAILURE_LIMIT < 1 or PORTAL_SIGN_IN_LOCKOUT_MINUTES < 1:
+    # 0 minutes would make axes lock out for ever (no cool-off); 0 failures would refuse everyone.
+    raise ImproperlyConfigured("PORTAL_SIGN_IN_FAILURE_LIMIT and PORTAL_SIGN_IN_LOCKOUT_MINUTES must be at least 1.")
+AXES_FAILURE_LIMIT = PORTAL_SIGN_IN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=PORTAL_SIGN_IN_LOCKOUT_MINUTES)
+# Username and address together: one client cannot lock a person out from elsewhere, and a
+# shared office address does not lock out everyone behind it (README, "Sign-in throttling").
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The address the audit log records: REMOTE_ADDR, or what PORTAL_TRUSTED_PROXY_HOPS proxies saw.
+AXES_CLIENT_IP_CALLABLE = "keys.audit.client_ip"
+AXES_WHITELIST_CALLABLE = "keys.throttle.not_a_password_attempt"
+AXES_LOCKOUT_CALLABLE = "keys.throttle.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+# A refused attempt is neither written down nor extends the lockout: no write per attempt while
+# locked, and the page can say exactly when it ends.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# Successful sign-ins are already in the audit log; no second, ever-growing table.
+AXES_DISABLE_ACCESS_LOG = True
+# Masked in what axes stores (post_data) and logs; it always masks "password".
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "password", "csrfmiddlewaretoken"]
+AXES_VERBOSE = False  # no start-up banner in every manage.py command's output
 
 # --- Logging: one JSON object per line, control characters escaped -------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

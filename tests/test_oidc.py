@@ -425,6 +425,21 @@ def test_break_glass_password_works_for_superusers_only(oidc, superuser, request
     assert 'name="password"' not in client.get("/accounts/login/").content.decode()
 
 
+def test_the_password_throttle_leaves_single_sign_on_alone(client, oidc):
+    from axes.models import AccessAttempt
+
+    assert sign_in(client).status_code == 302
+    client.post("/accounts/logout/")
+    for _ in range(5):  # alice's username, from this address: locked for passwords
+        response = client.post("/accounts/login/", {"username": "alice@example.com", "password": "guess"})
+    assert response.status_code == 429 and "Too many failed sign-in attempts" in response.content.decode()
+    assert client.get("/oidc/callback/?code=x&state=forged").status_code == 400  # an SSO failure...
+    assert AccessAttempt.objects.get().failures_since_start == 5  # ...is not counted
+    response = sign_in(client, next_url="/keys/")
+    assert response.status_code == 302 and response["Location"] == "/keys/"
+    assert client.get("/").status_code == 200 and len(events("auth.signed_in")) == 2
+
+
 def test_password_sign_in_and_out_are_audited_without_sso(client, requester):
     client.post("/accounts/login/", {"username": "rita", "password": "nope"})
     client.post("/accounts/login/", {"username": "rita", "password": "pw-rita"})
