@@ -145,6 +145,11 @@ class AuditEvent(models.Model):
         AUTH_SIGNED_IN = "auth.signed_in"
         AUTH_SIGN_IN_FAILED = "auth.sign_in_failed"
         AUTH_SIGNED_OUT = "auth.signed_out"
+        # Edits in Django's admin that change who may mint how much (keys/admin.py).
+        POLICY_CHANGED = "policy.changed"
+        POLICY_DELETED = "policy.deleted"
+        TEMPLATE_CHANGED = "template.changed"
+        TEMPLATE_DELETED = "template.deleted"
 
     class Outcome(models.TextChoices):
         PENDING = "pending"
