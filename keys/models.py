@@ -150,6 +150,11 @@ class AuditEvent(models.Model):
         POLICY_DELETED = "policy.deleted"
         TEMPLATE_CHANGED = "template.changed"
         TEMPLATE_DELETED = "template.deleted"
+        # Edits in Django's admin that change who may do what (keys/admin.py).
+        USER_ACCESS_CHANGED = "user.access_changed"
+        USER_PASSWORD_CHANGED = "user.password_changed"  # noqa: S105 (an action name)
+        USER_DELETED = "user.deleted"
+        GROUP_PERMISSIONS_CHANGED = "group.permissions_changed"
 
     class Outcome(models.TextChoices):
         PENDING = "pending"
