@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
+from django.core.exceptions import BadRequest
 from django.db import DatabaseError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
@@ -11,7 +12,7 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from . import audit, lifecycle, policy, requesty, sso
+from . import audit, lifecycle, listing, policy, requesty, sso
 from .charts import usage_chart
 from .forms import ApprovalRequestForm, KeyRequestForm, LimitForm, new_nonce, prefill
 from .minting import MintError, mint_key
@@ -167,11 +168,16 @@ def _partial(request, template: str, name: str) -> str:
 
 @require_GET
 def key_list(request):
+    """Everyone's keys for admins, one's own otherwise: filtered, paged, and counted (nothing silently cut)."""
     is_admin = policy.is_portal_admin(request.user)
-    keys = _keys_for(request.user)
+    form = listing.KeyPageForm(request.GET)
+    if not form.is_valid():
+        raise BadRequest("Not a valid page of the key list.")
+    visible = _keys_for(request.user)
+    keys = visible
     unknown = Issuance.objects.filter(state__in=[Issuance.State.UNKNOWN, Issuance.State.REQUESTED])
-    owner, status = request.GET.get("owner", "").strip(), request.GET.get("status", "")
-    if is_admin and owner:
+    owner, status = form.cleaned_data["owner"] if is_admin else "", form.cleaned_data["status"]
+    if owner:
         keys, unknown = keys.filter(owner__username=owner), unknown.filter(actor__username=owner)
     if not is_admin:
         unknown = unknown.filter(actor=request.user)
@@ -179,20 +185,27 @@ def key_list(request):
         keys, unknown = keys.filter(status=status), unknown.none()
     elif status == "unknown":
         keys = keys.none()
-    context = {
-        "keys": keys[:500],
-        "unknown": unknown.order_by("-created_at")[:100],
-        "is_admin": is_admin,
-        "owner": owner,
-        "status": status,
-        "statuses": [*IssuedKey.Status.choices, ("unknown", "outcome unknown")],
-        "approval_requests": ApprovalRequest.objects.filter(requester=request.user).select_related("decided_by")[:20],
-        "revocation_failures": IssuedKey.objects.filter(
+    else:
+        status = ""
+    context = listing.key_page(keys, visible, form.cleaned_data, {"owner": owner, "status": status})
+    # Unsettled issuances head the first page; past UNKNOWN_LIMIT the page says how many there are.
+    shown = []
+    if context["first_page"]:
+        shown = list(unknown.select_related("actor").order_by("-created_at", "-pk")[: listing.UNKNOWN_LIMIT + 1])
+    context.update(
+        unknown=shown[: listing.UNKNOWN_LIMIT],
+        unknown_total=unknown.count() if len(shown) > listing.UNKNOWN_LIMIT else len(shown),
+        is_admin=is_admin,
+        owner=owner,
+        status=status,
+        statuses=[*IssuedKey.Status.choices, ("unknown", "outcome unknown")],
+        approval_requests=ApprovalRequest.objects.filter(requester=request.user).select_related("decided_by")[:20],
+        revocation_failures=IssuedKey.objects.filter(
             status=IssuedKey.Status.ACTIVE, revocation_failed_at__isnull=False
-        )
+        ).select_related("owner")
         if is_admin
         else [],
-    }
+    )
     return render(request, "keys/list.html", context)
 
 

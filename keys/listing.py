@@ -1,0 +1,97 @@
+"""Paging "My keys" / "All keys": keyset cursors on (created_at, id), never OFFSET, never a silent cut.
+
+Newest first, with the id breaking ties between keys created in the same instant (the model's
+`ordering` is `-created_at` alone, which leaves ties in no defined order). A cursor is a key id
+(`?before=<id>` / `?after=<id>`, as on the audit log); its position is looked up among the keys the
+user may see, so a cursor naming someone else's key, or no key, positions nothing and reveals nothing.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django import forms
+from django.db.models import Q, QuerySet
+
+PAGE_SIZE = 50
+UNKNOWN_LIMIT = 100  # unsettled issuances shown above the keys (first page only)
+NEWEST_FIRST = ("-created_at", "-pk")
+OLDEST_FIRST = ("created_at", "pk")
+STALE_CURSOR = "That page link no longer points at a key you can see, so this is the newest page."
+_MAX_ID = 2**63 - 1  # BigAutoField: larger values would overflow the database's integer
+
+
+class KeyPageForm(forms.Form):
+    """The list's query string. Only the cursors can be malformed (by hand): that answers 400."""
+
+    owner = forms.CharField(required=False, max_length=150)
+    status = forms.CharField(required=False, max_length=20)
+    before = forms.IntegerField(required=False, min_value=1, max_value=_MAX_ID)
+    after = forms.IntegerField(required=False, min_value=1, max_value=_MAX_ID)
+    last = forms.BooleanField(required=False)
+
+    def clean(self):
+        data = super().clean()
+        if sum(bool(data.get(k)) for k in ("before", "after", "last")) > 1:
+            raise forms.ValidationError("Use one of before, after or last.")
+        return data
+
+
+def _newer_than(created_at, pk) -> Q:
+    return Q(created_at__gt=created_at) | Q(created_at=created_at, pk__gt=pk)
+
+
+def _older_than(created_at, pk) -> Q:
+    return Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk)
+
+
+def key_page(keys: QuerySet, visible: QuerySet, data: dict, filters: dict[str, str]) -> dict:
+    """One page of `keys` (already filtered) and where it sits: at most four queries whatever the page.
+
+    Links are query strings (filters kept, cursor replaced) for the template to put after the
+    list's URL. `visible` is every key the user may see: cursors are looked up there, so a page link still
+    works after the filters change, and never positions on a key the user may not see.
+    """
+    mode, anchor, notice = "last" if data.get("last") else "first", None, ""
+    cursor_id = data.get("before") or data.get("after")
+    if cursor_id:
+        anchor = visible.filter(pk=cursor_id).values_list("created_at", "pk").first()
+        mode = ("after" if data.get("after") else "before") if anchor else "first"
+        notice = "" if anchor else STALE_CURSOR
+    total = keys.count()
+    if mode == "after":
+        rows = list(keys.filter(_newer_than(*anchor)).order_by(*OLDEST_FIRST)[:PAGE_SIZE])[::-1]
+    elif mode == "before":
+        rows = list(keys.filter(_older_than(*anchor)).order_by(*NEWEST_FIRST)[:PAGE_SIZE])
+    elif mode == "last":
+        rows = list(keys.order_by(*OLDEST_FIRST)[:PAGE_SIZE])[::-1]
+    else:
+        rows = list(keys.order_by(*NEWEST_FIRST)[:PAGE_SIZE])
+    # How many keys come before this page, newest first: the page's place in the whole list.
+    if mode == "first":
+        newer = 0
+    elif mode == "last":
+        newer = max(total - len(rows), 0)
+    elif rows:
+        newer = keys.filter(_newer_than(rows[0].created_at, rows[0].pk)).count()
+    else:  # nothing older than the cursor: every key is newer; nothing newer: none is
+        newer = total if mode == "before" else 0
+    base = urlencode({k: v for k, v in filters.items() if v})
+    query, link = ("?" + base, f"?{base}&") if base else ("", "?")
+    has_newer, has_older = newer > 0, bool(rows) and newer + len(rows) < total
+    return {
+        "keys": rows,
+        "first_page": mode == "first",
+        "page_notice": notice,
+        "total": total,
+        "start": newer + 1 if rows else 0,
+        "end": newer + len(rows),
+        "has_newer": has_newer,
+        "has_older": has_older,
+        "pager": {
+            "first": query,
+            "newer": f"{link}after={rows[0].pk}" if has_newer and rows else "",
+            "older": f"{link}before={rows[-1].pk}" if has_older else "",
+            "oldest": f"{link}last=1" if has_older else "",
+        },
+    }
