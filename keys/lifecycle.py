@@ -267,19 +267,25 @@ def _mark_deleted_upstream(key: IssuedKey, *, actor, source_ip=None, detail: str
 def offboard(user, *, actor=None) -> tuple[list[IssuedKey], list[IssuedKey]]:
     """Revoke every active key of a deactivated user. Returns (revoked, failed); failed keys are
     flagged for admins (`revocation_failed_at`) and retried by `reconcile_keys`."""
+    keys = IssuedKey.objects.filter(owner=user, status=Status.ACTIVE)
+    return revoke_all(keys, reason=f"offboarding of {user.get_username()}", actor=actor)
+
+
+def revoke_all(keys, *, reason: str, actor=None) -> tuple[list[IssuedKey], list[IssuedKey]]:
+    """Revoke each active key of `keys` (a queryset), flagging those that fail."""
     revoked, failed = [], []
-    for key in IssuedKey.objects.filter(owner=user, status=Status.ACTIVE).select_related("issuance"):
+    for key in keys.filter(status=Status.ACTIVE).select_related("issuance"):
         try:
-            revoke(key, actor=actor, reason=f"offboarding of {user.get_username()}")
+            revoke(key, actor=actor, reason=reason)
             revoked.append(key)
         except LifecycleError:
             IssuedKey.objects.filter(pk=key.pk).update(revocation_failed_at=timezone.now())
             failed.append(key)
     if failed:
         log.error(
-            "Offboarding could not revoke %d key(s) of %s",
+            "Could not revoke %d key(s): %s",
             len(failed),
-            user.get_username(),
+            reason,
             extra={"api_key_ids": ",".join(k.api_key_id for k in failed)},
         )
     return revoked, failed

@@ -49,7 +49,7 @@ class Report:
             "still_unknown": "unknown issuances left for the next run",
             "deleted_upstream": "portal keys deleted outside the portal",
             "limits_settled": "unconfirmed limit changes settled",
-            "offboarded": "keys of deactivated users revoked",
+            "offboarded": "keys of deactivated or deleted users revoked",
             "unmanaged": "upstream keys with no portal record",
             "privileged": "upstream keys with manage rights no admin issued",
         }
@@ -257,7 +257,8 @@ def _mark_deleted_outside(report, by_id, active_before, dry_run) -> None:
 
 
 def _offboard_inactive(report, dry_run) -> None:
-    """Safety net for deactivations that bypassed signals (e.g. QuerySet.update)."""
+    """Safety net for deactivations that bypassed signals (e.g. QuerySet.update), and for keys
+    whose owner was deleted."""
     for user in get_user_model().objects.filter(is_active=False, issued_keys__status=Status.ACTIVE).distinct():
         if dry_run:
             report.offboarded.extend(k.api_key_id for k in user.issued_keys.filter(status=Status.ACTIVE))
@@ -265,6 +266,14 @@ def _offboard_inactive(report, dry_run) -> None:
         revoked, failed = lifecycle.offboard(user)
         report.offboarded.extend(k.api_key_id for k in revoked)
         report.still_unknown.extend(f"{k.api_key_id}: offboarding revoke failed" for k in failed)
+    # A key loses its owner only when the owner is deleted (IssuedKey.owner is SET_NULL).
+    orphans = IssuedKey.objects.filter(owner__isnull=True, status=Status.ACTIVE)
+    if dry_run:
+        report.offboarded.extend(orphans.values_list("api_key_id", flat=True))
+        return
+    revoked, failed = lifecycle.revoke_all(orphans, reason="offboarding: its owner was deleted")
+    report.offboarded.extend(k.api_key_id for k in revoked)
+    report.still_unknown.extend(f"{k.api_key_id}: offboarding revoke failed" for k in failed)
 
 
 def _report_strangers(report, upstream, in_flight: set[str], own_id: str) -> None:

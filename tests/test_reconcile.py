@@ -136,7 +136,7 @@ def test_deactivation_that_bypassed_signals_is_caught(rclient, requester, standi
     mint(rclient, requester, "leaver-key")
     User.objects.filter(pk=requester.pk).update(is_active=False)  # no signal fires
     output = reconcile()
-    assert line(output, "keys of deactivated users revoked") == 1
+    assert line(output, "keys of deactivated or deleted users revoked") == 1
     assert IssuedKey.objects.get().status == "revoked" and standin.keys == {}
 
 
