@@ -135,6 +135,27 @@ def keyset_page(qs: QuerySet, data: dict) -> dict:
     return {"events": rows, "has_newer": has_newer, "has_older": has_older}
 
 
+def page_status(form: AuditFilterForm, page: dict) -> str:
+    """What the results show, in words: the page's `role="status"` line, which htmx updates in place
+    (out of band) on every filter or page change so that screen readers announce it."""
+    if form.errors:
+        return "No events shown: correct the filters above."
+    events, has_newer, has_older = page["events"], page["has_newer"], page["has_older"]
+    filtering = bool(form.filter_query())
+    if not events:
+        return "No events match these filters." if filtering else "No events to show."
+    n = len(events)
+    noun = ("matching " if filtering else "") + ("event" if n == 1 else "events")
+    span = f"#{events[0].seq} to #{events[-1].seq}"
+    if not has_newer and not has_older:
+        return f"Showing 1 {noun}." if n == 1 else f"Showing all {n} {noun}, newest first."
+    if not has_newer:
+        return f"Showing the {n} newest {noun} ({span}); older events are on the next pages."
+    if not has_older:
+        return f"Showing the {n} oldest {noun} ({span}); newer events are on the previous pages."
+    return f"Showing {n} {noun}, {span}, newest first; there are newer and older pages."
+
+
 @require_GET
 @vary_on_headers("HX-Request")
 def audit_log(request):
@@ -144,8 +165,11 @@ def audit_log(request):
     if form.is_valid():
         context.update(keyset_page(filtered(form.cleaned_data), form.cleaned_data))
         context["filter_query"] = form.filter_query()
+    context["status"] = page_status(form, context)
     _record(request, AuditEvent.Action.AUDIT_VIEWED, request.GET.urlencode())
     partial = request.htmx and not request.htmx.history_restore_request
+    # The fragment carries the status line too, swapped out of band into the page's stable one.
+    context["oob"] = bool(partial)
     return render(request, "keys/audit.html#results" if partial else "keys/audit.html", context)
 
 
@@ -175,7 +199,9 @@ def audit_export(request, fmt: str):
     _require_auditor(request)
     form = AuditFilterForm(request.GET)
     if not form.is_valid():
-        return render(request, "keys/audit.html", {"form": form, "events": []}, status=400)
+        page = {"events": [], "has_newer": False, "has_older": False}
+        context = {"form": form, **page, "status": page_status(form, page)}
+        return render(request, "keys/audit.html", context, status=400)
     exported = _record(request, AuditEvent.Action.AUDIT_EXPORTED, f"format={fmt} {form.filter_query()}")
     # Exactly the events that existed when the export was asked for (not its own audit event).
     rows = _export_rows(filtered(form.cleaned_data).filter(seq__lt=exported.seq))

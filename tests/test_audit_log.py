@@ -134,6 +134,55 @@ def test_htmx_gets_the_fragment_and_plain_gets_the_page(auclient):
     assert "HX-Request" in fragment["Vary"]
 
 
+STATUS = re.compile(r'<p id="audit-status" role="status"[^>]*>([^<]*)</p>')
+
+
+def status_line(html: str) -> tuple[str, str]:
+    """The one status element: its opening tag and its text."""
+    found = list(STATUS.finditer(html))
+    assert len(found) == 1, found
+    return found[0].group(0).split(">", 1)[0], found[0].group(1)
+
+
+def test_htmx_fragment_updates_the_status_line_out_of_band(auclient, requester, requester2):
+    # The results section is replaced whole, so a live region inside it is new every time and is not
+    # announced: the fragment refills the page's stable status line instead, out of band.
+    for i in range(PAGE_SIZE + 3):
+        event(actor=requester, key_name=f"r{i}")
+    event(actor=requester2, key_name="b1")
+    event(actor=requester2, key_name="b2")
+    html = auclient.get("/audit/?actor=rob", **HTMX).content.decode()
+    tag, text = status_line(html)
+    assert text == "Showing all 2 matching events, newest first."
+    # innerHTML, not true/outerHTML: an outerHTML swap would replace the live region itself.
+    assert 'hx-swap-oob="innerHTML"' in tag
+    # Out-of-band elements must be at the top level of the response, not inside the swapped section.
+    assert html.index("</section>") < html.index('id="audit-status"')
+    assert "aria-live" not in html
+
+    first = auclient.get("/audit/?actor=rita", **HTMX).content.decode()
+    newest = f"Showing the {PAGE_SIZE} newest matching events (#{PAGE_SIZE + 3} to #4)"
+    assert status_line(first)[1] == newest + "; older events are on the next pages."
+    older = auclient.get("/audit/?actor=rita&before=4", **HTMX).content.decode()
+    oldest = "Showing the 3 oldest matching events (#3 to #1)"
+    assert status_line(older)[1] == oldest + "; newer events are on the previous pages."
+    none = auclient.get("/audit/?actor=nobody", **HTMX).content.decode()
+    assert status_line(none)[1] == "No events match these filters."
+    bad = auclient.get("/audit/?since=yesterday", **HTMX).content.decode()
+    assert status_line(bad)[1] == "No events shown: correct the filters above."
+
+
+def test_full_page_has_the_status_line_outside_the_results(auclient, requester):
+    event(actor=requester)
+    html = auclient.get("/audit/?actor=rita").content.decode()
+    tag, text = status_line(html)
+    assert text == "Showing 1 matching event."
+    assert "hx-swap-oob" not in tag  # a plain page: the text is simply there
+    # Outside (before) the swapped section, so htmx swaps never replace it; the heading focus lands on too.
+    assert html.index('id="audit-results-heading"') < html.index('id="audit-status"') < html.index('id="audit-results"')
+    assert 'aria-describedby="audit-status"' in html and "aria-live" not in html
+
+
 def test_viewing_and_exporting_are_audited(auclient, auditor):
     auclient.get("/audit/?actor=rita")
     b"".join(auclient.get("/audit/export.csv?outcome=denied").streaming_content)

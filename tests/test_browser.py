@@ -533,3 +533,42 @@ def test_approval_then_mint_then_continue_onboarding(page, requester, superuser,
     assert call.body["monthly_limit"] == 400
     page.get_by_role("link", name="Continue onboarding").click()
     expect(page.get_by_role("heading", name="Onboarding step 3")).to_be_visible()
+
+
+def test_audit_log_announces_filter_and_page_changes_and_keeps_focus(page, requester, requester2, superuser, standin):
+    from keys import audit
+    from keys.audit_views import PAGE_SIZE
+
+    for i in range(PAGE_SIZE + 5):
+        audit.record("mint.denied", "denied", actor=requester, key_name=f"rita-{i}")
+    audit.record("mint.denied", "denied", actor=requester2, key_name="robs-key")
+
+    sign_in(page, "sam", "pw-sam")
+    page.goto("/audit/")
+    status = page.get_by_role("status")
+    expect(status).to_have_count(1)
+    expect(status).to_have_text(re.compile(r"^Showing the 50 newest events"))
+    live_region = status.element_handle()  # the same node must carry every update, or nothing is announced
+    mark_document(page)
+
+    page.get_by_label("Actor (username)").fill("rob")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(status).to_have_text("Showing 1 matching event.")
+    assert same_document(page)
+    assert page.evaluate("el => el.isConnected && el.id === 'audit-status'", live_region)
+
+    page.get_by_label("Actor (username)").fill("rita")
+    page.get_by_label("Actor (username)").press("Enter")
+    expect(status).to_have_text(re.compile(r"^Showing the 50 newest matching events"))
+    # Page with the keyboard: the activated link is swapped away with the old results.
+    older = page.get_by_role("link", name="Older ›")
+    older.focus()
+    page.keyboard.press("Enter")
+    expect(status).to_have_text(re.compile(r"^Showing the 5 oldest matching events"))
+    assert same_document(page)
+    assert page.evaluate("el => el.isConnected", live_region)
+    expect(page.get_by_role("heading", name="Events")).to_be_focused()
+    assert page.evaluate("() => document.activeElement !== document.body")
+    assert focus_outline(page) != "none"  # a keyboard user can see where they are
+    page.keyboard.press("Tab")  # and Tab carries on from the results, not from the top of the page
+    assert page.evaluate("() => document.getElementById('audit-results').contains(document.activeElement)")

@@ -58,6 +58,15 @@
     if (panel) panel.focus();
   });
 
+  // A swap that removed the focused element (the pager link just used) would drop focus to <body>:
+  // put it on the page's landing point instead (the audit log's results heading).
+  document.addEventListener("htmx:afterSwap", function () {
+    var active = document.activeElement;
+    if (active && active !== document.body && document.contains(active)) return;
+    var landing = document.querySelector("[data-focus-after-swap]");
+    if (landing) landing.focus();
+  });
+
   // Errors htmx does not swap in (500, lost connection): say so honestly.
   function showError(text) {
     var box = document.getElementById("htmx-error");
