@@ -1111,13 +1111,7 @@ def print_report(
                 f"{_f(x['before_upstream_p50_s'], 3):>9} {_f(x['before_upstream_max_s'], 3):>10} "
                 f"{_f(x['after_upstream_p50_s'], 3):>9} {_f(x['after_upstream_max_s'], 3):>10}"
             )
-        if any(x.get("pg_max_lock_waiters") is not None for x in slow["results"]):
-            print()
-            for x in slow["results"]:
-                print(
-                    f"  C={x['concurrency']}: most portal sessions waiting on a PostgreSQL lock at once: "
-                    f"{x['pg_max_lock_waiters']} {x['pg_max_lock_waiters_by_kind'] or ''}"
-                )
+        _print_lock_waiters(slow["results"])
         for x in slow["results"]:
             if x["errors"]:
                 print(f"  C={x['concurrency']}:")
@@ -1159,13 +1153,7 @@ def print_report(
                 f"  {x['concurrency']:>3} {s(m['p50_ms']):>6} {s(m['p95_ms']):>6} {s(m['p99_ms']):>6} "
                 f"{s(m['max_ms']):>6} {_f(g['p50_ms']):>7} {_f(g['p95_ms']):>7} {s(y['p50_ms']):>10}"
             )
-        if any(x.get("pg_max_lock_waiters") is not None for x in sustained["results"]):
-            print()
-            for x in sustained["results"]:
-                print(
-                    f"  C={x['concurrency']}: most portal sessions waiting on a PostgreSQL lock at once: "
-                    f"{x['pg_max_lock_waiters']} {x['pg_max_lock_waiters_by_kind'] or ''}"
-                )
+        _print_lock_waiters(sustained["results"])
         for x in sustained["results"]:
             if x["workers_recycled"]:
                 print(f"  C={x['concurrency']}: a portal worker was recycled (max_requests) in the window: no CPU ms")
@@ -1197,6 +1185,16 @@ def print_report(
         print("  no warnings, errors or non-2xx/3xx responses logged")
     print(f"  database afterwards: {server['db_state']}")
     print(f"  stand-in keys created: {server['standin_keys']}")
+
+
+def _print_lock_waiters(results: list[dict]) -> None:
+    if any(x.get("pg_max_lock_waiters") is not None for x in results):
+        print()
+        for x in results:
+            print(
+                f"  C={x['concurrency']}: most portal sessions waiting on a PostgreSQL lock at once: "
+                f"{x['pg_max_lock_waiters']} {x['pg_max_lock_waiters_by_kind'] or ''}"
+            )
 
 
 def _f(value, digits: int = 1) -> str:

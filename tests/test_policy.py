@@ -264,27 +264,32 @@ def test_rate_limiter_fails_closed(rclient, requester, standin, monkeypatch):
 
 
 # --- Races on PostgreSQL --------------------------------------------------------------------------
-def _fire(user, n, **values) -> list[int]:
-    """n simultaneous mints by one user, each from its own connection."""
-    start, statuses = threading.Barrier(n), []
+def _together(user, posts: list[tuple[str, dict]]) -> list[int]:
+    """POST each (url, data) at the same moment, each from its own client and connection."""
+    start, statuses = threading.Barrier(len(posts)), []
     clients = []
-    for _ in range(n):
+    for _ in posts:
         client = Client()
         client.force_login(user)
-        clients.append((client, new_nonce(user)))
+        clients.append(client)
 
-    def one(client, nonce):
+    def one(client, url, data):
         start.wait()
-        data = {"name": "race", "monthly_limit": "10", "manage": "none", "completions": "write", "nonce": nonce}
-        statuses.append(client.post("/keys/new/", {**data, **values}, **HTMX).status_code)
+        statuses.append(client.post(url, data, **HTMX).status_code)
         connections.close_all()
 
-    threads = [threading.Thread(target=one, args=pair) for pair in clients]
+    threads = [threading.Thread(target=one, args=(c, url, data)) for c, (url, data) in zip(clients, posts, strict=True)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     return statuses
+
+
+def _fire(user, n, **values) -> list[int]:
+    """n simultaneous mints by one user."""
+    data = {"name": "race", "monthly_limit": "10", "manage": "none", "completions": "write"}
+    return _together(user, [("/keys/new/", {**data, "nonce": new_nonce(user), **values}) for _ in range(n)])
 
 
 @pytest.mark.postgres
@@ -340,22 +345,7 @@ def test_parallel_limit_raises_cannot_exceed_the_total_cap(standin):
     keys = [_held_key(user, standin, n, Decimal(10)) for n in range(6)]
     # Slow answers keep every raise in flight together, as with a slow Requesty.
     standin.inject(Fault.delay(0.3), method="POST", path="/v1/manage/apikey/", times=len(keys))
-    start, clients = threading.Barrier(len(keys)), []
-    for key in keys:
-        client = Client()
-        client.force_login(user)
-        clients.append((client, key))
-
-    def one(client, key):
-        start.wait()
-        client.post(f"/keys/{key.pk}/limit/", {"monthly_limit": "30"}, **HTMX)
-        connections.close_all()
-
-    threads = [threading.Thread(target=one, args=pair) for pair in clients]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _together(user, [(f"/keys/{key.pk}/limit/", {"monthly_limit": "30"}) for key in keys])
     limit_calls = [c for c in standin.calls if c.method == "POST" and c.path.endswith("/limit")]
     assert len(limit_calls) == 2
     held = sorted(k["monthly_limit"] for k in standin.keys.values())
