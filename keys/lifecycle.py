@@ -2,8 +2,9 @@
 
 Each operation changes the portal's record only after Requesty confirmed, so the record never
 claims something Requesty did not do. A limit change reserves the new limit before the call
-(`pending_limit`), so it counts against the caps while unsettled. Every change and failure is
-audited with the values before and after.
+(`pending_limit`), so it counts against the caps while unsettled, and audits the request
+(`key.limit_requested`) in the same transaction. Every change and failure is audited with the
+values before and after.
 """
 
 from __future__ import annotations
@@ -149,8 +150,9 @@ def change_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None) -
 def _reserve_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None) -> Decimal:
     """The authoritative check (the form's is advisory): under the owner's lock, with the policy,
     the key and the headroom read afresh, so a raise on another key or a mint committed meanwhile
-    counts. Commits `pending_limit` and returns the limit before the change; a refusal changes
-    nothing, is audited as denied and raises LifecycleError (403)."""
+    counts. Commits `pending_limit` together with a `key.limit_requested` event and returns the
+    limit before the change; a refusal changes nothing, is audited as denied and raises
+    LifecycleError (403)."""
     try:
         with transaction.atomic():
             if key.owner_id is not None:
@@ -163,6 +165,17 @@ def _reserve_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None)
                 raise LifecycleError(problem, 403)
             key.pending_limit, key.pending_limit_at = new_limit, timezone.now()
             key.save(update_fields=["pending_limit", "pending_limit_at"])
+            # Committed with the reservation, as minting records `mint.requested`: a process that
+            # dies before the outcome still leaves the attempt in the log.
+            _audit_key(
+                Action.KEY_LIMIT_REQUESTED,
+                Outcome.PENDING,
+                key,
+                actor=actor,
+                source_ip=source_ip,
+                detail=f"monthly limit {key.monthly_limit:.2f} -> {new_limit:.2f} requested",
+                monthly_limit=new_limit,
+            )
     except LifecycleError as exc:
         _audit_key(
             Action.KEY_LIMIT_FAILED,

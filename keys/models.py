@@ -127,6 +127,7 @@ class AuditEvent(models.Model):
         MINT_RECORD_FAILED = "mint.record_failed"
         KEY_COMPENSATED = "key.compensated"
         KEY_COMPENSATION_FAILED = "key.compensation_failed"
+        KEY_LIMIT_REQUESTED = "key.limit_requested"
         KEY_LIMIT_CHANGED = "key.limit_changed"
         KEY_LIMIT_FAILED = "key.limit_failed"
         KEY_REVOKED = "key.revoked"

@@ -183,6 +183,40 @@ def test_owner_changes_the_limit_within_policy(rkey, rclient, standin):
     assert event.detail == "monthly limit 25.00 -> 40.50" and event.actor_username == "rita"
 
 
+def limit_events(key) -> list[tuple[str, str]]:
+    events = AuditEvent.objects.filter(api_key_id=key.api_key_id, action__startswith="key.limit_").order_by("seq")
+    return list(events.values_list("action", "outcome"))
+
+
+def test_a_limit_change_is_audited_as_requested_before_its_outcome(rkey, rclient, standin):
+    rclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "40.50"}, **HTMX)
+    assert limit_events(rkey) == [("key.limit_requested", "pending"), ("key.limit_changed", "success")]
+    requested = AuditEvent.objects.get(action="key.limit_requested")
+    assert requested.detail == "monthly limit 25.00 -> 40.50 requested"
+    assert requested.monthly_limit == Decimal("40.50") and requested.api_key_id == rkey.api_key_id
+    assert requested.actor_username == "rita" and requested.source_ip == "127.0.0.1"
+    assert requested.upstream_status is None
+
+
+def test_a_crash_after_the_reservation_leaves_the_request_in_the_log(rkey, requester, standin, monkeypatch):
+    """The reservation and its audit event commit together before Requesty is called, so an
+    attempt whose outcome is never recorded (the process dies) is still in the log, for
+    reconciliation to settle."""
+    from keys import lifecycle, requesty
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("worker died mid-call")
+
+    monkeypatch.setattr(requesty, "update_limit", crash)
+    with pytest.raises(RuntimeError):
+        lifecycle.change_limit(rkey, Decimal("30"), actor=requester, source_ip="10.0.0.7")
+    rkey.refresh_from_db()
+    assert (rkey.monthly_limit, rkey.pending_limit) == (Decimal("25"), Decimal("30"))
+    assert limit_events(rkey) == [("key.limit_requested", "pending")]
+    requested = AuditEvent.objects.get(action="key.limit_requested")
+    assert requested.detail == "monthly limit 25.00 -> 30.00 requested" and requested.source_ip == "10.0.0.7"
+
+
 @pytest.mark.parametrize(
     "value,message", [("1e3", "plain digits"), ("0", "more than 0"), ("101", "at most $100"), ("", "Enter")]
 )
@@ -193,6 +227,7 @@ def test_limit_validation(rkey, rclient, standin, value, message):
     assert IssuedKey.objects.get().monthly_limit == Decimal("25")
     if value == "101":
         assert AuditEvent.objects.get(action="key.limit_failed").outcome == "denied"
+    assert not AuditEvent.objects.filter(action="key.limit_requested").exists()
 
 
 def test_admin_may_set_any_limit_including_no_cap(rkey, aclient, standin):
@@ -214,7 +249,7 @@ def test_limit_upstream_failures_change_nothing_locally(rkey, rclient, standin, 
     response = rclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "30"}, **HTMX)
     assert phrase in alerts(response)
     assert IssuedKey.objects.get().monthly_limit == Decimal("25")
-    assert AuditEvent.objects.get(action="key.limit_failed").outcome == outcome
+    assert limit_events(rkey) == [("key.limit_requested", "pending"), ("key.limit_failed", outcome)]
 
 
 def test_limit_of_a_key_deleted_outside(rkey, rclient, standin):
@@ -379,6 +414,8 @@ def test_a_second_change_while_one_is_pending_is_refused(rkey, rclient, standin)
     again = rclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "5"}, **HTMX)  # lowering too
     assert "still being confirmed" in alerts(again)
     assert len(limit_calls(standin, rkey)) == 1
+    # The refused second change requested nothing.
+    assert limit_events(rkey) == [("key.limit_requested", "pending"), ("key.limit_failed", "unknown")]
     rkey.refresh_from_db()
     assert (rkey.monthly_limit, rkey.pending_limit) == (Decimal("25"), Decimal("30"))
 
@@ -407,7 +444,7 @@ def test_the_caps_are_checked_again_under_the_lock(rkey, rclient, requester, sta
     assert limit_calls(standin, rkey) == []
     rkey.refresh_from_db()
     assert (rkey.monthly_limit, rkey.pending_limit) == (Decimal("25"), None)
-    assert AuditEvent.objects.filter(action="key.limit_failed", outcome="denied").count() == 1
+    assert limit_events(rkey) == [("key.limit_failed", "denied")]  # refused under the lock: no request
 
 
 # --- Paging the list ------------------------------------------------------------------------------

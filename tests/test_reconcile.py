@@ -249,6 +249,7 @@ def test_unknown_limit_change_is_settled_from_the_list(rclient, requester, stand
     assert (key.monthly_limit, key.pending_limit) == (held, None)
     event = AuditEvent.objects.filter(action=action).latest("seq")
     assert event.outcome == outcome and event.actor_username == "system:reconcile_keys"
+    assert AuditEvent.objects.get(action="key.limit_requested").actor_username == "rita"
     assert f"Requesty holds {held:.2f}" in event.detail
     assert line(reconcile(), "unconfirmed limit changes settled") == 0
 
