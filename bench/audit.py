@@ -45,7 +45,6 @@ import secrets
 import select
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,6 +60,12 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # run as a script
+
+from bench._common import free_port, log, new_client  # noqa: E402
+from bench._common import summary as ms_summary  # noqa: E402
+
 DEFAULT_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 # Not a secret: it keys the chain of a throw-away benchmark database. Fixed, so a kept database
 # (--keep-db) still verifies on the next run.
@@ -74,49 +79,6 @@ EXPORT_COLUMNS = (
 
 
 # --- small helpers ---------------------------------------------------------------------------------
-def log(message: str) -> None:
-    """Progress goes to stderr; the report goes to stdout."""
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * p / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def ms_summary(seconds: list[float]) -> dict:
-    ms = [s * 1000 for s in seconds]
-
-    def r(v):
-        return None if v is None else round(v, 2)
-
-    return {
-        "n": len(ms),
-        "p50_ms": r(percentile(ms, 50)),
-        "p95_ms": r(percentile(ms, 95)),
-        "min_ms": r(min(ms)) if ms else None,
-        "max_ms": r(max(ms)) if ms else None,
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def new_client() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # never route loopback traffic through a proxy from the environment
-    return session
-
-
 def _f(value, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 

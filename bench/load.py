@@ -59,6 +59,8 @@ if str(ROOT) not in sys.path:
 
 import requests  # noqa: E402
 
+from bench._common import log as _log  # noqa: E402
+from bench._common import summary as _summary  # noqa: E402
 from standin.server import Fault, StandIn  # noqa: E402
 from tests.system import harness  # noqa: E402
 
@@ -86,33 +88,11 @@ def _without_secret(reply) -> str:
 
 
 def log(message: str) -> None:
-    print(f"[load] {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * p / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    _log(message, tag="load")
 
 
 def summary(seconds: list[float]) -> dict:
-    ms = [s * 1000 for s in seconds]
-
-    def r(v):
-        return None if v is None else round(v, 1)
-
-    return {
-        "n": len(ms),
-        "p50_ms": r(percentile(ms, 50)),
-        "p95_ms": r(percentile(ms, 95)),
-        "p99_ms": r(percentile(ms, 99)),
-        "max_ms": r(max(ms)) if ms else None,
-    }
+    return _summary(seconds, digits=1)
 
 
 # --- the stand-in with random faults (child process) -----------------------------------------------

@@ -42,7 +42,6 @@ import secrets
 import select
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -59,58 +58,17 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # run as a script
+
+from bench._common import free_port, log, new_client, percentile, summary  # noqa: E402
+
 TIMEOUT = (5, 60)  # (connect, read) for every client request: the script can never hang on one
 MONTHLY_LIMIT = "10"
 USER_PREFIX = "bench-user-"
 
 
 # --- small helpers ---------------------------------------------------------------------------------
-def log(message: str) -> None:
-    """Progress goes to stderr; the report goes to stdout."""
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * p / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def summary(seconds: list[float]) -> dict:
-    """Milliseconds, rounded for printing and JSON."""
-    ms = [s * 1000 for s in seconds]
-
-    def r(v):
-        return None if v is None else round(v, 2)
-
-    return {
-        "n": len(ms),
-        "p50_ms": r(percentile(ms, 50)),
-        "p95_ms": r(percentile(ms, 95)),
-        "p99_ms": r(percentile(ms, 99)),
-        "mean_ms": r(sum(ms) / len(ms)) if ms else None,
-        "min_ms": r(min(ms)) if ms else None,
-        "max_ms": r(max(ms)) if ms else None,
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def new_client() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # never route loopback traffic through a proxy from the environment
-    return session
-
-
 def field(html: str, pattern: str, what: str) -> str:
     match = re.search(pattern, html)
     if not match:
