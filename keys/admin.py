@@ -100,7 +100,26 @@ def _record(request, action: str, detail: str) -> None:
     )
 
 
-class AuditedAdmin(admin.ModelAdmin):
+class AuditsDeletions:
+    """Single and bulk deletes append `_record_deletions(request, queryset)`'s events in the same
+    transaction as the delete. The "delete selected" action runs outside the admin's atomic
+    views, hence the transaction around it."""
+
+    def delete_model(self, request, obj):
+        with transaction.atomic(savepoint=False):
+            self._record_deletions(request, type(obj)._default_manager.filter(pk=obj.pk))
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            self._record_deletions(request, queryset)
+            super().delete_queryset(request, queryset)
+
+    def _record_deletions(self, request, queryset) -> None:
+        raise NotImplementedError
+
+
+class AuditedAdmin(AuditsDeletions, admin.ModelAdmin):
     """Appends `changed_action` on add and change (`field: old -> new` for each changed field; a
     save that changes nothing appends nothing) and `deleted_action`, with the last values, on
     delete, single or bulk. The admin's views are atomic and `audit.record` joins their
@@ -129,20 +148,10 @@ class AuditedAdmin(admin.ModelAdmin):
             if changes:
                 _record(request, self.changed_action, f"{self.audit_subject(obj)}: " + "; ".join(changes))
 
-    def delete_model(self, request, obj):
-        with transaction.atomic(savepoint=False):
+    def _record_deletions(self, request, queryset) -> None:
+        pks = list(queryset.values_list("pk", flat=True))
+        for obj in self.model._default_manager.select_for_update(of=("self",)).filter(pk__in=pks).order_by("pk"):
             self._record_deletion(request, obj)
-            super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        # The "delete selected" action runs outside the admin's atomic views: make it one
-        # transaction, so the rows and their events go together.
-        with transaction.atomic():
-            pks = list(queryset.values_list("pk", flat=True))
-            locked = self.model._default_manager.select_for_update(of=("self",)).filter(pk__in=pks)
-            for obj in locked.order_by("pk"):
-                self._record_deletion(request, obj)
-            super().delete_queryset(request, queryset)
 
     def _record_deletion(self, request, obj, how: str = "deleted") -> None:
         fields = "; ".join(f"{name}: {value}" for name, value in _snapshot(obj).items())
@@ -226,7 +235,7 @@ admin.site.unregister(User)
 
 
 @admin.register(User)
-class AuditedUserAdmin(UserAdmin):
+class AuditedUserAdmin(AuditsDeletions, UserAdmin):
     """Add and change append one `user.access_changed` event when the access changed; a deletion
     (single or bulk) one `user.deleted`; a password set or disabled here one
     `user.password_changed`. Deactivation also revokes the user's keys (keys/signals.py)."""
@@ -259,16 +268,6 @@ class AuditedUserAdmin(UserAdmin):
                 _record(request, AuditEvent.Action.USER_PASSWORD_CHANGED, detail)
         return response
 
-    def delete_model(self, request, obj):
-        with transaction.atomic(savepoint=False):
-            self._record_deletions(request, User.objects.filter(pk=obj.pk))
-            super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        with transaction.atomic():
-            self._record_deletions(request, queryset)
-            super().delete_queryset(request, queryset)
-
     def _record_deletions(self, request, users) -> None:
         pks = list(users.values_list("pk", flat=True))
         for user in User.objects.select_for_update().filter(pk__in=pks).order_by("pk"):
@@ -280,7 +279,7 @@ admin.site.unregister(Group)
 
 
 @admin.register(Group)
-class AuditedGroupAdmin(GroupAdmin):
+class AuditedGroupAdmin(AuditsDeletions, GroupAdmin):
     """A change of a group's permissions (on add too) is one `group.permissions_changed` event.
     Deleting a group deletes its spending policy with it (CASCADE): audit that as a policy
     deletion, since the policy admin never sees it."""
@@ -299,17 +298,7 @@ class AuditedGroupAdmin(GroupAdmin):
             detail = f"group {group.name!r}{created}: {changes[0]}"
             _record(request, AuditEvent.Action.GROUP_PERMISSIONS_CHANGED, detail)
 
-    def delete_model(self, request, obj):
-        with transaction.atomic(savepoint=False):
-            self._record_policy_deletions(request, Group.objects.filter(pk=obj.pk))
-            super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        with transaction.atomic():
-            self._record_policy_deletions(request, queryset)
-            super().delete_queryset(request, queryset)
-
-    def _record_policy_deletions(self, request, groups) -> None:
+    def _record_deletions(self, request, groups) -> None:
         policy_admin = admin.site.get_model_admin(SpendingPolicy)
         pks = list(groups.values_list("pk", flat=True))
         policies = SpendingPolicy.objects.select_for_update(of=("self",)).filter(group__in=pks)
