@@ -463,13 +463,15 @@ def start_portal(procs: Processes, env: dict[str, str], base: str, workdir: Path
         ),
     )
     client = new_client()
+    workers = gunicorn_settings(env)["workers"]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"gunicorn exited with {proc.returncode}:\n{logfile.read_text()[-3000:]}")
         try:
-            if client.get(f"{base}/healthz", timeout=(1, 5)).status_code == 200:
-                time.sleep(1)  # let every worker finish booting, so the CPU meter finds them all
+            # Up, and every worker forked, so the CPU meter finds them all.
+            booted = logfile.read_text(errors="replace").count("Booting worker with pid")
+            if booted >= workers and client.get(f"{base}/healthz", timeout=(1, 5)).status_code == 200:
                 return logfile, proc.pid
         except requests.RequestException:
             pass
