@@ -7,6 +7,7 @@ from settings if none of their groups has one.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -52,9 +53,9 @@ ADMIN_POLICY = Policy(None, None, None, "write", True, is_admin=True)
 def resolve(user) -> Policy:
     if is_portal_admin(user):
         return ADMIN_POLICY
-    from .models import SpendingPolicy
-
-    policies = list(SpendingPolicy.objects.filter(group__user=user))
+    with connection.cursor() as cursor:
+        cursor.execute(_policies_sql(), [user.pk])
+        policies = [_SpendingPolicyRow(*row) for row in cursor.fetchall()]
     if not policies:
         return Policy(
             settings.PORTAL_MAX_MONTHLY_LIMIT,
@@ -70,6 +71,35 @@ def resolve(user) -> Policy:
         max((p.max_completions for p in policies), key=LEVELS.index),
         any(p.manage_requestable for p in policies),
     )
+
+
+@dataclass(frozen=True)
+class _SpendingPolicyRow:
+    max_key_limit: Decimal
+    max_total_limit: Decimal
+    max_active_keys: int
+    max_completions: str
+    manage_requestable: bool
+
+    def __post_init__(self):  # SQLite returns numbers and 0/1 as they are stored
+        object.__setattr__(self, "max_key_limit", _money(self.max_key_limit))
+        object.__setattr__(self, "max_total_limit", _money(self.max_total_limit))
+        object.__setattr__(self, "manage_requestable", bool(self.manage_requestable))
+
+
+@functools.cache
+def _policies_sql() -> str:
+    """The user's groups' spending policies, in plain SQL: resolved on every form page and twice per
+    mint, and building the join through the ORM cost more than running it (docs/performance.md)."""
+    from django.contrib.auth import get_user_model
+
+    from .models import SpendingPolicy
+
+    qn = connection.ops.quote_name
+    policies, memberships = qn(SpendingPolicy._meta.db_table), qn(get_user_model().groups.through._meta.db_table)
+    columns = "p.max_key_limit, p.max_total_limit, p.max_active_keys, p.max_completions, p.manage_requestable"
+    join = f"JOIN {memberships} m ON m.group_id = p.group_id"
+    return f"SELECT {columns} FROM {policies} p {join} WHERE m.user_id = %s"  # noqa: S608 (model metadata)
 
 
 _USER_LOCK_CLASS = 0x6D696E74  # "mint": advisory locks (class, user id), one per user

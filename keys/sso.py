@@ -18,6 +18,7 @@ JWKS. This module adds what it lacks or leaves open, and nothing else:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -37,9 +38,10 @@ from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.models import Group, Permission
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
 from django.core.exceptions import SuspiciousOperation
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.dispatch import receiver
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render, resolve_url
@@ -223,7 +225,45 @@ def _provider_failed() -> str:
 
 
 # --- The backends ---------------------------------------------------------------------------------
-class PasswordBackend(ModelBackend):
+class OneQueryPermissions:
+    """ModelBackend's permissions, read in one statement instead of two ORM queries (the user's own
+    and their groups'): every page asks at least once (the navigation shows admin links), and
+    building those two queries was a sixth of the portal's CPU per mint (docs/performance.md).
+    Same answer and same per-request cache (`_perm_cache`) as ModelBackend; superusers, inactive
+    users and object permissions go through ModelBackend unchanged."""
+
+    def get_all_permissions(self, user_obj, obj=None):
+        if not user_obj.is_active or user_obj.is_anonymous or obj is not None or user_obj.is_superuser:
+            return super().get_all_permissions(user_obj, obj)
+        if not hasattr(user_obj, "_perm_cache"):
+            with connection.cursor() as cursor:
+                cursor.execute(_permissions_sql(), [user_obj.pk, user_obj.pk])
+                user_obj._perm_cache = {f"{app_label}.{codename}" for app_label, codename in cursor.fetchall()}
+        return user_obj._perm_cache
+
+
+@functools.cache
+def _permissions_sql() -> str:
+    user_model = get_user_model()
+    qn = connection.ops.quote_name
+    tables = {
+        "permission": Permission._meta.db_table,
+        "content_type": ContentType._meta.db_table,
+        "user_perms": user_model.user_permissions.through._meta.db_table,
+        "user_groups": user_model.groups.through._meta.db_table,
+        "group_perms": Group.permissions.through._meta.db_table,
+    }
+    t = {name: qn(table) for name, table in tables.items()}
+    return (
+        f"SELECT ct.app_label, p.codename FROM {t['permission']} p"  # noqa: S608 (model metadata)
+        f" JOIN {t['content_type']} ct ON ct.id = p.content_type_id"
+        f" WHERE p.id IN (SELECT permission_id FROM {t['user_perms']} WHERE user_id = %s"
+        f" UNION SELECT gp.permission_id FROM {t['group_perms']} gp"
+        f" JOIN {t['user_groups']} ug ON ug.group_id = gp.group_id WHERE ug.user_id = %s)"
+    )
+
+
+class PasswordBackend(OneQueryPermissions, ModelBackend):
     """Django's username and password. While SSO is on, only superusers may use it (break-glass),
     and nobody once OIDC_BREAK_GLASS is off; Django's admin sign-in goes through here too."""
 
@@ -234,7 +274,7 @@ class PasswordBackend(ModelBackend):
         return user
 
 
-class OIDCBackend(OIDCAuthenticationBackend):
+class OIDCBackend(OneQueryPermissions, OIDCAuthenticationBackend):
     """mozilla-django-oidc's backend, with lazy discovery, audience checks and the portal's users."""
 
     get_settings = staticmethod(oidc_setting)

@@ -9,7 +9,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from axes.models import AccessAttempt
-from django.contrib.auth.models import User
+from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.models import Group, Permission, User
 from django.core.management import call_command
 from django.db.models import F
 from django.test import Client
@@ -312,3 +313,32 @@ def test_admins_see_and_clear_lockouts(client, requester, superuser):
     _fail(client, times=5)
     call_command_output("axes_reset")
     assert _sign_in(client).status_code == 302
+
+
+# --- Permissions (keys.sso.OneQueryPermissions) ----------------------------------------------------
+def _fresh(user):
+    return User.objects.get(pk=user.pk)  # a new object: no per-request permission cache
+
+
+def test_permissions_are_read_in_one_statement_and_match_djangos(requester, requester2, django_assert_num_queries):
+    audit_viewers = Group.objects.create(name="auditors")
+    audit_viewers.permissions.add(Permission.objects.get(codename="view_audit_log"))
+    requester.groups.add(audit_viewers)
+    requester.user_permissions.add(Permission.objects.get(codename="portal_admin"))
+    requester2.user_permissions.add(Permission.objects.get(codename="view_issuedkey"))
+
+    user = _fresh(requester)
+    with django_assert_num_queries(1):
+        perms = user.get_all_permissions()
+        assert user.has_perm("keys.portal_admin") and user.has_perm("keys.view_audit_log")
+    assert perms == {"keys.portal_admin", "keys.view_audit_log"}
+    assert perms == ModelBackend().get_all_permissions(_fresh(requester))
+    assert _fresh(requester2).get_all_permissions() == {"keys.view_issuedkey"}  # nobody else's
+
+
+def test_inactive_users_have_no_permissions_and_superusers_all(requester, superuser):
+    requester.user_permissions.add(Permission.objects.get(codename="portal_admin"))
+    requester.is_active = False
+    requester.save()
+    assert not _fresh(requester).has_perm("keys.portal_admin")
+    assert _fresh(superuser).get_all_permissions() == ModelBackend().get_all_permissions(_fresh(superuser))

@@ -459,8 +459,8 @@ def test_an_unhandled_database_outage_answers_503(requester, monkeypatch):
 
 def test_a_mint_stays_within_its_statement_budget(rclient, requester, standin, django_assert_max_num_queries):
     """The form resolves the policy and reads the headroom once; the check under the lock reads
-    both again (docs/performance.md): 20 statements on SQLite, 23 on PostgreSQL (advisory locks)."""
+    both again (docs/performance.md): 19 statements on SQLite, 22 on PostgreSQL (advisory locks)."""
     rclient.post(URL, form_data(requester, name="warm"), **HTMX)  # first-use queries (content types)
-    with django_assert_max_num_queries(23):
+    with django_assert_max_num_queries(22):
         response = rclient.post(URL, form_data(requester, name="counted"), **HTMX)
     assert response.status_code == 200 and IssuedKey.objects.filter(name="counted").exists()
