@@ -40,7 +40,7 @@ from django.contrib.auth.models import Group, Permission
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
-from django.core.exceptions import SuspiciousOperation
+from django.core.exceptions import SuspiciousOperation, ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.dispatch import receiver
 from django.http import Http404, HttpResponseRedirect
@@ -225,12 +225,24 @@ def _provider_failed() -> str:
 
 
 # --- The backends ---------------------------------------------------------------------------------
-class OneQueryPermissions:
-    """ModelBackend's permissions, read in one statement instead of two ORM queries (the user's own
-    and their groups'): every page asks at least once (the navigation shows admin links), and
-    building those two queries was a sixth of the portal's CPU per mint (docs/performance.md).
-    Same answer and same per-request cache (`_perm_cache`) as ModelBackend; superusers, inactive
-    users and object permissions go through ModelBackend unchanged."""
+class LeanModelBackend:
+    """ModelBackend's two per-request reads in plain SQL: the signed-in user (Django builds
+    `User.objects.get(pk=...)` through the ORM on every request) and their permissions (two ORM
+    queries, the user's own and their groups', asked on every page for the navigation's admin
+    links). Building those queries was over a fifth of the portal's CPU per mint
+    (docs/performance.md). Same answers and the same per-request cache (`_perm_cache`) as
+    ModelBackend; deactivated users get no user at once, as with ModelBackend (mozilla-django-oidc's
+    own `get_user` would still load them); superusers, inactive users and object permissions take
+    ModelBackend's own path for permissions."""
+
+    def get_user(self, user_id):
+        model = get_user_model()
+        try:
+            pk = model._meta.pk.to_python(user_id)
+        except ValidationError:
+            return None
+        user = next(iter(model._default_manager.raw(_user_sql(), [pk])), None)  # raw(): Django's converters
+        return user if user is not None and self.user_can_authenticate(user) else None
 
     def get_all_permissions(self, user_obj, obj=None):
         if not user_obj.is_active or user_obj.is_anonymous or obj is not None or user_obj.is_superuser:
@@ -240,6 +252,13 @@ class OneQueryPermissions:
                 cursor.execute(_permissions_sql(), [user_obj.pk, user_obj.pk])
                 user_obj._perm_cache = {f"{app_label}.{codename}" for app_label, codename in cursor.fetchall()}
         return user_obj._perm_cache
+
+
+@functools.cache
+def _user_sql() -> str:
+    meta, qn = get_user_model()._meta, connection.ops.quote_name
+    columns = ", ".join(qn(field.column) for field in meta.concrete_fields)
+    return f"SELECT {columns} FROM {qn(meta.db_table)} WHERE {qn(meta.pk.column)} = %s"  # noqa: S608 (model metadata)
 
 
 @functools.cache
@@ -263,7 +282,7 @@ def _permissions_sql() -> str:
     )
 
 
-class PasswordBackend(OneQueryPermissions, ModelBackend):
+class PasswordBackend(LeanModelBackend, ModelBackend):
     """Django's username and password. While SSO is on, only superusers may use it (break-glass),
     and nobody once OIDC_BREAK_GLASS is off; Django's admin sign-in goes through here too."""
 
@@ -274,7 +293,7 @@ class PasswordBackend(OneQueryPermissions, ModelBackend):
         return user
 
 
-class OIDCBackend(OneQueryPermissions, OIDCAuthenticationBackend):
+class OIDCBackend(LeanModelBackend, OIDCAuthenticationBackend):
     """mozilla-django-oidc's backend, with lazy discovery, audience checks and the portal's users."""
 
     get_settings = staticmethod(oidc_setting)
@@ -301,10 +320,6 @@ class OIDCBackend(OneQueryPermissions, OIDCAuthenticationBackend):
         if not enabled() or request is None or set(kwargs) != {"nonce", "code_verifier"}:
             return None
         return super().authenticate(request, **kwargs)
-
-    def get_user(self, user_id):
-        # ModelBackend's, which refuses deactivated users at once (the library's does not).
-        return ModelBackend.get_user(self, user_id)
 
     def get_payload_data(self, token, key):
         return self._verify_jws(token, key)  # never an unsigned token

@@ -315,7 +315,7 @@ def test_admins_see_and_clear_lockouts(client, requester, superuser):
     assert _sign_in(client).status_code == 302
 
 
-# --- Permissions (keys.sso.OneQueryPermissions) ----------------------------------------------------
+# --- Permissions (keys.sso.LeanModelBackend) ----------------------------------------------------
 def _fresh(user):
     return User.objects.get(pk=user.pk)  # a new object: no per-request permission cache
 
@@ -342,3 +342,39 @@ def test_inactive_users_have_no_permissions_and_superusers_all(requester, superu
     requester.save()
     assert not _fresh(requester).has_perm("keys.portal_admin")
     assert _fresh(superuser).get_all_permissions() == ModelBackend().get_all_permissions(_fresh(superuser))
+
+
+def test_a_signed_in_request_reads_its_session_and_user_in_one_statement_each(rclient, requester):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    rclient.get("/")
+    with CaptureQueriesContext(connection) as queries:
+        assert rclient.get("/").status_code == 200
+    sql = [q["sql"] for q in queries.captured_queries]
+    assert sum("django_session" in q for q in sql) == 1 and sum('FROM "auth_user"' in q for q in sql) == 1
+    assert "session_data FROM" in sql[0]  # the plain read, not the ORM's
+
+
+def test_an_expired_or_unknown_session_is_signed_out(rclient, requester):
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    assert rclient.get("/").status_code == 200
+    Session.objects.update(expire_date=timezone.now() - timedelta(seconds=1))
+    assert rclient.get("/").status_code == 302
+    rclient.force_login(requester)
+    rclient.cookies["sessionid"] = "no-such-session-key-000000000000"
+    assert rclient.get("/").status_code == 302
+
+
+@pytest.mark.parametrize("backend", ["keys.sso.PasswordBackend", "keys.sso.OIDCBackend"])
+def test_the_backends_load_active_users_only(requester, inactive_user, backend):
+    from django.utils.module_loading import import_string
+
+    loaded = import_string(backend)().get_user(requester.pk)
+    assert loaded == requester and loaded.last_login == _fresh(requester).last_login
+    assert loaded.date_joined.tzinfo is not None  # the database's converters ran
+    assert import_string(backend)().get_user(inactive_user.pk) is None
+    assert import_string(backend)().get_user(10**9) is None
+    assert import_string(backend)().get_user("not-a-number") is None
