@@ -21,7 +21,7 @@ from django.db import connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from .models import AuditEvent, Issuance
+from .models import AuditEvent, Issuance, insert
 
 Action = AuditEvent.Action
 Outcome = AuditEvent.Outcome
@@ -150,7 +150,7 @@ def record(
         event.seq, event.prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
         event.created_at = timezone.now()
         event.hash = compute_hash(event.prev_hash, event)
-        _insert(event)
+        insert(event)  # the model has no save signals; its append-only guard concerns updates
     return event
 
 
@@ -168,21 +168,6 @@ def _lock_and_read_head() -> tuple[int, str] | None:
 
 
 _TABLE = AuditEvent._meta.db_table
-_INSERT_FIELDS = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
-
-
-def _insert(event: AuditEvent) -> None:
-    """`event.save(force_insert=True)` without the ORM's per-call query building. The model has
-    no save signals; its append-only `save` guard concerns updates, which this never does."""
-    qn = connection.ops.quote_name
-    columns = ", ".join(qn(f.column) for f in _INSERT_FIELDS)
-    placeholders = ", ".join(["%s"] * len(_INSERT_FIELDS))
-    params = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in _INSERT_FIELDS]
-    with connection.cursor() as cursor:
-        sql = f"INSERT INTO {qn(_TABLE)} ({columns}) VALUES ({placeholders}) RETURNING {qn('id')}"  # noqa: S608 (model metadata)
-        cursor.execute(sql, params)
-        event.pk = cursor.fetchone()[0]
-    event._state.adding, event._state.db = False, connection.alias
 
 
 # --- Verifying ------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from . import audit, policy, requesty
 from .faultpoints import reached
-from .models import ApprovalRequest, AuditEvent, Issuance, IssuedKey
+from .models import ApprovalRequest, AuditEvent, Issuance, IssuedKey, insert
 
 log = logging.getLogger(__name__)
 Action, Outcome, State = AuditEvent.Action, AuditEvent.Outcome, Issuance.State
@@ -108,7 +108,7 @@ def _open_issuance(actor, cleaned: dict, nonce: str, source_ip: str | None, appr
             # this request waited for the lock applies to it.
             if approval is None and (problems := policy.violations(actor, cleaned)):
                 raise MintError("beyond_policy", " ".join(problems), 403)
-            issuance = Issuance.objects.create(
+            issuance = Issuance(
                 nonce=nonce,
                 actor=actor,
                 name=cleaned["name"],
@@ -117,6 +117,7 @@ def _open_issuance(actor, cleaned: dict, nonce: str, source_ip: str | None, appr
                 completions=cleaned["completions"],
                 source_ip=source_ip,
             )
+            insert(issuance)
             audit.record(Action.MINT_REQUESTED, Outcome.PENDING, issuance=issuance)
             if approval is not None:
                 approval.status, approval.issuance = ApprovalRequest.Status.USED, issuance
@@ -218,7 +219,7 @@ def _record_issued(issuance: Issuance, api_key_id: str) -> IssuedKey:
     with transaction.atomic():
         issuance.state, issuance.api_key_id, issuance.upstream_status = State.ISSUED, api_key_id, 201
         issuance.save(update_fields=["state", "api_key_id", "upstream_status", "updated_at"])
-        key = IssuedKey.objects.create(
+        key = IssuedKey(
             api_key_id=api_key_id,
             issuance=issuance,
             owner=issuance.actor,
@@ -227,6 +228,7 @@ def _record_issued(issuance: Issuance, api_key_id: str) -> IssuedKey:
             manage=issuance.manage,
             completions=issuance.completions,
         )
+        insert(key)
         audit.record(Action.MINT_ISSUED, Outcome.SUCCESS, issuance=issuance, upstream_status=201)
     return key
 
