@@ -23,10 +23,14 @@ Part 2 (slow Requesty): the stand-in answers after --latency seconds; C signed-i
 forms (untimed), then POST at the same instant; completed mints per second against the ideal C/latency.
 Part 3 (sustained): the same latency; C signed-in users each loop GET form -> POST mint without pause
 (closed loop) for --settle seconds, then a --duration-second window; mints completed in the window per
-second against the ideal C/latency (conservative: each cycle also includes the form GET).
+second against the ideal C/latency (conservative: each cycle also includes the form GET). With
+--start staggered (default) the users start spread evenly over one latency, as independent people
+would be; with --start lockstep they all start at the same instant and, the latency being fixed,
+stay nearly in step: every cycle is then a burst of C mints at once (part 2's question, repeated).
 
     .venv/bin/python bench/mint.py [--n 200] [--concurrency 8,16,32] [--rounds 5]
-                                   [--duration 20] [--settle 3] [--part all|overhead|slow|sustained]
+                                   [--duration 20] [--settle 3] [--start staggered|lockstep]
+                                   [--part all|overhead|slow|sustained]
                                    [--database-url postgres://postgres@127.0.0.1:5432/postgres]
                                    [--json out.json]
 """
@@ -828,6 +832,8 @@ def part_sustained(
             failed."""
             done = []
             i = 0
+            if args.start == "staggered":  # user k starts k/C of a latency in
+                stop.wait(index * args.latency / c)
             while not stop.is_set():
                 notes: Counter[str] = Counter()
                 t0 = time.perf_counter()
@@ -849,7 +855,10 @@ def part_sustained(
                     stop.wait(0.1)
             return done
 
-        log(f"part 3: C={c}: {args.settle:g} s settle, then a {args.duration:g} s window (latency {args.latency:g} s)")
+        log(
+            f"part 3: C={c}: {args.start} start, {args.settle:g} s settle, then a {args.duration:g} s window "
+            f"(latency {args.latency:g} s)"
+        )
         with ThreadPoolExecutor(max_workers=c) as pool:
             try:
                 futures = [pool.submit(loop, i, cl) for i, cl in enumerate(users)]
@@ -929,7 +938,13 @@ def part_sustained(
             f"{'; a portal worker was recycled during the window' if recycled else ''}"
         )
     sampler.close()
-    return {"latency_s": args.latency, "settle_s": args.settle, "duration_s": args.duration, "results": results}
+    return {
+        "latency_s": args.latency,
+        "settle_s": args.settle,
+        "duration_s": args.duration,
+        "start": args.start,
+        "results": results,
+    }
 
 
 # --- server-side evidence --------------------------------------------------------------------------
@@ -1087,7 +1102,8 @@ def print_report(
         print()
         print(
             f"Part 3 - sustained (stand-in answers after {sustained['latency_s']} s; C users each loop form GET -> "
-            f"mint POST; {sustained['settle_s']:g} s settle, {sustained['duration_s']:g} s window)"
+            f"mint POST; {sustained['start']} start, {sustained['settle_s']:g} s settle, "
+            f"{sustained['duration_s']:g} s window)"
         )
         print(
             f"  {'C':>3} {'ok':>5} {'ideal/s':>8} {'mints/s':>8} {'eff.':>6} {'C/cycle':>8} {'waited':>7} "
@@ -1184,6 +1200,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--settle", type=float, default=3.0, help="unmeasured run-in before each part 3 window, seconds"
     )
     parser.add_argument(
+        "--start",
+        choices=("staggered", "lockstep"),
+        default="staggered",
+        help="part 3: users start spread over one latency (default), or all at the same instant",
+    )
+    parser.add_argument(
         "--part",
         choices=("all", "overhead", "slow", "sustained"),
         default="all",
@@ -1220,6 +1242,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         or any(c < 1 for c in args.concurrency)
     ):
         parser.error("--n, --rounds, --latency, --duration, --settle and --concurrency must be positive")
+    if args.start == "staggered" and args.settle < args.latency:
+        parser.error("--settle must be at least --latency with a staggered start (the last user starts then)")
     return args
 
 
@@ -1290,6 +1314,7 @@ def main(argv: list[str] | None = None) -> int:
             "latency_s": args.latency if slow or sustained else None,
             "settle_s": args.settle if sustained else None,
             "duration_s": args.duration if sustained else None,
+            "start": args.start if sustained else None,
         }
         print_report(machine, config, overhead, slow, sustained, server)
         if args.json:
