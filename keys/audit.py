@@ -11,9 +11,10 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -25,6 +26,7 @@ from .models import AuditEvent, Issuance, insert
 
 Action = AuditEvent.Action
 Outcome = AuditEvent.Outcome
+log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 _LOCK_ID = 0x6B657973  # "keys": the advisory lock that serialises appends on PostgreSQL
@@ -152,6 +154,33 @@ def record(
         event.hash = compute_hash(event.prev_hash, event)
         insert(event)  # the model has no save signals; its append-only guard concerns updates
     return event
+
+
+def record_bounded(action: str, outcome: str, *, actor, source_ip: str | None, detail: str = "", **values):
+    """`record`, for events anyone can cause at will (a refused mint, a failed sign-in): at most
+    PORTAL_AUDIT_REFUSALS_PER_HOUR events of one action per signed-in user, or per address for
+    visitors who are not signed in, in a rolling hour. Every append waits for the chain's lock, so
+    without a bound one script could slow every mint and fill the log. The first event over the
+    bound is recorded with a note saying so; later ones are only logged, until the hour has room
+    again. Counted in the database, so the bound holds across workers and instances; counting is a
+    read and never waits for the lock. Returns the event, or None if only logged."""
+    limit = settings.PORTAL_AUDIT_REFUSALS_PER_HOUR
+    address = _ip(source_ip)
+    recent = AuditEvent.objects.filter(action=action, created_at__gte=timezone.now() - timedelta(hours=1))
+    if getattr(actor, "pk", None) is not None:
+        recent, who = recent.filter(actor_id=actor.pk), f"user {actor.username}"
+    else:
+        recent, who = recent.filter(actor_id__isnull=True, source_ip=address), f"address {address or 'unknown'}"
+    count = recent[: limit + 1].count()  # stops counting at the bound
+    if count > limit:
+        log.warning("Audit bound reached: %s by %s not recorded (%s)", action, who, detail[:200])
+        return None
+    if count == limit:
+        detail = (
+            f"[{limit + 1} {action} events by {who} within an hour: further ones are only logged until "
+            f"there is room again (PORTAL_AUDIT_REFUSALS_PER_HOUR)] {detail}"
+        ).strip()
+    return record(action, outcome, actor=actor, source_ip=address, detail=detail, **values)
 
 
 def _lock_and_read_head() -> tuple[int, str] | None:

@@ -570,7 +570,7 @@ class LoginView(auth_views.LoginView):
 
 def _render_failure(request, failure: Failure):
     actor = request.user if request.user.is_authenticated else _ANONYMOUS
-    audit.record(
+    audit.record_bounded(
         AuditEvent.Action.AUTH_SIGN_IN_FAILED,
         failure.outcome,
         actor=actor,
@@ -774,7 +774,7 @@ def _sign_in_failed(sender, credentials, request=None, **kwargs):
             if settings.OIDC_BREAK_GLASS
             else " (password sign-in is off: OIDC_BREAK_GLASS=false)"
         )
-    audit.record(
+    audit.record_bounded(
         AuditEvent.Action.AUTH_SIGN_IN_FAILED,
         AuditEvent.Outcome.DENIED,
         actor=_ANONYMOUS,

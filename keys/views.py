@@ -131,7 +131,7 @@ def _render(request, context: dict, status: int = 200):
 
 def _audit_denial(request, form: KeyRequestForm) -> None:
     data = form.data
-    audit.record(
+    audit.record_bounded(
         AuditEvent.Action.MINT_DENIED,
         AuditEvent.Outcome.DENIED,
         actor=request.user,

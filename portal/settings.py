@@ -229,6 +229,11 @@ if PORTAL_MAX_COMPLETIONS not in ("none", "read", "write"):
 PORTAL_ALLOW_MANAGE_REQUESTS = env.bool("PORTAL_ALLOW_MANAGE_REQUESTS", default=False)
 # Mint attempts per user per rolling hour, counted in the database (holds across processes).
 PORTAL_MINTS_PER_HOUR = env.int("PORTAL_MINTS_PER_HOUR", default=10)
+# Events anyone can cause at will (refused mints, failed sign-ins) are audited at most this many
+# times per action per user, or per address if not signed in, in a rolling hour; then only logged.
+PORTAL_AUDIT_REFUSALS_PER_HOUR = env.int("PORTAL_AUDIT_REFUSALS_PER_HOUR", default=60)
+if PORTAL_AUDIT_REFUSALS_PER_HOUR < 1:
+    raise ImproperlyConfigured("PORTAL_AUDIT_REFUSALS_PER_HOUR must be at least 1.")
 # How long an approved request may be used to mint.
 PORTAL_APPROVAL_DAYS = env.int("PORTAL_APPROVAL_DAYS", default=7)
 # Hosts "Continue onboarding" may lead to (HTTPS only), comma-separated.

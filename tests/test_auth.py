@@ -315,7 +315,21 @@ def test_admins_see_and_clear_lockouts(client, requester, superuser):
     assert _sign_in(client).status_code == 302
 
 
-# --- Permissions (keys.sso.LeanModelBackend) ----------------------------------------------------
+def test_failed_sign_ins_from_one_address_are_audited_up_to_a_bound(client, db, settings, caplog):
+    """Guessing many usernames from one address (each below the lockout) must not append an
+    audit event per guess without end."""
+    settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 3
+    for n in range(6):
+        response = client.post("/accounts/login/", {"username": f"nobody{n}", "password": "guess"})
+        assert response.status_code == 200 and 'role="alert"' in response.content.decode()
+    failed = AuditEvent.objects.filter(action="auth.sign_in_failed")
+    assert failed.count() == 4 and "further ones are only logged" in failed.order_by("-seq").first().detail
+    assert sum("Audit bound reached" in r.getMessage() for r in caplog.records) == 2
+    Client(REMOTE_ADDR="10.9.8.7").post("/accounts/login/", {"username": "x", "password": "y"})
+    assert failed.filter(source_ip="10.9.8.7").count() == 1  # another address has its own bound
+
+
+# --- Per-request reads: session (portal/sessions.py), user and permissions (keys.sso.LeanModelBackend)
 def _fresh(user):
     return User.objects.get(pk=user.pk)  # a new object: no per-request permission cache
 

@@ -256,6 +256,13 @@ def test_callback_without_a_session_is_refused(oidc):
     assert "bad state" in events("auth.sign_in_failed")[0].detail
 
 
+def test_bad_states_are_audited_up_to_a_bound_per_address(oidc, settings):
+    settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 2
+    for n in range(4):
+        assert Client().get(f"/oidc/callback/?state=forged-{n}&code=x").status_code == 400
+    assert len(events("auth.sign_in_failed")) == 3
+
+
 def test_provider_error_is_refused_and_audited(client, oidc):
     state = parse_qs(urlsplit(start(client)).query)["state"][0]
     response = client.get("/oidc/callback/", {"error": "access_denied", "error_description": "no", "state": state})

@@ -362,3 +362,39 @@ def test_parallel_limit_raises_cannot_exceed_the_total_cap(standin):
     assert sum(IssuedKey.objects.filter(owner=user).values_list("monthly_limit", flat=True)) == 100
     assert not IssuedKey.objects.filter(pending_limit__isnull=False).exists()
     assert AuditEvent.objects.filter(action="key.limit_failed", outcome="denied").count() == 4
+
+
+# --- Refusals are audited within a bound (keys.audit.record_bounded) ------------------------------
+def test_refused_mints_are_audited_up_to_a_bound_per_user(rclient, requester, requester2, standin, settings, caplog):
+    """A script posting refused mints must not be able to queue every other append behind its own
+    (the chain's lock) or fill the log: after the bound, refusals are still refused, but only logged."""
+    settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 2
+    for _ in range(5):
+        response = post_mint(rclient, requester, manage="write")
+        assert response.status_code == 403 and 'role="alert"' in response.content.decode()
+    assert creates(standin) == []
+    denied = list(AuditEvent.objects.filter(action="mint.denied").order_by("seq"))
+    assert len(denied) == 3 and all(e.actor_id == requester.pk for e in denied)
+    assert "further ones are only logged" in denied[-1].detail and "only logged" not in denied[0].detail
+    assert sum("Audit bound reached: mint.denied by user rita" in r.getMessage() for r in caplog.records) == 2
+
+    other = Client()
+    other.force_login(requester2)
+    assert post_mint(other, requester2, manage="write").status_code == 403  # another user's own bound
+    assert AuditEvent.objects.filter(action="mint.denied", actor_id=requester2.pk).count() == 1
+
+
+def test_the_bound_counts_only_the_last_hour(rclient, requester, standin, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 1
+    post_mint(rclient, requester, manage="write")
+    post_mint(rclient, requester, manage="write")
+    assert AuditEvent.objects.filter(action="mint.denied").count() == 2  # the bound, and its note
+    later = timezone.now() + timedelta(hours=1, seconds=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("keys.audit.timezone.now", lambda: later)
+        post_mint(rclient, requester, manage="write")
+    assert AuditEvent.objects.filter(action="mint.denied").count() == 3
