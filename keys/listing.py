@@ -1,7 +1,7 @@
 """Paging "My keys" / "All keys": keyset cursors on (created_at, id), never OFFSET, never a silent cut.
 
-Newest first, with the id breaking ties between keys created in the same instant (the model's
-`ordering` is `-created_at` alone, which leaves ties in no defined order). A cursor is a key id
+Newest first, with the id breaking ties between keys created in the same instant (as the model's
+`ordering` does; indexes on (created_at, id) and (owner, created_at, id) serve both lists). A cursor is a key id
 (`?before=<id>` / `?after=<id>`, as on the audit log); its position is looked up among the keys the
 user may see, so a cursor naming someone else's key, or no key, positions nothing and reveals nothing.
 """

@@ -118,8 +118,13 @@ class IssuedKey(models.Model):
     pending_limit_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["-created_at"]
-        indexes = [models.Index(fields=["owner", "status"])]
+        ordering = ["-created_at", "-pk"]  # newest first; the id breaks ties (keys/listing.py pages so)
+        indexes = [
+            models.Index(fields=["owner", "status"]),
+            # The key list's keyset pages, for everyone ("All keys") and per owner ("My keys").
+            models.Index(fields=["created_at", "id"], name="issuedkey_created"),
+            models.Index(fields=["owner", "created_at", "id"], name="issuedkey_owner_created"),
+        ]
         permissions = [("portal_admin", "Can act as a portal admin (manage rights, any limit)")]
 
     def __str__(self) -> str:
