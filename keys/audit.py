@@ -156,31 +156,74 @@ def record(
     return event
 
 
-def record_bounded(action: str, outcome: str, *, actor, source_ip: str | None, detail: str = "", **values):
-    """`record`, for events anyone can cause at will (a refused mint, a failed sign-in): at most
-    PORTAL_AUDIT_REFUSALS_PER_HOUR events of one action per signed-in user, or per address for
-    visitors who are not signed in, in a rolling hour. Every append waits for the chain's lock, so
-    without a bound one script could slow every mint and fill the log. The first event over the
-    bound is recorded with a note saying so; later ones are only logged, until the hour has room
-    again. Counted in the database, so the bound holds across workers and instances; counting is a
-    read and never waits for the lock. Returns the event, or None if only logged."""
-    limit = settings.PORTAL_AUDIT_REFUSALS_PER_HOUR
+_NOTE = "[bound reached]"
+_REFUSALS = (Action.MINT_DENIED, Action.MINT_RATE_LIMITED, Action.MINT_DUPLICATE)
+
+
+def _recent(**filters):
+    return AuditEvent.objects.filter(created_at__gte=timezone.now() - timedelta(hours=1), **filters)
+
+
+def record_noise(action: str, outcome: str, *, kind: str, actor, source_ip: str | None, detail: str, **values):
+    """`record` for junk anyone can send without signing in (a single sign-on answer with an unknown
+    state, a password for a username that does not exist): at most PORTAL_AUDIT_REFUSALS_PER_HOUR
+    events of this `kind` per client address in a rolling hour, plus one that says the bound was
+    reached; later ones are logged only. Every append waits for the chain's lock that every mint
+    needs, so unbounded junk could slow all mints and fill the log. `kind` must appear in
+    `detail`: each kind has its own bound, so junk of one kind never hides events of another, and
+    events about real accounts are never bounded (callers use `record`). An unknown address is
+    never bounded (it would be one bucket for everyone). Counted in the database (across workers
+    and instances) by a read that never waits for the lock. Returns the event, or None."""
+    detail = detail if kind in detail else f"{kind}: {detail}"
     address = _ip(source_ip)
-    recent = AuditEvent.objects.filter(action=action, created_at__gte=timezone.now() - timedelta(hours=1))
-    if getattr(actor, "pk", None) is not None:
-        recent, who = recent.filter(actor_id=actor.pk), f"user {actor.username}"
-    else:
-        recent, who = recent.filter(actor_id__isnull=True, source_ip=address), f"address {address or 'unknown'}"
-    count = recent[: limit + 1].count()  # stops counting at the bound
-    if count > limit:
-        log.warning("Audit bound reached: %s by %s not recorded (%s)", action, who, detail[:200])
-        return None
-    if count == limit:
-        detail = (
-            f"[{limit + 1} {action} events by {who} within an hour: further ones are only logged until "
-            f"there is room again (PORTAL_AUDIT_REFUSALS_PER_HOUR)] {detail}"
-        ).strip()
+    if address is not None:
+        limit = settings.PORTAL_AUDIT_REFUSALS_PER_HOUR
+        recent = _recent(action=action, source_ip=address, detail__contains=kind)
+        if recent[:limit].count() >= limit:
+            if recent.filter(detail__startswith=_NOTE).exists():
+                log.warning(
+                    "Audit bound reached: event logged only",
+                    extra={"action": action, "kind": kind, "source_ip": address, "detail": detail[:500]},
+                )
+                return None
+            note = f"{limit} “{kind}” events from {address} within an hour; further ones are logged only."
+            detail = f"{_NOTE} {note} {detail}"
     return record(action, outcome, actor=actor, source_ip=address, detail=detail, **values)
+
+
+def refusals_exceeded(user) -> bool:
+    """Has this user been refused PORTAL_AUDIT_REFUSALS_PER_HOUR mints in the last hour? Then the
+    mint form refuses their POSTs without looking at them (keys/views.py), so a script cannot
+    append refusal after refusal to the chain, and every refusal before that point is audited in
+    full (a forged value included, threat 8)."""
+    limit = settings.PORTAL_AUDIT_REFUSALS_PER_HOUR
+    since = connection.ops.adapt_datetimefield_value(timezone.now() - timedelta(hours=1))
+    with connection.cursor() as cursor:  # plain SQL: this runs on every mint POST
+        cursor.execute(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM {connection.ops.quote_name(_TABLE)}"  # noqa: S608 (model metadata)
+            " WHERE actor_id = %s AND action IN (%s, %s, %s) AND created_at >= %s LIMIT %s) AS refusals",
+            [user.pk, *_REFUSALS, since, limit],
+        )
+        (count,) = cursor.fetchone()
+    return count >= limit
+
+
+def record_refusals_exceeded(user, source_ip: str | None) -> None:
+    """Once per hour of refusals (a race may add a second): the event saying POSTs are now refused
+    unexamined. Every refused POST is also logged."""
+    address = _ip(source_ip)
+    log.warning("Mint refused unexamined: too many refusals", extra={"user": user.username, "source_ip": address})
+    if _recent(action=Action.MINT_RATE_LIMITED, actor_id=user.pk, detail__startswith=_NOTE).exists():
+        return
+    limit = settings.PORTAL_AUDIT_REFUSALS_PER_HOUR
+    record(
+        Action.MINT_RATE_LIMITED,
+        Outcome.DENIED,
+        actor=user,
+        source_ip=address,
+        detail=f"{_NOTE} {limit} refused mints within an hour: further mint requests are refused without "
+        "being examined until the hour has room again; each is logged.",
+    )
 
 
 def _lock_and_read_head() -> tuple[int, str] | None:

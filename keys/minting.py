@@ -199,7 +199,7 @@ def _audit_refusal(actor, cleaned: dict, source_ip: str | None, exc: MintError) 
         exc.kind, Action.MINT_DENIED
     )
     try:
-        audit.record_bounded(
+        audit.record(
             action,
             Outcome.DENIED,
             actor=actor,

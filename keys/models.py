@@ -229,6 +229,8 @@ class AuditEvent(models.Model):
             models.Index(fields=["action", "seq"], name="audit_action_seq"),
             models.Index(fields=["outcome", "seq"], name="audit_outcome_seq"),
             models.Index(fields=["api_key_id", "seq"], name="audit_key_seq"),
+            # Counting one kind of event in the last hour (keys/audit.py: bounds on refusals and noise).
+            models.Index(fields=["action", "created_at"], name="audit_action_time"),
         ]
 
     def __str__(self) -> str:

@@ -568,15 +568,19 @@ class LoginView(auth_views.LoginView):
         return {**context, **login_context(self.request, self.get_redirect_url())}
 
 
+_NOISE_KINDS = ("bad state", "provider error")
+
+
 def _render_failure(request, failure: Failure):
     actor = request.user if request.user.is_authenticated else _ANONYMOUS
-    audit.record_bounded(
-        AuditEvent.Action.AUTH_SIGN_IN_FAILED,
-        failure.outcome,
-        actor=actor,
-        source_ip=audit.client_ip(request),
-        detail=f"{provider_name()}: {failure.reason}",
-    )
+    values = {"actor": actor, "source_ip": audit.client_ip(request), "detail": f"{provider_name()}: {failure.reason}"}
+    # Anyone can send these without signing in (a bad state needs nothing, a provider error only a
+    # state of their own): bounded per address, each kind on its own. The rest are always recorded.
+    kind = next((k for k in _NOISE_KINDS if failure.reason.startswith(k)), None)
+    if kind:
+        audit.record_noise(AuditEvent.Action.AUTH_SIGN_IN_FAILED, failure.outcome, kind=kind, **values)
+    else:
+        audit.record(AuditEvent.Action.AUTH_SIGN_IN_FAILED, failure.outcome, **values)
     logger.warning("SSO sign-in failed: %s", failure.reason)
     context = {
         "form": AuthenticationForm(request),
@@ -767,20 +771,23 @@ def _sign_in_failed(sender, credentials, request=None, **kwargs):
         return
     if getattr(request, "portal_sign_in_blocked", False):
         return
-    detail = f"password sign-in failed for username {str(credentials['username'])[:150]!r}"
+    username = str(credentials["username"])
+    users = get_user_model()
+    known = users._default_manager.filter(**{users.USERNAME_FIELD: username}).exists()
+    detail = f"password sign-in failed for {'username' if known else 'unknown username'} {username[:150]!r}"
     if enabled():
         detail += (
             " (while single sign-on is on, only superusers may use a password)"
             if settings.OIDC_BREAK_GLASS
             else " (password sign-in is off: OIDC_BREAK_GLASS=false)"
         )
-    audit.record_bounded(
-        AuditEvent.Action.AUTH_SIGN_IN_FAILED,
-        AuditEvent.Outcome.DENIED,
-        actor=_ANONYMOUS,
-        source_ip=audit.client_ip(request),
-        detail=detail,
-    )
+    values = {"actor": _ANONYMOUS, "source_ip": audit.client_ip(request), "detail": detail}
+    if known:
+        audit.record(AuditEvent.Action.AUTH_SIGN_IN_FAILED, AuditEvent.Outcome.DENIED, **values)
+    else:  # guessing names costs nothing: bounded per address (real accounts' failures never are)
+        audit.record_noise(
+            AuditEvent.Action.AUTH_SIGN_IN_FAILED, AuditEvent.Outcome.DENIED, kind="unknown username", **values
+        )
 
 
 @receiver(user_logged_out, dispatch_uid="portal_sign_out")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.core.exceptions import BadRequest
@@ -37,6 +38,8 @@ def new_key(request):
     if request.method == "GET":
         return _render(request, _form_context(request))
 
+    if audit.refusals_exceeded(request.user):
+        return _refused_unexamined(request)
     form = KeyRequestForm(request.POST, user=request.user)
     if not form.is_valid():
         status = 200
@@ -129,9 +132,25 @@ def _render(request, context: dict, status: int = 200):
     return render(request, template, context, status=status)
 
 
+def _refused_unexamined(request):
+    """Too many refused mints this hour (audit.refusals_exceeded): say so, examine nothing."""
+    audit.record_refusals_exceeded(request.user, audit.client_ip(request))
+    error = MintError(
+        "rate_limited",
+        f"The portal refused {settings.PORTAL_AUDIT_REFUSALS_PER_HOUR} of your key requests in the last hour, "
+        "so it is not taking more from you for now. Nothing was created. Try again in an hour, or ask "
+        "a portal admin if you need a key sooner.",
+        429,
+        retry_after=3600,
+    )
+    response = _render(request, {"form": None, "error": error}, status=429)
+    response["Retry-After"] = str(error.retry_after)
+    return response
+
+
 def _audit_denial(request, form: KeyRequestForm) -> None:
     data = form.data
-    audit.record_bounded(
+    audit.record(
         AuditEvent.Action.MINT_DENIED,
         AuditEvent.Outcome.DENIED,
         actor=request.user,

@@ -229,8 +229,9 @@ if PORTAL_MAX_COMPLETIONS not in ("none", "read", "write"):
 PORTAL_ALLOW_MANAGE_REQUESTS = env.bool("PORTAL_ALLOW_MANAGE_REQUESTS", default=False)
 # Mint attempts per user per rolling hour, counted in the database (holds across processes).
 PORTAL_MINTS_PER_HOUR = env.int("PORTAL_MINTS_PER_HOUR", default=10)
-# Events anyone can cause at will (refused mints, failed sign-ins) are audited at most this many
-# times per action per user, or per address if not signed in, in a rolling hour; then only logged.
+# After this many refused mints in a rolling hour, a user's mint requests are refused unexamined;
+# sign-in junk (bad SSO states, provider errors, unknown usernames) is audited at most this many
+# times per kind per address per hour, then only logged (README "Bounded audit of refusals").
 PORTAL_AUDIT_REFUSALS_PER_HOUR = env.int("PORTAL_AUDIT_REFUSALS_PER_HOUR", default=60)
 if PORTAL_AUDIT_REFUSALS_PER_HOUR < 1:
     raise ImproperlyConfigured("PORTAL_AUDIT_REFUSALS_PER_HOUR must be at least 1.")

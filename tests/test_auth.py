@@ -315,18 +315,39 @@ def test_admins_see_and_clear_lockouts(client, requester, superuser):
     assert _sign_in(client).status_code == 302
 
 
-def test_failed_sign_ins_from_one_address_are_audited_up_to_a_bound(client, db, settings, caplog):
-    """Guessing many usernames from one address (each below the lockout) must not append an
-    audit event per guess without end."""
+def test_unknown_usernames_are_audited_up_to_a_bound_per_address_real_accounts_always(
+    client, requester, settings, caplog
+):
+    """Guessing usernames costs nothing, so those failures are bounded per address (junk must not
+    queue every mint behind the chain's lock); failures for real accounts never are, so noise
+    cannot hide a guess at a real password."""
     settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 3
     for n in range(6):
         response = client.post("/accounts/login/", {"username": f"nobody{n}", "password": "guess"})
         assert response.status_code == 200 and 'role="alert"' in response.content.decode()
     failed = AuditEvent.objects.filter(action="auth.sign_in_failed")
-    assert failed.count() == 4 and "further ones are only logged" in failed.order_by("-seq").first().detail
+    assert failed.count() == 4  # the bound, and one saying it was reached
+    assert failed.filter(detail__startswith="[bound reached]").count() == 1
+    assert all("unknown username" in e.detail for e in failed)
     assert sum("Audit bound reached" in r.getMessage() for r in caplog.records) == 2
+    for _ in range(3):  # a real account's failures, from the same address: every one recorded
+        client.post("/accounts/login/", {"username": "rita", "password": "guess"})
+    assert failed.filter(detail__contains="for username 'rita'").count() == 3
     Client(REMOTE_ADDR="10.9.8.7").post("/accounts/login/", {"username": "x", "password": "y"})
     assert failed.filter(source_ip="10.9.8.7").count() == 1  # another address has its own bound
+
+
+def test_the_bound_note_is_written_once_even_if_parallel_events_overshoot(db, settings):
+    from keys import audit
+
+    settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 2
+    args = ("auth.sign_in_failed", "denied")
+    for n in range(3):  # as if parallel requests had all counted below the bound
+        audit.record(*args, actor=None, source_ip="10.1.1.1", detail=f"unknown username 'n{n}'")
+    kw = {"kind": "unknown username", "actor": None, "source_ip": "10.1.1.1"}
+    assert audit.record_noise(*args, detail="unknown username 'late'", **kw).detail.startswith("[bound reached]")
+    assert audit.record_noise(*args, detail="unknown username 'later'", **kw) is None
+    assert audit.record_noise(*args, source_ip=None, detail="unknown username 'x'", kind="unknown username", actor=None)
 
 
 # --- Per-request reads: session (portal/sessions.py), user and permissions (keys.sso.LeanModelBackend)

@@ -256,11 +256,14 @@ def test_callback_without_a_session_is_refused(oidc):
     assert "bad state" in events("auth.sign_in_failed")[0].detail
 
 
-def test_bad_states_are_audited_up_to_a_bound_per_address(oidc, settings):
+def test_bad_states_are_audited_up_to_a_bound_per_address_and_hide_nothing_else(oidc, requester, settings):
     settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 2
     for n in range(4):
         assert Client().get(f"/oidc/callback/?state=forged-{n}&code=x").status_code == 400
-    assert len(events("auth.sign_in_failed")) == 3
+    assert len(events("auth.sign_in_failed")) == 3  # the bound, and one saying it was reached
+    # Another kind from the same address is counted on its own: a real account's failure.
+    Client().post("/accounts/login/", {"username": "rita", "password": "guess"})
+    assert len(events("auth.sign_in_failed")) == 4
 
 
 def test_provider_error_is_refused_and_audited(client, oidc):

@@ -364,37 +364,41 @@ def test_parallel_limit_raises_cannot_exceed_the_total_cap(standin):
     assert AuditEvent.objects.filter(action="key.limit_failed", outcome="denied").count() == 4
 
 
-# --- Refusals are audited within a bound (keys.audit.record_bounded) ------------------------------
-def test_refused_mints_are_audited_up_to_a_bound_per_user(rclient, requester, requester2, standin, settings, caplog):
-    """A script posting refused mints must not be able to queue every other append behind its own
-    (the chain's lock) or fill the log: after the bound, refusals are still refused, but only logged."""
-    settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 2
-    for _ in range(5):
-        response = post_mint(rclient, requester, manage="write")
-        assert response.status_code == 403 and 'role="alert"' in response.content.decode()
-    assert creates(standin) == []
-    denied = list(AuditEvent.objects.filter(action="mint.denied").order_by("seq"))
-    assert len(denied) == 3 and all(e.actor_id == requester.pk for e in denied)
-    assert "further ones are only logged" in denied[-1].detail and "only logged" not in denied[0].detail
-    assert sum("Audit bound reached: mint.denied by user rita" in r.getMessage() for r in caplog.records) == 2
+# --- Too many refusals: further mint POSTs are refused unexamined (keys.audit.refusals_exceeded) -
+def test_every_refusal_is_audited_until_the_bound_then_posts_are_refused_unexamined(
+    rclient, requester, requester2, standin, settings, caplog
+):
+    """A script posting refused mints must not be able to append refusal after refusal to the
+    chain (whose lock every mint waits for); nor may noise hide a forged value afterwards."""
+    settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 3
+    for _ in range(3):  # within policy's reach but over the cap: honest-looking refusals
+        assert post_mint(rclient, requester, monthly_limit="5000").status_code == 403
+    for forged in ("write", "WRITE"):  # then forged values: refused without being examined
+        response = post_mint(rclient, requester, manage=forged)
+        assert response.status_code == 429 and response["Retry-After"] == "3600"
+        assert "not taking more from you for now" in response.content.decode()
+        assert 'role="alert"' in response.content.decode()
+    assert creates(standin) == [] and not Issuance.objects.exists()
+    assert AuditEvent.objects.filter(action="mint.denied").count() == 3  # every examined refusal
+    (note,) = AuditEvent.objects.filter(action="mint.rate_limited")  # one note, not one per POST
+    assert note.detail.startswith("[bound reached]") and note.actor_id == requester.pk
+    assert sum("Mint refused unexamined" in r.getMessage() for r in caplog.records) == 2
 
     other = Client()
     other.force_login(requester2)
-    assert post_mint(other, requester2, manage="write").status_code == 403  # another user's own bound
+    assert post_mint(other, requester2, manage="write").status_code == 403  # another user's own count
     assert AuditEvent.objects.filter(action="mint.denied", actor_id=requester2.pk).count() == 1
 
 
-def test_the_bound_counts_only_the_last_hour(rclient, requester, standin, settings):
+def test_the_refusal_count_covers_the_last_hour_only(rclient, requester, standin, settings):
     from datetime import timedelta
 
     from django.utils import timezone
 
     settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 1
-    post_mint(rclient, requester, manage="write")
-    post_mint(rclient, requester, manage="write")
-    assert AuditEvent.objects.filter(action="mint.denied").count() == 2  # the bound, and its note
+    assert post_mint(rclient, requester, manage="write").status_code == 403
+    assert post_mint(rclient, requester, manage="write").status_code == 429
     later = timezone.now() + timedelta(hours=1, seconds=1)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("keys.audit.timezone.now", lambda: later)
-        post_mint(rclient, requester, manage="write")
-    assert AuditEvent.objects.filter(action="mint.denied").count() == 3
+        assert post_mint(rclient, requester).status_code == 200
