@@ -166,46 +166,56 @@ def _recent(**filters):
 
 def record_noise(action: str, outcome: str, *, kind: str, actor, source_ip: str | None, detail: str, **values):
     """`record` for junk anyone can send without signing in (a single sign-on answer with an unknown
-    state, a password for a username that does not exist): at most PORTAL_AUDIT_REFUSALS_PER_HOUR
-    events of this `kind` per client address in a rolling hour, plus one that says the bound was
-    reached; later ones are logged only. Every append waits for the chain's lock that every mint
-    needs, so unbounded junk could slow all mints and fill the log. `kind` must appear in
-    `detail`: each kind has its own bound, so junk of one kind never hides events of another, and
-    events about real accounts are never bounded (callers use `record`). An unknown address is
-    never bounded (it would be one bucket for everyone). Counted in the database (across workers
+    state or a provider's error, a password for a username that does not exist): at most
+    PORTAL_AUDIT_REFUSALS_PER_HOUR events of this `kind` per client address in a rolling hour, plus
+    one that says the bound was reached; later ones are logged only. Every append waits for the
+    chain's lock that every mint needs, so unbounded junk could slow all mints and fill the log.
+    The detail starts with "[kind]", and each kind is counted on its own, so junk of one kind never
+    fills another's bound; events about real accounts are never bounded (callers use `record`).
+    Requests without a usable address share one bound. Counted in the database (across workers
     and instances) by a read that never waits for the lock. Returns the event, or None."""
-    detail = detail if kind in detail else f"{kind}: {detail}"
-    address = _ip(source_ip)
-    if address is not None:
-        limit = settings.PORTAL_AUDIT_REFUSALS_PER_HOUR
-        recent = _recent(action=action, source_ip=address, detail__contains=kind)
-        if recent[:limit].count() >= limit:
-            if recent.filter(detail__startswith=_NOTE).exists():
-                log.warning(
-                    "Audit bound reached: event logged only",
-                    extra={"action": action, "kind": kind, "source_ip": address, "detail": detail[:500]},
-                )
-                return None
-            note = f"{limit} “{kind}” events from {address} within an hour; further ones are logged only."
-            detail = f"{_NOTE} {note} {detail}"
-    return record(action, outcome, actor=actor, source_ip=address, detail=detail, **values)
+    address, tag = _ip(source_ip), f"[{kind}]"
+    limit = settings.PORTAL_AUDIT_REFUSALS_PER_HOUR
+    recent = _recent(action=action, source_ip=address, detail__startswith=tag)
+    text = f"{tag} {detail}"
+    if recent[:limit].count() >= limit:
+        if recent.filter(detail__startswith=f"{tag} {_NOTE}").exists():
+            log.warning(
+                "Audit bound reached: event logged only",
+                extra={"action": action, "kind": kind, "source_ip": address, "detail": detail[:500]},
+            )
+            return None
+        where = f"from {address}" if address else "without a usable client address"
+        text = f"{tag} {_NOTE} {limit} such events {where} within an hour; further ones are logged only. {detail}"
+    return record(action, outcome, actor=actor, source_ip=address, detail=text, **values)
 
 
 def refusals_exceeded(user) -> bool:
     """Has this user been refused PORTAL_AUDIT_REFUSALS_PER_HOUR mints in the last hour? Then the
     mint form refuses their POSTs without looking at them (keys/views.py), so a script cannot
     append refusal after refusal to the chain, and every refusal before that point is audited in
-    full (a forged value included, threat 8)."""
+    full (a forged value included, threat 8). The note saying so is not a refusal."""
     limit = settings.PORTAL_AUDIT_REFUSALS_PER_HOUR
     since = connection.ops.adapt_datetimefield_value(timezone.now() - timedelta(hours=1))
     with connection.cursor() as cursor:  # plain SQL: this runs on every mint POST
         cursor.execute(
             f"SELECT COUNT(*) FROM (SELECT 1 FROM {connection.ops.quote_name(_TABLE)}"  # noqa: S608 (model metadata)
-            " WHERE actor_id = %s AND action IN (%s, %s, %s) AND created_at >= %s LIMIT %s) AS refusals",
-            [user.pk, *_REFUSALS, since, limit],
+            " WHERE actor_id = %s AND action IN (%s, %s, %s) AND created_at >= %s AND detail NOT LIKE %s"
+            " LIMIT %s) AS refusals",
+            [user.pk, *_REFUSALS, since, _NOTE + "%", limit],
         )
         (count,) = cursor.fetchone()
     return count >= limit
+
+
+def refusals_retry_after(user) -> int:
+    """Seconds until the user has fewer than the bound of refusals in the last hour again."""
+    limit = settings.PORTAL_AUDIT_REFUSALS_PER_HOUR
+    refusals = _recent(action__in=_REFUSALS, actor_id=user.pk).exclude(detail__startswith=_NOTE)
+    times = list(refusals.order_by("-created_at").values_list("created_at", flat=True)[limit - 1 : limit])
+    if not times:
+        return 60
+    return max(1, int((times[0] + timedelta(hours=1) - timezone.now()).total_seconds()) + 1)
 
 
 def record_refusals_exceeded(user, source_ip: str | None) -> None:

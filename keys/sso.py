@@ -574,8 +574,9 @@ _NOISE_KINDS = ("bad state", "provider error")
 def _render_failure(request, failure: Failure):
     actor = request.user if request.user.is_authenticated else _ANONYMOUS
     values = {"actor": actor, "source_ip": audit.client_ip(request), "detail": f"{provider_name()}: {failure.reason}"}
-    # Anyone can send these without signing in (a bad state needs nothing, a provider error only a
-    # state of their own): bounded per address, each kind on its own. The rest are always recorded.
+    # Anyone can send these without signing in (a bad state needs nothing, a provider's `?error=`
+    # answer only a state of their own): bounded per address, each kind on its own. The rest are
+    # always recorded.
     kind = next((k for k in _NOISE_KINDS if failure.reason.startswith(k)), None)
     if kind:
         audit.record_noise(AuditEvent.Action.AUTH_SIGN_IN_FAILED, failure.outcome, kind=kind, **values)
@@ -673,7 +674,8 @@ class CallbackView(OIDCAuthenticationCallbackView):
             failure = Failure(f"provider unavailable: {exc}", _provider_failed(), 503, _FAILURE)
         except requests.RequestException as exc:  # token, JWKS or userinfo request
             status = getattr(exc.response, "status_code", None)
-            reason = f"provider error: {type(exc).__name__}" + (f" (HTTP {status})" if status else "")
+            # Not junk: getting here took a state of this session and a call to the provider.
+            reason = f"token exchange failed: {type(exc).__name__}" + (f" (HTTP {status})" if status else "")
             failure = Failure(reason, _provider_failed(), 502, _FAILURE)
         except (SuspiciousOperation, jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
             # Nonce, signature, algorithm, audience, issuer, expiry, or a malformed answer.
@@ -763,6 +765,12 @@ def _signed_in(sender, request, user, **kwargs):
     )
 
 
+def username_exists(username: str) -> bool:
+    """The exact lookup ModelBackend signs in with: a name that fails it is nobody's account."""
+    users = get_user_model()
+    return users._default_manager.filter(**{users.USERNAME_FIELD: username}).exists()
+
+
 @receiver(user_login_failed, dispatch_uid="portal_sign_in_failed")
 def _sign_in_failed(sender, credentials, request=None, **kwargs):
     # The SSO callback audits its own failures, with their reasons. An attempt the sign-in
@@ -772,8 +780,7 @@ def _sign_in_failed(sender, credentials, request=None, **kwargs):
     if getattr(request, "portal_sign_in_blocked", False):
         return
     username = str(credentials["username"])
-    users = get_user_model()
-    known = users._default_manager.filter(**{users.USERNAME_FIELD: username}).exists()
+    known = username_exists(username)
     detail = f"password sign-in failed for {'username' if known else 'unknown username'} {username[:150]!r}"
     if enabled():
         detail += (

@@ -103,13 +103,18 @@ def _locked_out(sender, request=None, username=None, ip_address=None, **kwargs):
     until = locked_until(request, credentials)
     failures = getattr(request, "axes_failures_since_start", None)
     name = str(username if username is not None else get_client_username(request, credentials))
-    audit.record(
-        AuditEvent.Action.AUTH_SIGN_IN_FAILED,
-        AuditEvent.Outcome.DENIED,
-        actor=sso._ANONYMOUS,
-        source_ip=ip_address,
-        detail=(
-            f"password sign-in locked out for username {name[:150]!r} from this address after "
-            f"{failures} failures, until {until:%Y-%m-%d %H:%M:%S} UTC"
+    known = sso.username_exists(name)
+    values = {
+        "actor": sso._ANONYMOUS,
+        "source_ip": ip_address,
+        "detail": (
+            f"password sign-in locked out for {'username' if known else 'unknown username'} {name[:150]!r} "
+            f"from this address after {failures} failures, until {until:%Y-%m-%d %H:%M:%S} UTC"
         ),
-    )
+    }
+    if known:
+        audit.record(AuditEvent.Action.AUTH_SIGN_IN_FAILED, AuditEvent.Outcome.DENIED, **values)
+    else:  # made-up names cost nothing: bounded like their failures (audit.record_noise)
+        audit.record_noise(
+            AuditEvent.Action.AUTH_SIGN_IN_FAILED, AuditEvent.Outcome.DENIED, kind="unknown username", **values
+        )

@@ -135,13 +135,15 @@ def _render(request, context: dict, status: int = 200):
 def _refused_unexamined(request):
     """Too many refused mints this hour (audit.refusals_exceeded): say so, examine nothing."""
     audit.record_refusals_exceeded(request.user, audit.client_ip(request))
+    wait = audit.refusals_retry_after(request.user)
+    minutes = (wait + 59) // 60
     error = MintError(
         "rate_limited",
         f"The portal refused {settings.PORTAL_AUDIT_REFUSALS_PER_HOUR} of your key requests in the last hour, "
-        "so it is not taking more from you for now. Nothing was created. Try again in an hour, or ask "
-        "a portal admin if you need a key sooner.",
+        f"so it is not taking more from you for now. Nothing was created. Try again in {minutes} "
+        f"minute{'s' if minutes != 1 else ''}, or ask a portal admin if you need a key sooner.",
         429,
-        retry_after=3600,
+        retry_after=wait,
     )
     response = _render(request, {"form": None, "error": error}, status=429)
     response["Retry-After"] = str(error.retry_after)

@@ -271,7 +271,7 @@ def test_provider_error_is_refused_and_audited(client, oidc):
     response = client.get("/oidc/callback/", {"error": "access_denied", "error_description": "no", "state": state})
     assert response.status_code == 403 and "did not sign you in (access_denied)" in response.content.decode()
     (event,) = events("auth.sign_in_failed")
-    assert event.detail.startswith("Test IdP: provider error: access_denied")
+    assert event.detail.startswith("[provider error] Test IdP: provider error: access_denied")
     # The state is spent; a forged error for an unknown state signs nobody out (no logout CSRF).
     assert client.get("/oidc/callback/", {"error": "access_denied", "state": state}).status_code == 400
     sign_in(client)
@@ -284,7 +284,7 @@ def test_token_exchange_failure_is_refused_and_audited(client, oidc):
     response = client.get(path_of(back).replace("code=", "code=x"))  # the provider refuses the code
     assert response.status_code == 502 and 'role="alert"' in response.content.decode()
     (event,) = events("auth.sign_in_failed")
-    assert "provider error: HTTPError (HTTP 400)" in event.detail and event.outcome == "failure"
+    assert "token exchange failed: HTTPError (HTTP 400)" in event.detail and event.outcome == "failure"
 
 
 def test_deactivated_user_is_refused(client, oidc):
