@@ -38,6 +38,7 @@ class Report:
     still_unknown: list[str] = field(default_factory=list)
     deleted_upstream: list[str] = field(default_factory=list)
     limits_settled: list[str] = field(default_factory=list)
+    limits_adopted: list[str] = field(default_factory=list)
     offboarded: list[str] = field(default_factory=list)
     unmanaged: list[str] = field(default_factory=list)
     privileged: list[str] = field(default_factory=list)
@@ -49,6 +50,7 @@ class Report:
             "still_unknown": "unknown issuances left for the next run",
             "deleted_upstream": "portal keys deleted outside the portal",
             "limits_settled": "unconfirmed limit changes settled",
+            "limits_adopted": "limits changed outside the portal adopted",
             "offboarded": "keys of deactivated or deleted users revoked",
             "unmanaged": "upstream keys with no portal record",
             "privileged": "upstream keys with manage rights no admin issued",
@@ -97,6 +99,12 @@ def _reconcile(dry_run: bool, stale_after: timedelta) -> Report:
     active_before = set(
         IssuedKey.objects.filter(status=Status.ACTIVE, created_at__lt=listed_at).values_list("api_key_id", flat=True)
     )
+    # Limits as the portal held them before the list, for keys with no change of their own in flight.
+    limits_before = dict(
+        IssuedKey.objects.filter(
+            status=Status.ACTIVE, created_at__lt=listed_at, pending_limit__isnull=True
+        ).values_list("api_key_id", "monthly_limit")
+    )
     try:
         upstream = requesty.list_keys()
         own_id = requesty.get_key("self").id
@@ -116,6 +124,7 @@ def _reconcile(dry_run: bool, stale_after: timedelta) -> Report:
     handled = _settle_unknown_issuances(report, by_id, by_marker, listed_at - stale_after, dry_run)
     _remove_late_keys(report, by_marker, handled, dry_run)
     _settle_limit_changes(report, by_id, listed_at - stale_after, dry_run)
+    _adopt_outside_limits(report, by_id, limits_before, dry_run)
     _mark_deleted_outside(report, by_id, active_before, dry_run)
     _offboard_inactive(report, dry_run)
     recent = listed_at - stale_after
@@ -244,6 +253,38 @@ def _settle_limit_changes(report, by_id, cutoff, dry_run) -> None:
                 actor=None,
                 detail=f"reconciliation: unconfirmed change {before:.2f} -> {wanted:.2f} {how}; "
                 f"Requesty holds {held:.2f}",
+                **SYSTEM,
+            )
+
+
+def _adopt_outside_limits(report, by_id, limits_before, dry_run) -> None:
+    """A limit changed in Requesty's dashboard (or by another tool) is what Requesty enforces, so
+    the caps must count it: the record adopts the listed limit, with an audit event. Only where the
+    record still holds the limit it had before the list was fetched and no portal change is in
+    flight, so a change the portal made meanwhile is never overwritten by the older list."""
+    for api_key_id, before in limits_before.items():
+        found = by_id.get(api_key_id)
+        held = found.monthly_limit if found is not None else None
+        if held is None or held == before:
+            continue
+        key = IssuedKey.objects.filter(api_key_id=api_key_id).select_related("issuance").first()
+        if key is None:
+            continue
+        report.limits_adopted.append(f"{api_key_id} “{key.name}”: {before:.2f} -> {held:.2f}")
+        if dry_run:
+            continue
+        with transaction.atomic():
+            if not IssuedKey.objects.filter(
+                pk=key.pk, status=Status.ACTIVE, monthly_limit=before, pending_limit__isnull=True
+            ).update(monthly_limit=held):
+                continue
+            key.monthly_limit = held
+            lifecycle._audit_key(
+                Action.KEY_LIMIT_CHANGED,
+                Outcome.SUCCESS,
+                key,
+                actor=None,
+                detail=f"reconciliation: limit changed outside the portal {before:.2f} -> {held:.2f}",
                 **SYSTEM,
             )
 

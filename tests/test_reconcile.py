@@ -262,3 +262,46 @@ def test_unknown_limit_change_gets_a_grace_period(rclient, requester, standin):
     call_command("reconcile_keys", stdout=StringIO())  # default: 10 minutes
     key.refresh_from_db()
     assert key.pending_limit == 9
+
+
+# --- Limits changed outside the portal --------------------------------------------------------------
+def test_a_limit_changed_outside_the_portal_is_adopted_and_counted(rclient, requester, standin):
+    """Requesty enforces what its dashboard set: the caps must count that, not the portal's old value."""
+    from decimal import Decimal
+
+    from keys import policy
+
+    mint(rclient, requester)
+    key = IssuedKey.objects.get()
+    standin.keys[key.api_key_id]["monthly_limit"] = Decimal(40)
+    assert line(reconcile("--dry-run"), "limits changed outside the portal adopted") == 1
+    key.refresh_from_db()
+    assert key.monthly_limit == 5  # a dry run changes nothing
+    assert line(reconcile(), "limits changed outside the portal adopted") == 1
+    key.refresh_from_db()
+    assert key.monthly_limit == 40
+    event = AuditEvent.objects.get(action="key.limit_changed")
+    assert event.actor_username == "system:reconcile_keys" and "outside the portal 5.00 -> 40.00" in event.detail
+    assert policy.headroom(requester, policy.resolve(requester)).committed == 40
+    assert line(reconcile(), "limits changed outside the portal adopted") == 0
+
+
+def test_a_portal_change_made_while_the_list_was_fetched_is_not_overwritten(rclient, requester, standin, monkeypatch):
+    from decimal import Decimal
+
+    from keys import requesty
+
+    mint(rclient, requester)
+    key = IssuedKey.objects.get()
+    standin.keys[key.api_key_id]["monthly_limit"] = Decimal(40)  # the list will say 40 ...
+    real = requesty.list_keys
+
+    def list_then_change(*args, **kwargs):
+        keys = real(*args, **kwargs)
+        IssuedKey.objects.filter(pk=key.pk).update(monthly_limit=7)  # ... the portal set 7 meanwhile
+        return keys
+
+    monkeypatch.setattr(requesty, "list_keys", list_then_change)
+    reconcile()
+    key.refresh_from_db()
+    assert key.monthly_limit == 7 and not AuditEvent.objects.filter(action="key.limit_changed").exists()
