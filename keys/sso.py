@@ -568,15 +568,20 @@ class LoginView(auth_views.LoginView):
         return {**context, **login_context(self.request, self.get_redirect_url())}
 
 
-_NOISE_KINDS = ("bad state", "provider error")
+_NOISE_KINDS = ("bad state", "provider error", "code refused")
+
+
+def _url(exc: requests.RequestException) -> str:
+    request = getattr(exc, "request", None)
+    return (getattr(request, "url", None) or "").split("?")[0]
 
 
 def _render_failure(request, failure: Failure):
     actor = request.user if request.user.is_authenticated else _ANONYMOUS
     values = {"actor": actor, "source_ip": audit.client_ip(request), "detail": f"{provider_name()}: {failure.reason}"}
-    # Anyone can send these without signing in (a bad state needs nothing, a provider's `?error=`
-    # answer only a state of their own): bounded per address, each kind on its own. The rest are
-    # always recorded.
+    # Anyone can send these without signing in (a bad state needs nothing; a provider's `?error=`
+    # answer or a made-up code only a state of their own, which /oidc/authenticate/ hands out):
+    # bounded per address, each kind on its own. The rest are always recorded.
     kind = next((k for k in _NOISE_KINDS if failure.reason.startswith(k)), None)
     if kind:
         audit.record_noise(AuditEvent.Action.AUTH_SIGN_IN_FAILED, failure.outcome, kind=kind, **values)
@@ -674,9 +679,14 @@ class CallbackView(OIDCAuthenticationCallbackView):
             failure = Failure(f"provider unavailable: {exc}", _provider_failed(), 503, _FAILURE)
         except requests.RequestException as exc:  # token, JWKS or userinfo request
             status = getattr(exc.response, "status_code", None)
-            # Not junk: getting here took a state of this session and a call to the provider.
-            reason = f"token exchange failed: {type(exc).__name__}" + (f" (HTTP {status})" if status else "")
-            failure = Failure(reason, _provider_failed(), 502, _FAILURE)
+            if status == 400 and _url(exc) == oidc_setting("OIDC_OP_TOKEN_ENDPOINT"):
+                # The provider refused the code this browser brought (invalid_grant): a state is
+                # free from /oidc/authenticate/, so this is junk anyone can send. Bounded.
+                message = "That sign-in link has expired or was already used. " + _AGAIN
+                failure = Failure("code refused by the provider's token endpoint (HTTP 400)", message, 400)
+            else:  # the provider or the network failing, or a misconfiguration (401 invalid_client)
+                reason = f"token exchange failed: {type(exc).__name__}" + (f" (HTTP {status})" if status else "")
+                failure = Failure(reason, _provider_failed(), 502, _FAILURE)
         except (SuspiciousOperation, jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
             # Nonce, signature, algorithm, audience, issuer, expiry, or a malformed answer.
             failure = Failure(f"ID token rejected: {exc}", _provider_failed(), 502, _FAILURE)

@@ -257,6 +257,8 @@ OIDC_CLIENT_ID = env.str("OIDC_CLIENT_ID", default="")
 # The name matches Django's "sensitive settings" pattern (SECRET), so error pages hide it.
 OIDC_CLIENT_SECRET = env.str("OIDC_CLIENT_SECRET", default="")
 OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="SSO")  # "Sign in with <name>"
+if OIDC_PROVIDER_NAME.startswith("["):  # audit details start with it; "[...]" tags bounded junk
+    raise ImproperlyConfigured("OIDC_PROVIDER_NAME must not start with “[”.")
 # Send the sign-in page straight to the provider (break-glass: /accounts/login/?break-glass=1).
 OIDC_ONLY = env.bool("OIDC_ONLY", default=False)
 # While SSO is on, may superusers still sign in with a password (break-glass)? Nobody else can.

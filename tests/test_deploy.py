@@ -50,6 +50,11 @@ def test_missing_secret_stops_start_up_naming_it(missing):
     assert f"{missing} must be set" in result.stderr
 
 
+def test_a_provider_name_that_looks_like_an_audit_tag_is_refused():
+    refused = manage("check", **PROD, OIDC_PROVIDER_NAME="[bad state] IdP")
+    assert refused.returncode != 0 and "OIDC_PROVIDER_NAME must not start with" in refused.stderr
+
+
 def test_sandbox_is_refused_without_debug_unless_forced():
     local = {**PROD, "PORTAL_SANDBOX": "true", "REQUESTY_BASE_URL": "http://127.0.0.1:8099"}
     refused = manage("check", **local)

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
+import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib.auth.models import Group, User
 from django.core import mail
@@ -279,12 +280,40 @@ def test_provider_error_is_refused_and_audited(client, oidc):
     assert client.get("/").status_code == 200
 
 
-def test_token_exchange_failure_is_refused_and_audited(client, oidc):
+def test_a_refused_code_is_refused_and_audited(client, oidc):
     back = provider_login(start(client), "alice", ALICE["password"], PORTAL)
     response = client.get(path_of(back).replace("code=", "code=x"))  # the provider refuses the code
-    assert response.status_code == 502 and 'role="alert"' in response.content.decode()
+    assert response.status_code == 400 and 'role="alert"' in response.content.decode()
     (event,) = events("auth.sign_in_failed")
-    assert "token exchange failed: HTTPError (HTTP 400)" in event.detail and event.outcome == "failure"
+    assert event.detail.startswith("[code refused] ") and "HTTP 400" in event.detail
+
+
+def test_made_up_codes_are_junk_bounded_per_address(oidc, settings, mailoutbox):
+    """A state is free from /oidc/authenticate/; a made-up code with it must not append without end
+    (nor e-mail the admins each time)."""
+    settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 2
+    for _ in range(4):
+        browser = Client()
+        state = parse_qs(urlsplit(start(browser)).query)["state"][0]
+        assert browser.get(f"/oidc/callback/?state={state}&code=made-up").status_code == 400
+    assert len(events("auth.sign_in_failed")) == 3 and mailoutbox == []
+
+
+def test_a_failing_token_endpoint_is_never_bounded(client, oidc, settings, monkeypatch):
+    settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 1
+
+    def down(*args, **kwargs):
+        raise requests.ConnectionError("provider down")
+
+    monkeypatch.setattr(sso.OIDCBackend, "get_token", down)
+    for _ in range(3):
+        browser = Client()
+        back = provider_login(start(browser), "alice", ALICE["password"], PORTAL)
+        assert browser.get(path_of(back)).status_code == 502
+    assert len(events("auth.sign_in_failed")) == 3
+    assert all(
+        e.detail.startswith("Test IdP: token exchange failed: ConnectionError") for e in events("auth.sign_in_failed")
+    )
 
 
 def test_deactivated_user_is_refused(client, oidc):
