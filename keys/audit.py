@@ -208,14 +208,11 @@ def refusals_exceeded(user) -> bool:
     return count >= limit
 
 
-def refusals_retry_after(user) -> int:
-    """Seconds until the user has fewer than the bound of refusals in the last hour again."""
+def refusal_keeping_the_bound(user):
+    """The refusal whose leaving the hour brings the user below the bound again (its time), or None."""
     limit = settings.PORTAL_AUDIT_REFUSALS_PER_HOUR
     refusals = _recent(action__in=_REFUSALS, actor_id=user.pk).exclude(detail__startswith=_NOTE)
-    times = list(refusals.order_by("-created_at").values_list("created_at", flat=True)[limit - 1 : limit])
-    if not times:
-        return 60
-    return max(1, int((times[0] + timedelta(hours=1) - timezone.now()).total_seconds()) + 1)
+    return next(iter(refusals.order_by("-created_at").values_list("created_at", flat=True)[limit - 1 : limit]), None)
 
 
 def record_refusals_exceeded(user, source_ip: str | None) -> None:

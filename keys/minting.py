@@ -162,16 +162,25 @@ def _check_rate_limit(actor) -> None:
         (count,) = cursor.fetchone()
     if count >= limit:
         recent = Issuance.objects.filter(actor=actor, created_at__gte=since)
-        oldest = recent.order_by("created_at").values_list("created_at", flat=True).first()
-        wait = max(1, int((oldest + timedelta(hours=1) - timezone.now()).total_seconds()) + 1)
-        minutes = (wait + 59) // 60
+        wait = seconds_until_an_hour_after(recent.order_by("created_at").values_list("created_at", flat=True).first())
         raise MintError(
             "rate_limited",
             f"You have made {limit} key requests in the last hour, the most allowed. "
-            f"Try again in {minutes} minute{'s' if minutes != 1 else ''}; nothing was created.",
+            f"Try again in {in_minutes(wait)}; nothing was created.",
             429,
             retry_after=wait,
         )
+
+
+def seconds_until_an_hour_after(moment) -> int:
+    """Retry-After for rolling-hour counts: when `moment`, the event that keeps the count at the
+    bound, leaves the hour (at least 1 s)."""
+    return max(1, int((moment + timedelta(hours=1) - timezone.now()).total_seconds()) + 1)
+
+
+def in_minutes(seconds: int) -> str:
+    minutes = (seconds + 59) // 60
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 def _claim_approval(actor, cleaned: dict, approval_id: int) -> ApprovalRequest:

@@ -55,7 +55,7 @@ def resolve(user) -> Policy:
         return ADMIN_POLICY
     with connection.cursor() as cursor:
         cursor.execute(_policies_sql(), [user.pk])
-        policies = [_SpendingPolicyRow(*row) for row in cursor.fetchall()]
+        policies = cursor.fetchall()
     if not policies:
         return Policy(
             settings.PORTAL_MAX_MONTHLY_LIMIT,
@@ -64,27 +64,14 @@ def resolve(user) -> Policy:
             settings.PORTAL_MAX_COMPLETIONS,
             settings.PORTAL_ALLOW_MANAGE_REQUESTS,
         )
-    return Policy(
-        max(p.max_key_limit for p in policies),
-        max(p.max_total_limit for p in policies),
-        max(p.max_active_keys for p in policies),
-        max((p.max_completions for p in policies), key=LEVELS.index),
-        any(p.manage_requestable for p in policies),
+    key_limits, total_limits, key_counts, completions, manage = zip(*policies, strict=True)
+    return Policy(  # SQLite returns numbers and 0/1 as stored: _money and bool normalise them
+        max(map(_money, key_limits)),
+        max(map(_money, total_limits)),
+        max(key_counts),
+        max(completions, key=LEVELS.index),
+        any(map(bool, manage)),
     )
-
-
-@dataclass(frozen=True)
-class _SpendingPolicyRow:
-    max_key_limit: Decimal
-    max_total_limit: Decimal
-    max_active_keys: int
-    max_completions: str
-    manage_requestable: bool
-
-    def __post_init__(self):  # SQLite returns numbers and 0/1 as they are stored
-        object.__setattr__(self, "max_key_limit", _money(self.max_key_limit))
-        object.__setattr__(self, "max_total_limit", _money(self.max_total_limit))
-        object.__setattr__(self, "manage_requestable", bool(self.manage_requestable))
 
 
 @functools.cache

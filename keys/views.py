@@ -16,7 +16,7 @@ from django.views.decorators.vary import vary_on_headers
 from . import audit, lifecycle, listing, policy, requesty, sso
 from .charts import usage_chart
 from .forms import ApprovalRequestForm, KeyRequestForm, LimitForm, new_nonce, prefill
-from .minting import MintError, mint_key
+from .minting import MintError, in_minutes, mint_key, seconds_until_an_hour_after
 from .models import ApprovalRequest, AuditEvent, Issuance, IssuedKey, OnboardingTemplate
 from .onboarding import safe_return_url
 
@@ -135,13 +135,13 @@ def _render(request, context: dict, status: int = 200):
 def _refused_unexamined(request):
     """Too many refused mints this hour (audit.refusals_exceeded): say so, examine nothing."""
     audit.record_refusals_exceeded(request.user, audit.client_ip(request))
-    wait = audit.refusals_retry_after(request.user)
-    minutes = (wait + 59) // 60
+    moment = audit.refusal_keeping_the_bound(request.user)
+    wait = seconds_until_an_hour_after(moment) if moment else 60
     error = MintError(
         "rate_limited",
         f"The portal refused {settings.PORTAL_AUDIT_REFUSALS_PER_HOUR} of your key requests in the last hour, "
-        f"so it is not taking more from you for now. Nothing was created. Try again in {minutes} "
-        f"minute{'s' if minutes != 1 else ''}, or ask a portal admin if you need a key sooner.",
+        f"so it is not taking more from you for now. Nothing was created. Try again in {in_minutes(wait)}, "
+        "or ask a portal admin if you need a key sooner.",
         429,
         retry_after=wait,
     )
