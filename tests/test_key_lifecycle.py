@@ -448,10 +448,9 @@ def test_the_caps_are_checked_again_under_the_lock(rkey, rclient, requester, sta
 
 
 # --- Paging the list ------------------------------------------------------------------------------
-def make_keys(owner, count: int, prefix: str, status: str = "active", tie: int = 7) -> list[IssuedKey]:
-    """`count` keys made directly (no Requesty): every `tie` of them share one creation time, and
-    time runs against id order, so only a (created_at, id) order pages them right."""
-    issuances = Issuance.objects.bulk_create(
+def make_issuances(owner, count: int, prefix: str, state: str) -> list[Issuance]:
+    """`count` issuance records named `<prefix>-000`... in one statement, with no Requesty call."""
+    return Issuance.objects.bulk_create(
         Issuance(
             nonce=f"{prefix}-{i}",
             actor=owner,
@@ -459,10 +458,16 @@ def make_keys(owner, count: int, prefix: str, status: str = "active", tie: int =
             monthly_limit=5,
             manage="none",
             completions="write",
-            state="issued",
+            state=state,
         )
         for i in range(count)
     )
+
+
+def make_keys(owner, count: int, prefix: str, status: str = "active", tie: int = 7) -> list[IssuedKey]:
+    """`count` keys made directly (no Requesty): every `tie` of them share one creation time, and
+    time runs against id order, so only a (created_at, id) order pages them right."""
+    issuances = make_issuances(owner, count, prefix, "issued")
     keys = IssuedKey.objects.bulk_create(
         IssuedKey(
             api_key_id=str(uuid.uuid4()),
@@ -563,18 +568,7 @@ def test_a_requester_never_pages_into_others_keys(rclient, requester, requester2
 
 
 def test_unknown_outcomes_say_how_many_are_not_shown(rclient, requester):
-    Issuance.objects.bulk_create(
-        Issuance(
-            nonce=f"u{i}",
-            actor=requester,
-            name=f"limbo-{i}",
-            monthly_limit=5,
-            manage="none",
-            completions="write",
-            state="unknown",
-        )
-        for i in range(105)
-    )
+    make_issuances(requester, 105, "limbo", "unknown")
     html = rclient.get("/keys/").content.decode()
     assert "105 key requests have an unknown outcome; showing the newest 100" in html
     assert html.count("being checked with Requesty") == 100
@@ -582,16 +576,8 @@ def test_unknown_outcomes_say_how_many_are_not_shown(rclient, requester):
 
 def test_a_page_costs_the_same_queries_however_many_keys(aclient, requester, requester2, django_assert_max_num_queries):
     keys = make_keys(requester, 60, "rita") + make_keys(requester2, 60, "rob")
-    for i, actor in enumerate([requester, requester2] * 10):  # unsettled issuances of several people
-        Issuance.objects.create(
-            nonce=f"u{i}",
-            actor=actor,
-            name=f"limbo-{i}",
-            monthly_limit=5,
-            manage="none",
-            completions="write",
-            state="unknown",
-        )
+    for actor in (requester, requester2):  # unsettled issuances of several people
+        make_issuances(actor, 10, f"limbo-{actor.username}", "unknown")
     IssuedKey.objects.filter(pk__in=[k.pk for k in keys[:15]]).update(revocation_failed_at=timezone.now())
     for more in (0, 150):
         make_keys(requester2, more, f"more{more}")
