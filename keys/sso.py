@@ -781,6 +781,17 @@ def username_exists(username: str) -> bool:
     return users._default_manager.filter(**{users.USERNAME_FIELD: username}).exists()
 
 
+def record_password_failure(known: bool, *, source_ip: str | None, detail: str) -> None:
+    """A failed password sign-in, or its lockout (keys/throttle.py): always audited for a real
+    account; for a made-up name, which costs nothing to send, within the junk bound per address
+    (audit.record_noise)."""
+    args = (AuditEvent.Action.AUTH_SIGN_IN_FAILED, AuditEvent.Outcome.DENIED)
+    if known:
+        audit.record(*args, actor=_ANONYMOUS, source_ip=source_ip, detail=detail)
+    else:
+        audit.record_noise(*args, kind="unknown username", actor=_ANONYMOUS, source_ip=source_ip, detail=detail)
+
+
 @receiver(user_login_failed, dispatch_uid="portal_sign_in_failed")
 def _sign_in_failed(sender, credentials, request=None, **kwargs):
     # The SSO callback audits its own failures, with their reasons. An attempt the sign-in
@@ -798,13 +809,7 @@ def _sign_in_failed(sender, credentials, request=None, **kwargs):
             if settings.OIDC_BREAK_GLASS
             else " (password sign-in is off: OIDC_BREAK_GLASS=false)"
         )
-    values = {"actor": _ANONYMOUS, "source_ip": audit.client_ip(request), "detail": detail}
-    if known:
-        audit.record(AuditEvent.Action.AUTH_SIGN_IN_FAILED, AuditEvent.Outcome.DENIED, **values)
-    else:  # guessing names costs nothing: bounded per address (real accounts' failures never are)
-        audit.record_noise(
-            AuditEvent.Action.AUTH_SIGN_IN_FAILED, AuditEvent.Outcome.DENIED, kind="unknown username", **values
-        )
+    record_password_failure(known, source_ip=audit.client_ip(request), detail=detail)
 
 
 @receiver(user_logged_out, dispatch_uid="portal_sign_out")

@@ -31,8 +31,7 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.debug import sensitive_variables
 
-from . import audit, sso
-from .models import AuditEvent
+from . import sso
 
 BLOCKED = "portal_sign_in_blocked"  # request attribute: axes refused this attempt before any backend ran
 
@@ -104,17 +103,9 @@ def _locked_out(sender, request=None, username=None, ip_address=None, **kwargs):
     failures = getattr(request, "axes_failures_since_start", None)
     name = str(username if username is not None else get_client_username(request, credentials))
     known = sso.username_exists(name)
-    values = {
-        "actor": sso._ANONYMOUS,
-        "source_ip": ip_address,
-        "detail": (
-            f"password sign-in locked out for {'username' if known else 'unknown username'} {name[:150]!r} "
-            f"from this address after {failures} failures, until {until:%Y-%m-%d %H:%M:%S} UTC"
-        ),
-    }
-    if known:
-        audit.record(AuditEvent.Action.AUTH_SIGN_IN_FAILED, AuditEvent.Outcome.DENIED, **values)
-    else:  # made-up names cost nothing: bounded like their failures (audit.record_noise)
-        audit.record_noise(
-            AuditEvent.Action.AUTH_SIGN_IN_FAILED, AuditEvent.Outcome.DENIED, kind="unknown username", **values
-        )
+    sso.record_password_failure(
+        known,
+        source_ip=ip_address,
+        detail=f"password sign-in locked out for {'username' if known else 'unknown username'} {name[:150]!r} "
+        f"from this address after {failures} failures, until {until:%Y-%m-%d %H:%M:%S} UTC",
+    )
