@@ -96,15 +96,11 @@ def _reconcile(dry_run: bool, stale_after: timedelta) -> Report:
     # Only records older than the list are judged by it: a key minted while the list was in
     # flight is simply not in it yet.
     listed_at = timezone.now()
-    active_before = set(
-        IssuedKey.objects.filter(status=Status.ACTIVE, created_at__lt=listed_at).values_list("api_key_id", flat=True)
-    )
+    known = IssuedKey.objects.filter(status=Status.ACTIVE, created_at__lt=listed_at)
+    known = list(known.values_list("api_key_id", "monthly_limit", "pending_limit"))
+    active_before = {api_key_id for api_key_id, _, _ in known}
     # Limits as the portal held them before the list, for keys with no change of their own in flight.
-    limits_before = dict(
-        IssuedKey.objects.filter(
-            status=Status.ACTIVE, created_at__lt=listed_at, pending_limit__isnull=True
-        ).values_list("api_key_id", "monthly_limit")
-    )
+    limits_before = {api_key_id: limit for api_key_id, limit, pending in known if pending is None}
     try:
         upstream = requesty.list_keys()
         own_id = requesty.get_key("self").id
