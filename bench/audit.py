@@ -309,7 +309,7 @@ def page_list(head_seq: int, client) -> list[dict]:
     # The filtered view's "Older ›" link: its oldest row's seq, taken from the rendered pager.
     first = client.get("/audit/?" + urlencode(month))
     older = re.search(rb"before=(\d+)", first.content)
-    from keys.models import AuditEvent
+    from portal.audit.models import AuditEvent
 
     middle = AuditEvent.objects.filter(seq__lte=head_seq // 2).order_by("-seq").values_list("api_key_id", "seq")[0]
     rare = middle[0][:8]  # 8 hex digits of one key id: matches about one event in 4 billion
@@ -425,7 +425,7 @@ def measure_pages(args, head_seq: int, user) -> dict:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from keys import audit_views
+    from portal.audit import views as audit_views
 
     client = Client()
     client.force_login(user)
@@ -539,7 +539,7 @@ def measure_export_inprocess(head_seq: int) -> dict:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from keys import audit_views
+    from portal.audit import views as audit_views
 
     out = {}
 

@@ -431,7 +431,8 @@ User.objects.bulk_create(
 ISSUANCE_STATES = """
 import json
 from django.db.models import Count
-from keys.models import AuditEvent, Issuance, IssuedKey
+from portal.audit.models import AuditEvent
+from keys.models import Issuance, IssuedKey
 print(json.dumps({
     "issuances": dict(Issuance.objects.values_list("state").annotate(n=Count("id")).order_by()),
     "issued_keys": IssuedKey.objects.count(),

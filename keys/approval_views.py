@@ -15,9 +15,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from . import audit, policy
+from portal.accounts.permissions import is_portal_admin
+from portal.audit import chain
+from portal.audit.models import AuditEvent
+
 from .forms import ApprovalRequestForm
-from .models import ApprovalRequest, AuditEvent, OnboardingTemplate
+from .models import ApprovalRequest, OnboardingTemplate
 from .onboarding import safe_return_url
 
 Action, Outcome = AuditEvent.Action, AuditEvent.Outcome
@@ -25,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def _require_admin(request) -> None:
-    if not policy.is_portal_admin(request.user):
+    if not is_portal_admin(request.user):
         raise PermissionDenied
 
 
@@ -58,11 +61,11 @@ def approval_request(request):
             if data["template"]
             else None,
         )
-        audit.record(
+        chain.record(
             Action.APPROVAL_REQUESTED,
             Outcome.PENDING,
             actor=request.user,
-            source_ip=audit.client_ip(request),
+            source_ip=chain.client_ip(request),
             detail=f"approval #{approval.pk}: {data['reason']}",
             **_values(approval),
         )
@@ -97,11 +100,11 @@ def approval_decide(request, pk: int):
     _require_admin(request)
     approval = get_object_or_404(ApprovalRequest, pk=pk)
     if approval.requester_id == request.user.pk:
-        audit.record(
+        chain.record(
             Action.APPROVAL_REFUSED,
             Outcome.DENIED,
             actor=request.user,
-            source_ip=audit.client_ip(request),
+            source_ip=chain.client_ip(request),
             detail=f"approval #{approval.pk}: nobody may decide their own request",
             **_values(approval),
         )
@@ -127,11 +130,11 @@ def approval_decide(request, pk: int):
         if approved:
             approval.expires_at = approval.decided_at + timedelta(days=settings.PORTAL_APPROVAL_DAYS)
         approval.save()
-        audit.record(
+        chain.record(
             Action.APPROVAL_APPROVED if approved else Action.APPROVAL_DENIED,
             Outcome.SUCCESS,
             actor=request.user,
-            source_ip=audit.client_ip(request),
+            source_ip=chain.client_ip(request),
             detail=f"approval #{approval.pk} for {approval.requester.get_username()}: {approval.comment}",
             **_values(approval),
         )

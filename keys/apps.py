@@ -6,4 +6,4 @@ class KeysConfig(AppConfig):
     verbose_name = "Requesty keys"
 
     def ready(self) -> None:
-        from . import checks, signals, sso, throttle  # noqa: F401  (registers the system checks and signal handlers)
+        from . import checks, signals  # noqa: F401  (registers the system checks and signal handlers)

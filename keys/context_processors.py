@@ -1,7 +1,6 @@
 from django.conf import settings
 
-from .audit_views import can_view_audit
-from .policy import is_portal_admin
+from portal.accounts.permissions import can_view_audit, is_portal_admin
 
 
 def portal(request) -> dict:

@@ -17,8 +17,11 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
-from . import audit, policy, requesty
-from .models import AuditEvent, IssuedKey
+from portal.audit import chain
+from portal.audit.models import AuditEvent
+
+from . import policy, requesty
+from .models import IssuedKey
 
 log = logging.getLogger(__name__)
 Action, Outcome, Status = AuditEvent.Action, AuditEvent.Outcome, IssuedKey.Status
@@ -50,7 +53,7 @@ def failure_message(exc: requesty.RequestyError, what: str) -> str:
 
 
 def _audit_key(action, outcome, key: IssuedKey, *, actor, source_ip=None, upstream_status=None, detail="", **values):
-    return audit.record(
+    return chain.record(
         action,
         outcome,
         actor=actor,

@@ -20,9 +20,12 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from . import audit, policy, requesty
+from portal.audit import chain
+from portal.audit.models import AuditEvent
+
+from . import policy, requesty
 from .faultpoints import reached
-from .models import ApprovalRequest, AuditEvent, Issuance, IssuedKey, insert
+from .models import ApprovalRequest, Issuance, IssuedKey, insert
 
 log = logging.getLogger(__name__)
 Action, Outcome, State = AuditEvent.Action, AuditEvent.Outcome, Issuance.State
@@ -118,11 +121,11 @@ def _open_issuance(actor, cleaned: dict, nonce: str, source_ip: str | None, appr
                 source_ip=source_ip,
             )
             insert(issuance)
-            audit.record(Action.MINT_REQUESTED, Outcome.PENDING, issuance=issuance)
+            chain.record(Action.MINT_REQUESTED, Outcome.PENDING, issuance=issuance)
             if approval is not None:
                 approval.status, approval.issuance = ApprovalRequest.Status.USED, issuance
                 approval.save(update_fields=["status", "issuance"])
-                audit.record(
+                chain.record(
                     Action.APPROVAL_USED, Outcome.SUCCESS, issuance=issuance, detail=f"approval #{approval.pk}"
                 )
     except MintError as exc:
@@ -208,7 +211,7 @@ def _audit_refusal(actor, cleaned: dict, source_ip: str | None, exc: MintError) 
         exc.kind, Action.MINT_DENIED
     )
     try:
-        audit.record(
+        chain.record(
             action,
             Outcome.DENIED,
             actor=actor,
@@ -238,7 +241,7 @@ def _record_issued(issuance: Issuance, api_key_id: str) -> IssuedKey:
             completions=issuance.completions,
         )
         insert(key)
-        audit.record(Action.MINT_ISSUED, Outcome.SUCCESS, issuance=issuance, upstream_status=201)
+        chain.record(Action.MINT_ISSUED, Outcome.SUCCESS, issuance=issuance, upstream_status=201)
     return key
 
 
@@ -256,7 +259,7 @@ def _finish(issuance: Issuance, state: str, action: str, outcome: str, exc: requ
         with transaction.atomic():
             issuance.state, issuance.upstream_status = state, exc.status
             issuance.save(update_fields=["state", "upstream_status", "updated_at"])
-            audit.record(action, outcome, issuance=issuance, upstream_status=exc.status, detail=type(exc).__name__)
+            chain.record(action, outcome, issuance=issuance, upstream_status=exc.status, detail=type(exc).__name__)
     except DatabaseError:
         log.exception("Could not record issuance outcome", extra={"reference": issuance.reference})
 
@@ -281,7 +284,7 @@ def _compensate(issuance: Issuance, api_key_id: str) -> bool:
             issuance.api_key_id = api_key_id
             issuance.state = State.COMPENSATED if gone else State.UNKNOWN
             issuance.save(update_fields=["state", "api_key_id", "updated_at"])
-            audit.record(
+            chain.record(
                 Action.KEY_COMPENSATED if gone else Action.KEY_COMPENSATION_FAILED,
                 Outcome.SUCCESS if gone else Outcome.FAILURE,
                 issuance=issuance,

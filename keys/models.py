@@ -1,4 +1,5 @@
-"""What the portal stores: issuance attempts, issued keys (ids only) and the audit trail.
+"""What the portal stores about Requesty keys: issuance attempts, issued keys (ids only), spending
+policies, approvals and onboarding templates. The audit trail lives in portal/audit.
 
 No model has a field for a key's secret; shared/security.md, invariant I1.
 """
@@ -131,120 +132,6 @@ class IssuedKey(models.Model):
         return f"{self.name} ({self.api_key_id})"
 
 
-class AppendOnlyQuerySet(models.QuerySet):
-    def update(self, **kwargs):
-        raise PermissionError("Audit events are append-only.")
-
-    def delete(self):
-        raise PermissionError("Audit events are append-only.")
-
-
-class AuditEvent(models.Model):
-    """Who did what, when, from where, and what happened.
-
-    Append-only: the model refuses updates and deletes (and on PostgreSQL a trigger refuses them
-    too). Tamper-evident: `seq` numbers events without gaps and `hash` is an HMAC over the previous
-    hash and this event's canonical form (keys/audit.py), so a changed, removed or reordered row
-    breaks the chain that `manage.py verify_audit` walks. The actor's name and e-mail are copied, so
-    renaming or deleting the user later does not rewrite history. Append only via `audit.record`.
-    """
-
-    class Action(models.TextChoices):
-        MINT_REQUESTED = "mint.requested"
-        MINT_ISSUED = "mint.issued"
-        MINT_REJECTED = "mint.rejected"
-        MINT_UNKNOWN = "mint.unknown"
-        MINT_DENIED = "mint.denied"
-        MINT_DUPLICATE = "mint.duplicate"
-        MINT_RECORD_FAILED = "mint.record_failed"
-        KEY_COMPENSATED = "key.compensated"
-        KEY_COMPENSATION_FAILED = "key.compensation_failed"
-        KEY_LIMIT_REQUESTED = "key.limit_requested"
-        KEY_LIMIT_CHANGED = "key.limit_changed"
-        KEY_LIMIT_FAILED = "key.limit_failed"
-        KEY_REVOKED = "key.revoked"
-        KEY_REVOKE_FAILED = "key.revoke_failed"
-        KEY_DELETED_UPSTREAM = "key.deleted_upstream"
-        ISSUANCE_ABSENT = "issuance.absent"
-        MINT_RATE_LIMITED = "mint.rate_limited"
-        APPROVAL_REQUESTED = "approval.requested"
-        APPROVAL_APPROVED = "approval.approved"
-        APPROVAL_DENIED = "approval.denied"
-        APPROVAL_REFUSED = "approval.refused"
-        APPROVAL_USED = "approval.used"
-        ONBOARDING_RETURN_REFUSED = "onboarding.return_refused"
-        AUDIT_VIEWED = "audit.viewed"
-        AUDIT_EXPORTED = "audit.exported"
-        AUTH_SIGNED_IN = "auth.signed_in"
-        AUTH_SIGN_IN_FAILED = "auth.sign_in_failed"
-        AUTH_SIGNED_OUT = "auth.signed_out"
-        # Edits in Django's admin that change who may mint how much (keys/admin.py).
-        POLICY_CHANGED = "policy.changed"
-        POLICY_DELETED = "policy.deleted"
-        TEMPLATE_CHANGED = "template.changed"
-        TEMPLATE_DELETED = "template.deleted"
-        # Edits in Django's admin that change who may do what (keys/admin.py).
-        USER_ACCESS_CHANGED = "user.access_changed"
-        USER_PASSWORD_CHANGED = "user.password_changed"  # noqa: S105 (an action name)
-        USER_DELETED = "user.deleted"
-        GROUP_PERMISSIONS_CHANGED = "group.permissions_changed"
-
-    class Outcome(models.TextChoices):
-        PENDING = "pending"
-        SUCCESS = "success"
-        DENIED = "denied"
-        FAILURE = "failure"
-        UNKNOWN = "unknown"
-
-    seq = models.BigIntegerField(unique=True)
-    created_at = models.DateTimeField(db_index=True)
-    # No database constraint and no cascade: deleting a user must not rewrite (UPDATE) history.
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False
-    )
-    actor_username = models.CharField(max_length=150, blank=True)
-    actor_email = models.CharField(max_length=254, blank=True)
-    action = models.CharField(max_length=40, choices=Action.choices)
-    outcome = models.CharField(max_length=10, choices=Outcome.choices)
-    issuance = models.ForeignKey(Issuance, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
-    key_name = models.CharField(max_length=200, blank=True)
-    api_key_id = models.CharField(max_length=64, blank=True)
-    monthly_limit = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
-    manage = models.CharField(max_length=16, blank=True)
-    completions = models.CharField(max_length=16, blank=True)
-    source_ip = models.GenericIPAddressField(null=True, blank=True)
-    upstream_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    detail = models.CharField(max_length=500, blank=True)
-    prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64)
-
-    objects = AppendOnlyQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["-seq"]
-        permissions = [("view_audit_log", "Can review and export the audit log")]
-        indexes = [
-            # Keyset pagination walks `seq`; each filter gets an index that ends in `seq`.
-            models.Index(fields=["actor_username", "seq"], name="audit_actor_seq"),
-            models.Index(fields=["action", "seq"], name="audit_action_seq"),
-            models.Index(fields=["outcome", "seq"], name="audit_outcome_seq"),
-            models.Index(fields=["api_key_id", "seq"], name="audit_key_seq"),
-            # Counting one kind of event in the last hour (keys/audit.py: bounds on refusals and noise).
-            models.Index(fields=["action", "created_at"], name="audit_action_time"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_username} {self.action} {self.outcome}"
-
-    def save(self, *args, **kwargs):
-        if not self._state.adding:
-            raise PermissionError("Audit events are append-only.")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise PermissionError("Audit events are append-only.")
-
-
 class SpendingPolicy(models.Model):
     """How much the members of one group may mint. A user in several groups gets the most generous
     value of each field; a user in none gets the defaults from settings (keys/policy.py)."""
@@ -343,41 +230,3 @@ class OnboardingTemplate(models.Model):
 
     def __str__(self) -> str:
         return self.slug
-
-
-class OIDCIdentity(models.Model):
-    """Who a portal user is at an OpenID Connect provider. The issuer and subject (`iss`, `sub`)
-    never change for a person, unlike their e-mail address, so a new address at the provider
-    updates the same portal user instead of creating a second one (keys/sso.py)."""
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="oidc_identities")
-    issuer = models.CharField(max_length=255)
-    subject = models.CharField(max_length=255)
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_sign_in_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        verbose_name = "OpenID Connect identity"
-        verbose_name_plural = "OpenID Connect identities"
-        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="oidc_identity_issuer_subject")]
-
-    def __str__(self) -> str:
-        return f"{self.subject} at {self.issuer}"
-
-
-class SSOGroupGrant(models.Model):
-    """A group membership that single sign-on granted. Sign-in recomputes memberships from the
-    provider's group claims and only ever removes the ones recorded here: memberships granted by
-    hand in Django's admin are never taken away by a sign-in."""
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sso_group_grants")
-    group = models.ForeignKey("auth.Group", on_delete=models.CASCADE, related_name="sso_grants")
-    granted_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        verbose_name = "group membership granted by single sign-on"
-        verbose_name_plural = "group memberships granted by single sign-on"
-        constraints = [models.UniqueConstraint(fields=["user", "group"], name="sso_group_grant_user_group")]
-
-    def __str__(self) -> str:
-        return f"{self.user} in {self.group}"

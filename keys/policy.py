@@ -14,13 +14,10 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import connection
 
+from portal.accounts.permissions import is_portal_admin
+
 LEVELS = ("none", "read", "write")
 DEFAULT_MONTHLY_LIMIT = Decimal("10")
-
-
-def is_portal_admin(user) -> bool:
-    """Superusers and holders of the portal admin permission."""
-    return bool(user.is_active and (user.is_superuser or user.has_perm("keys.portal_admin")))
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,12 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
-from . import audit, lifecycle, policy, requesty
-from .models import ApprovalRequest, AuditEvent, Issuance, IssuedKey
+from portal.accounts.permissions import is_portal_admin
+from portal.audit import chain
+from portal.audit.models import AuditEvent
+
+from . import lifecycle, requesty
+from .models import ApprovalRequest, Issuance, IssuedKey
 
 log = logging.getLogger(__name__)
 Action, Outcome, State, Status = AuditEvent.Action, AuditEvent.Outcome, Issuance.State, IssuedKey.Status
@@ -182,7 +186,7 @@ def _remove_late_keys(report, by_marker, handled: set[str], dry_run) -> None:
         elif _delete(report, label, key.id):
             handled.add(key.id)
             report.compensated.append(f"{label} -> {key.id}")
-            audit.record(
+            chain.record(
                 Action.KEY_COMPENSATED,
                 Outcome.SUCCESS,
                 issuance=issuance,
@@ -212,7 +216,7 @@ def _set_state(issuance: Issuance, state: str, action: str, detail: str) -> None
         ApprovalRequest.objects.filter(issuance=issuance, status=ApprovalRequest.Status.USED).update(
             status=ApprovalRequest.Status.APPROVED, issuance=None
         )
-        audit.record(action, Outcome.SUCCESS, issuance=issuance, actor=None, detail=detail, **SYSTEM)
+        chain.record(action, Outcome.SUCCESS, issuance=issuance, actor=None, detail=detail, **SYSTEM)
 
 
 def _settle_limit_changes(report, by_id, cutoff, dry_run) -> None:
@@ -323,5 +327,5 @@ def _report_strangers(report, upstream, in_flight: set[str], own_id: str) -> Non
         if record is None and not (marker and marker.group(1) in in_flight):
             report.unmanaged.append(f"{key.id} “{key.name}”")
         if key.permissions.get("manage") not in ("none", ""):
-            if record is None or record.owner is None or not policy.is_portal_admin(record.owner):
+            if record is None or record.owner is None or not is_portal_admin(record.owner):
                 report.privileged.append(f"{key.id} “{key.name}” manage={key.permissions['manage']}")

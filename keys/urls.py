@@ -1,10 +1,8 @@
-from django.urls import path
+from django.urls import include, path
 
-from . import views
+from . import approval_views, views
 
-app_name = "keys"
-
-urlpatterns = [
+key_patterns = [
     path("", views.key_list, name="list"),
     # /keys/new/ is the stable URL onboarding material links to.
     path("new/", views.new_key, name="new"),
@@ -13,4 +11,13 @@ urlpatterns = [
     path("<int:pk>/usage/", views.key_usage, name="usage"),
     path("<int:pk>/limit/", views.key_limit, name="limit"),
     path("<int:pk>/revoke/", views.key_revoke, name="revoke"),
+]
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("keys/", include((key_patterns, "keys"))),
+    path("approvals/", approval_views.approvals, name="approvals"),
+    path("approvals/request/", approval_views.approval_request, name="approval-request"),
+    path("approvals/<int:pk>/decide/", approval_views.approval_decide, name="approval-decide"),
+    path("onboarding/", approval_views.onboarding_links, name="onboarding"),
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import views as auth_views
 from django.core.exceptions import BadRequest
 from django.db import DatabaseError
 from django.shortcuts import get_object_or_404, redirect, render
@@ -13,11 +12,16 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from . import audit, lifecycle, listing, policy, requesty, sso
+from portal.accounts import sso
+from portal.accounts.permissions import is_portal_admin
+from portal.audit import chain
+from portal.audit.models import AuditEvent
+
+from . import lifecycle, listing, policy, requesty
 from .charts import usage_chart
 from .forms import ApprovalRequestForm, KeyRequestForm, LimitForm, new_nonce, prefill
 from .minting import MintError, in_minutes, mint_key, seconds_until_an_hour_after
-from .models import ApprovalRequest, AuditEvent, Issuance, IssuedKey, OnboardingTemplate
+from .models import ApprovalRequest, Issuance, IssuedKey, OnboardingTemplate
 from .onboarding import safe_return_url
 
 TEMPLATE = "keys/new.html"
@@ -25,7 +29,7 @@ TEMPLATE = "keys/new.html"
 
 @require_GET
 def home(request):
-    return render(request, "keys/home.html", {"is_admin": policy.is_portal_admin(request.user)})
+    return render(request, "keys/home.html", {"is_admin": is_portal_admin(request.user)})
 
 
 @never_cache
@@ -38,7 +42,7 @@ def new_key(request):
     if request.method == "GET":
         return _render(request, _form_context(request))
 
-    if audit.refusals_exceeded(request.user):
+    if chain.refusals_exceeded(request.user):
         return _refused_unexamined(request)
     form = KeyRequestForm(request.POST, user=request.user)
     if not form.is_valid():
@@ -58,7 +62,7 @@ def new_key(request):
             actor=request.user,
             cleaned=form.cleaned_data,
             nonce=form.cleaned_data["nonce"],
-            source_ip=audit.client_ip(request),
+            source_ip=chain.client_ip(request),
             approval_id=form.cleaned_data.get("approval"),
         )
     except MintError as exc:
@@ -115,11 +119,11 @@ def _continue_url(request, slug: str | None) -> str | None:
         return None
     url = safe_return_url(template.return_url)
     if url is None:
-        audit.record(
+        chain.record(
             AuditEvent.Action.ONBOARDING_RETURN_REFUSED,
             AuditEvent.Outcome.DENIED,
             actor=request.user,
-            source_ip=audit.client_ip(request),
+            source_ip=chain.client_ip(request),
             detail=f"template {template.slug}: return URL {template.return_url!r} not in ONBOARDING_RETURN_HOSTS",
         )
     return url
@@ -133,9 +137,9 @@ def _render(request, context: dict, status: int = 200):
 
 
 def _refused_unexamined(request):
-    """Too many refused mints this hour (audit.refusals_exceeded): say so, examine nothing."""
-    audit.record_refusals_exceeded(request.user, audit.client_ip(request))
-    moment = audit.refusal_keeping_the_bound(request.user)
+    """Too many refused mints this hour (chain.refusals_exceeded): say so, examine nothing."""
+    chain.record_refusals_exceeded(request.user, chain.client_ip(request))
+    moment = chain.refusal_keeping_the_bound(request.user)
     wait = seconds_until_an_hour_after(moment) if moment else 60
     error = MintError(
         "rate_limited",
@@ -152,11 +156,11 @@ def _refused_unexamined(request):
 
 def _audit_denial(request, form: KeyRequestForm) -> None:
     data = form.data
-    audit.record(
+    chain.record(
         AuditEvent.Action.MINT_DENIED,
         AuditEvent.Outcome.DENIED,
         actor=request.user,
-        source_ip=audit.client_ip(request),
+        source_ip=chain.client_ip(request),
         key_name=str(data.get("name", ""))[:200],
         manage=str(data.get("manage", ""))[:16],
         completions=str(data.get("completions", ""))[:16],
@@ -164,19 +168,11 @@ def _audit_denial(request, form: KeyRequestForm) -> None:
     )
 
 
-@require_POST
-def logout(request):
-    """Sign out, and ask the browser to drop anything it kept of this site."""
-    response = auth_views.LogoutView.as_view()(request)
-    response["Clear-Site-Data"] = '"cache", "storage"'
-    return response
-
-
 # --- Key lifecycle: my keys, spend, usage, limit, revoke -----------------------------------------
 def _keys_for(user):
     """Admins see every key; everyone else only their own (others' ids answer 404, not 403)."""
     keys = IssuedKey.objects.select_related("owner", "issuance")
-    return keys if policy.is_portal_admin(user) else keys.filter(owner=user)
+    return keys if is_portal_admin(user) else keys.filter(owner=user)
 
 
 def _key_or_404(request, pk: int) -> IssuedKey:
@@ -190,7 +186,7 @@ def _partial(request, template: str, name: str) -> str:
 @require_GET
 def key_list(request):
     """Everyone's keys for admins, one's own otherwise: filtered, paged, and counted (nothing silently cut)."""
-    is_admin = policy.is_portal_admin(request.user)
+    is_admin = is_portal_admin(request.user)
     form = listing.KeyPageForm(request.GET)
     if not form.is_valid():
         raise BadRequest("Not a valid page of the key list.")
@@ -273,19 +269,19 @@ def key_limit(request, pk: int):
     if form.is_valid():
         try:
             lifecycle.change_limit(
-                key, form.cleaned_data["monthly_limit"], actor=request.user, source_ip=audit.client_ip(request)
+                key, form.cleaned_data["monthly_limit"], actor=request.user, source_ip=chain.client_ip(request)
             )
             context["limit_changed"] = True
             context["limit_form"] = LimitForm(key=key, user=request.user)
         except lifecycle.LifecycleError as exc:
             context["limit_error"] = exc.message
     elif form.denials:
-        audit.record(
+        chain.record(
             AuditEvent.Action.KEY_LIMIT_FAILED,
             AuditEvent.Outcome.DENIED,
             actor=request.user,
             issuance=key.issuance,
-            source_ip=audit.client_ip(request),
+            source_ip=chain.client_ip(request),
             api_key_id=key.api_key_id,
             monthly_limit=None,
             detail="; ".join(form.denials),
@@ -302,7 +298,7 @@ def key_revoke(request, pk: int):
     error = ""
     if key.status == IssuedKey.Status.ACTIVE:
         try:
-            lifecycle.revoke(key, actor=request.user, source_ip=audit.client_ip(request))
+            lifecycle.revoke(key, actor=request.user, source_ip=chain.client_ip(request))
         except lifecycle.LifecycleError as exc:
             error = exc.message
     if request.htmx:
@@ -310,7 +306,7 @@ def key_revoke(request, pk: int):
             "key": key,
             "row_error": error,
             "just_changed": not error,
-            "is_admin": policy.is_portal_admin(request.user),
+            "is_admin": is_portal_admin(request.user),
         }
         return render(request, "keys/list.html#row", context)
     if error:

@@ -58,6 +58,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "axes",
+    "portal.accounts",
+    "portal.audit",
     "keys",
 ]
 
@@ -69,7 +71,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "portal.idle.IdleTimeoutMiddleware",
+    "portal.accounts.idle.IdleTimeoutMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -284,9 +286,9 @@ OIDC_REAUTH_PROMPT = env.str("OIDC_REAUTH_PROMPT", default="login")
 # anyone in), then passwords (break-glass superusers only while SSO is on), then SSO (inert while
 # it is off).
 AUTHENTICATION_BACKENDS = [
-    "keys.throttle.PasswordThrottleBackend",
-    "keys.sso.PasswordBackend",
-    "keys.sso.OIDCBackend",
+    "portal.accounts.throttle.PasswordThrottleBackend",
+    "portal.accounts.sso.PasswordBackend",
+    "portal.accounts.sso.OIDCBackend",
 ]
 # A trip to the provider can start with a form (a mint whose sign-in is too old, posted without
 # JavaScript), and browsers apply form-action to every redirect after a form: allow its origin.
@@ -311,9 +313,9 @@ AXES_COOLOFF_TIME = timedelta(minutes=PORTAL_SIGN_IN_LOCKOUT_MINUTES)
 # shared office address does not lock out everyone behind it (README, "Sign-in throttling").
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 # The address the audit log records: REMOTE_ADDR, or what PORTAL_TRUSTED_PROXY_HOPS proxies saw.
-AXES_CLIENT_IP_CALLABLE = "keys.audit.client_ip"
-AXES_WHITELIST_CALLABLE = "keys.throttle.not_a_password_attempt"
-AXES_LOCKOUT_CALLABLE = "keys.throttle.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "portal.audit.chain.client_ip"
+AXES_WHITELIST_CALLABLE = "portal.accounts.throttle.not_a_password_attempt"
+AXES_LOCKOUT_CALLABLE = "portal.accounts.throttle.lockout_response"
 AXES_RESET_ON_SUCCESS = True
 # A refused attempt is neither written down nor extends the lockout: no write per attempt while
 # locked, and the page can say exactly when it ends.

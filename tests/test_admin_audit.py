@@ -13,9 +13,10 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from keys import admin as keys_admin
-from keys import audit
-from keys.models import AuditEvent, OnboardingTemplate, SpendingPolicy
+from keys.models import OnboardingTemplate, SpendingPolicy
+from portal.audit import admin as audit_admin
+from portal.audit import chain
+from portal.audit.models import AuditEvent
 
 POLICIES = "/admin/keys/spendingpolicy/"
 TEMPLATES = "/admin/keys/onboardingtemplate/"
@@ -77,7 +78,7 @@ def appended(since: int) -> list[AuditEvent]:
 
 
 def head_seq() -> int:
-    return (audit.head() or (0, ""))[0]
+    return (chain.head() or (0, ""))[0]
 
 
 def assert_one_chained_event(since: int, action: str, actor) -> AuditEvent:
@@ -87,8 +88,8 @@ def assert_one_chained_event(since: int, action: str, actor) -> AuditEvent:
     assert (event.actor_id, event.actor_username, event.outcome) == (actor.pk, "sam", "success")
     assert event.source_ip == "127.0.0.1"
     previous = AuditEvent.objects.filter(seq=event.seq - 1).values_list("hash", flat=True).first()
-    assert event.prev_hash == (previous or audit.GENESIS)
-    assert audit.verify().ok
+    assert event.prev_hash == (previous or chain.GENESIS)
+    assert chain.verify().ok
     return event
 
 
@@ -167,7 +168,7 @@ def test_bulk_delete_records_one_event_per_policy(suclient, superuser):
         "policy of group 'Sales'",
     ]
     assert {e.actor_id for e in events} == {superuser.pk}
-    assert audit.verify().ok
+    assert chain.verify().ok
 
 
 def test_deleting_a_group_records_its_policy_deletion(suclient, superuser):
@@ -195,7 +196,7 @@ def test_a_failed_audit_append_undoes_the_change(suclient, monkeypatch, bulk):
     change (the bulk delete fails on its second event: the first must not stay behind)."""
     first, second = make_policy("Engineering"), make_policy("Sales")
     since = head_seq()
-    record, calls = keys_admin.audit.record, []
+    record, calls = audit_admin.chain.record, []
 
     def second_append_fails(*args, **kwargs):
         calls.append(args)
@@ -203,7 +204,7 @@ def test_a_failed_audit_append_undoes_the_change(suclient, monkeypatch, bulk):
             raise RuntimeError("audit append failed")
         return record(*args, **kwargs)
 
-    monkeypatch.setattr(keys_admin.audit, "record", second_append_fails)
+    monkeypatch.setattr(audit_admin.chain, "record", second_append_fails)
     with pytest.raises(RuntimeError, match="audit append failed"):
         if bulk:
             selected = [first.pk, second.pk]
@@ -267,7 +268,7 @@ def test_bulk_delete_records_one_event_per_template(suclient, superuser):
         ("template.deleted", "template 'beta'"),
     ]
     assert {e.actor_id for e in events} == {superuser.pk}
-    assert audit.verify().ok
+    assert chain.verify().ok
 
 
 def test_a_long_detail_is_cut_visibly(suclient, superuser):
@@ -312,7 +313,7 @@ def test_admin_changes_show_on_the_audit_page_and_its_filters(suclient):
 
 # --- Users and groups: who may do what ------------------------------------------------------------
 def permission(codename: str) -> Permission:
-    return Permission.objects.get(content_type__app_label="keys", codename=codename)
+    return Permission.objects.get(codename=codename)
 
 
 def user_form(user: User, **changes) -> dict:
@@ -381,7 +382,7 @@ def test_a_save_that_changes_no_access_appends_nothing(suclient, superuser, requ
     # ... while a change of access in the same kind of save does append.
     change_user(suclient, requester, user_permissions=[])
     event = assert_one_chained_event(since, "user.access_changed", superuser)
-    assert event.detail == "user 'rita': user_permissions: -keys.view_audit_log"
+    assert event.detail == "user 'rita': user_permissions: -audit.view_audit_log"
 
 
 def test_adding_a_user_records_its_access(suclient, superuser):
@@ -412,13 +413,13 @@ def test_a_group_permission_change_is_one_event(suclient, superuser):
     assert suclient.post(f"{GROUPS}{group.pk}/change/", form).status_code == 302
     assert set(group.permissions.values_list("codename", flat=True)) == {"portal_admin"}
     event = assert_one_chained_event(since, "group.permissions_changed", superuser)
-    assert event.detail == "group 'Engineering': permissions: +keys.portal_admin -keys.view_audit_log"
+    assert event.detail == "group 'Engineering': permissions: +keys.portal_admin -audit.view_audit_log"
 
     since = head_seq()
     form = {"name": "Auditors", "permissions": [permission("view_audit_log").pk]}
     assert suclient.post(f"{GROUPS}add/", form).status_code == 302
     event = assert_one_chained_event(since, "group.permissions_changed", superuser)
-    assert event.detail == "group 'Auditors' created: permissions: +keys.view_audit_log"
+    assert event.detail == "group 'Auditors' created: permissions: +audit.view_audit_log"
 
 
 def test_deleting_users_is_one_event_each(suclient, superuser, requester, requester2):
@@ -442,7 +443,7 @@ def test_deleting_users_is_one_event_each(suclient, superuser, requester, reques
         ("user.deleted", "user 'rob'"),
         ("user.deleted", "user 'ole'"),
     ]
-    assert audit.verify().ok
+    assert chain.verify().ok
 
 
 def test_a_failed_audit_append_undoes_the_access_change(suclient, monkeypatch, requester):
@@ -453,7 +454,7 @@ def test_a_failed_audit_append_undoes_the_access_change(suclient, monkeypatch, r
     def fails(*args, **kwargs):
         raise RuntimeError("audit append failed")
 
-    monkeypatch.setattr(keys_admin.audit, "record", fails)
+    monkeypatch.setattr(audit_admin.chain, "record", fails)
     with pytest.raises(RuntimeError, match="audit append failed"):
         change_user(suclient, requester, groups=[engineering.pk], is_superuser="on")
     requester.refresh_from_db()

@@ -13,7 +13,8 @@ from django.test import Client
 from django.utils import timezone
 
 from keys.forms import new_nonce
-from keys.models import ApprovalRequest, AuditEvent, IssuedKey, OnboardingTemplate
+from keys.models import ApprovalRequest, IssuedKey, OnboardingTemplate
+from portal.audit.models import AuditEvent
 from standin import Fault
 
 HTMX = {"HTTP_HX_REQUEST": "true"}

@@ -15,9 +15,9 @@ from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.test import Client
 
-from keys import audit
-from keys.audit_views import PAGE_SIZE
-from keys.models import AuditEvent
+from portal.audit import chain
+from portal.audit.models import AuditEvent
+from portal.audit.views import PAGE_SIZE
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 HOSTILE = [
@@ -50,7 +50,7 @@ def auclient(auditor) -> Client:
 
 def event(**values) -> AuditEvent:
     values.setdefault("key_name", "k")
-    return audit.record(values.pop("action", "mint.issued"), values.pop("outcome", "success"), **values)
+    return chain.record(values.pop("action", "mint.issued"), values.pop("outcome", "success"), **values)
 
 
 def seqs(response) -> list[int]:
@@ -270,7 +270,7 @@ def test_each_page_runs_a_bounded_number_of_queries(auclient, django_assert_max_
 
 @pytest.mark.postgres
 def test_filtered_page_uses_the_indexes_on_postgresql(db):
-    from keys.audit_views import filtered
+    from portal.audit.views import filtered
 
     since = datetime(2026, 1, 1).date()
     qs = filtered({"actor": "user0001", "since": since, "until": since + timedelta(days=30)}).order_by("-seq")[:51]
@@ -299,7 +299,7 @@ def test_key_detail_lists_every_event_for_the_key_in_order(auclient, rclient, re
 def test_event_detail_shows_the_chain(auclient):
     e = event()
     html = auclient.get(f"/audit/events/{e.seq}/").content.decode()
-    assert e.hash in html and audit.GENESIS in html
+    assert e.hash in html and chain.GENESIS in html
     assert auclient.get("/audit/events/999/").status_code == 404
 
 
@@ -349,9 +349,10 @@ def test_filtered_export_has_exactly_the_filtered_rows(auclient, requester, requ
 
 
 def test_export_walks_batches(auclient, monkeypatch):
-    import keys.audit_views
 
-    monkeypatch.setattr(keys.audit_views, "EXPORT_BATCH", 7)
+    import portal.audit.views
+
+    monkeypatch.setattr(portal.audit.views, "EXPORT_BATCH", 7)
     for i in range(23):
         event(key_name=f"b{i}")
     body = b"".join(auclient.get("/audit/export.jsonl").streaming_content).decode()
@@ -480,12 +481,12 @@ def test_admin_registration_is_read_only(superuser):
     client = Client()
     client.force_login(superuser)
     e = event()
-    assert client.get("/admin/keys/auditevent/").status_code == 200
-    assert client.get("/admin/keys/auditevent/add/").status_code == 403
-    assert client.post(f"/admin/keys/auditevent/{e.pk}/delete/").status_code == 403
-    page = client.get(f"/admin/keys/auditevent/{e.pk}/change/").content.decode()
+    assert client.get("/admin/audit/auditevent/").status_code == 200
+    assert client.get("/admin/audit/auditevent/add/").status_code == 403
+    assert client.post(f"/admin/audit/auditevent/{e.pk}/delete/").status_code == 403
+    page = client.get(f"/admin/audit/auditevent/{e.pk}/change/").content.decode()
     assert 'name="_save"' not in page and 'name="_continue"' not in page  # a view page, no save buttons
-    assert client.post(f"/admin/keys/auditevent/{e.pk}/change/", {"outcome": "success"}).status_code == 403
+    assert client.post(f"/admin/audit/auditevent/{e.pk}/change/", {"outcome": "success"}).status_code == 403
 
 
 def test_seed_audit_makes_a_valid_chain(db):
@@ -547,7 +548,7 @@ def test_an_append_waiting_for_the_lock_chains_onto_what_committed_meanwhile():
     b.join(10)
     assert (results["a"].seq, results["b"].seq) == (first.seq + 1, first.seq + 2)
     assert results["b"].prev_hash == results["a"].hash
-    assert audit.verify().ok
+    assert chain.verify().ok
 
 
 @pytest.mark.postgres

@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.db.models import F
 from django.test import Client
 
-from keys.models import AuditEvent
+from portal.audit.models import AuditEvent
 from tests.leaks import sweep
 
 
@@ -120,14 +120,14 @@ def test_sandbox_banner_only_in_sandbox(rclient, settings):
 
 
 def test_idle_sessions_end(rclient, settings, monkeypatch):
-    import portal.idle
+    import portal.accounts.idle
 
     settings.PORTAL_IDLE_TIMEOUT = 600
     assert rclient.get("/keys/new/").status_code == 200
-    now = portal.idle.time.time()
-    monkeypatch.setattr(portal.idle.time, "time", lambda: now + 300)
+    now = portal.accounts.idle.time.time()
+    monkeypatch.setattr(portal.accounts.idle.time, "time", lambda: now + 300)
     assert rclient.get("/keys/new/").status_code == 200  # active: still signed in
-    monkeypatch.setattr(portal.idle.time, "time", lambda: now + 300 + 601)
+    monkeypatch.setattr(portal.accounts.idle.time, "time", lambda: now + 300 + 601)
     response = rclient.get("/keys/new/")
     assert response.status_code == 302 and "/accounts/login/" in response["Location"]
 
@@ -216,7 +216,7 @@ def test_behind_a_trusted_proxy_the_address_it_saw_counts(requester, settings):
 
 
 def test_refused_attempts_add_no_audit_events_and_never_reach_the_password_check(client, requester, monkeypatch):
-    from keys import sso
+    from portal.accounts import sso
 
     _fail(client, times=5)
     failed = AuditEvent.objects.filter(action="auth.sign_in_failed")
@@ -338,38 +338,38 @@ def test_unknown_usernames_are_audited_up_to_a_bound_per_address_real_accounts_a
 
 
 def test_the_bound_note_is_written_once_even_if_parallel_events_overshoot(db, settings):
-    from keys import audit
+    from portal.audit import chain
 
     settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 2
     args = ("auth.sign_in_failed", "denied")
     for n in range(3):  # as if parallel requests had all counted below the bound
-        audit.record(*args, actor=None, source_ip="10.1.1.1", detail=f"[unknown username] 'n{n}'")
+        chain.record(*args, actor=None, source_ip="10.1.1.1", detail=f"[unknown username] 'n{n}'")
     kw = {"kind": "unknown username", "actor": None, "source_ip": "10.1.1.1"}
-    note = audit.record_noise(*args, detail="'late'", **kw)
+    note = chain.record_noise(*args, detail="'late'", **kw)
     assert note.detail.startswith("[unknown username] [bound reached]")
-    assert audit.record_noise(*args, detail="'later'", **kw) is None
+    assert chain.record_noise(*args, detail="'later'", **kw) is None
 
 
 def test_each_kind_of_junk_has_its_own_bound_whatever_its_text(db, settings):
     """The kind is a tag at the start of the detail, not a word anywhere in it: a username that
     reads "bad state" fills no bound but its own."""
-    from keys import audit
+    from portal.audit import chain
 
     settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 1
     args = ("auth.sign_in_failed", "denied")
     kw = {"actor": None, "source_ip": "10.2.2.2"}
     for n in range(3):
-        audit.record_noise(*args, kind="unknown username", detail=f"for 'bad state {n}'", **kw)
-    assert audit.record_noise(*args, kind="bad state", detail="bad state: no state", **kw) is not None
+        chain.record_noise(*args, kind="unknown username", detail=f"for 'bad state {n}'", **kw)
+    assert chain.record_noise(*args, kind="bad state", detail="bad state: no state", **kw) is not None
     assert AuditEvent.objects.filter(detail__startswith="[bad state] ").count() == 1
 
 
 def test_junk_without_a_usable_address_shares_one_bound(db, settings):
-    from keys import audit
+    from portal.audit import chain
 
     settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 1
     kw = {"kind": "bad state", "actor": None, "source_ip": "unknown", "detail": "bad state: no state"}
-    recorded = [audit.record_noise("auth.sign_in_failed", "denied", **kw) for _ in range(4)]
+    recorded = [chain.record_noise("auth.sign_in_failed", "denied", **kw) for _ in range(4)]
     assert [e is not None for e in recorded] == [True, True, False, False]
 
 
@@ -397,8 +397,8 @@ def test_permissions_are_read_in_one_statement_and_match_djangos(requester, requ
     user = _fresh(requester)
     with django_assert_num_queries(1):
         perms = user.get_all_permissions()
-        assert user.has_perm("keys.portal_admin") and user.has_perm("keys.view_audit_log")
-    assert perms == {"keys.portal_admin", "keys.view_audit_log"}
+        assert user.has_perm("keys.portal_admin") and user.has_perm("audit.view_audit_log")
+    assert perms == {"keys.portal_admin", "audit.view_audit_log"}
     assert perms == ModelBackend().get_all_permissions(_fresh(requester))
     assert _fresh(requester2).get_all_permissions() == {"keys.view_issuedkey"}  # nobody else's
 
@@ -435,7 +435,7 @@ def test_an_expired_or_unknown_session_is_signed_out(rclient, requester):
     assert rclient.get("/").status_code == 302
 
 
-@pytest.mark.parametrize("backend", ["keys.sso.PasswordBackend", "keys.sso.OIDCBackend"])
+@pytest.mark.parametrize("backend", ["portal.accounts.sso.PasswordBackend", "portal.accounts.sso.OIDCBackend"])
 def test_the_backends_load_active_users_only(requester, inactive_user, backend):
     from django.utils.module_loading import import_string
 

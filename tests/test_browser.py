@@ -393,18 +393,18 @@ def sign_out(page: Page) -> None:
 
 # --- Issue 3: the audit log ------------------------------------------------------------------------
 def test_admin_filters_the_audit_log_opens_a_key_and_exports_csv(page, requester, requester2, superuser, standin):
-    from keys import audit
     from keys.models import Issuance
+    from portal.audit import chain
 
     key_id = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
     issuance = Issuance.objects.create(
         nonce="n1", actor=requester, name="ritas-key", monthly_limit=5, manage="none", completions="write"
     )
-    audit.record("mint.requested", "pending", issuance=issuance)
+    chain.record("mint.requested", "pending", issuance=issuance)
     Issuance.objects.filter(pk=issuance.pk).update(state="issued", api_key_id=key_id)
     issuance.refresh_from_db()
-    audit.record("mint.issued", "success", issuance=issuance, upstream_status=201)
-    audit.record("mint.denied", "denied", actor=requester2, key_name="robs-key")
+    chain.record("mint.issued", "success", issuance=issuance, upstream_status=201)
+    chain.record("mint.denied", "denied", actor=requester2, key_name="robs-key")
 
     sign_in(page, "sam", "pw-sam")
     page.get_by_role("link", name="Audit log").click()
@@ -433,7 +433,7 @@ def test_admin_filters_the_audit_log_opens_a_key_and_exports_csv(page, requester
 
 
 def test_hostile_key_names_stay_inert_in_the_audit_log(page, superuser, requester, standin):
-    from keys import audit
+    from portal.audit import chain
 
     hostile = [
         "<img src=x onerror=alert(1)>",
@@ -443,7 +443,7 @@ def test_hostile_key_names_stay_inert_in_the_audit_log(page, superuser, requeste
         "evil\u202egnp.exe",
     ]
     for name in hostile:
-        audit.record("mint.denied", "denied", actor=requester, key_name=name, detail=name)
+        chain.record("mint.denied", "denied", actor=requester, key_name=name, detail=name)
     dialogs, requests = [], []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     sign_in(page, "sam", "pw-sam")
@@ -536,12 +536,12 @@ def test_approval_then_mint_then_continue_onboarding(page, requester, superuser,
 
 
 def test_audit_log_announces_filter_and_page_changes_and_keeps_focus(page, requester, requester2, superuser, standin):
-    from keys import audit
-    from keys.audit_views import PAGE_SIZE
+    from portal.audit import chain
+    from portal.audit.views import PAGE_SIZE
 
     for i in range(PAGE_SIZE + 5):
-        audit.record("mint.denied", "denied", actor=requester, key_name=f"rita-{i}")
-    audit.record("mint.denied", "denied", actor=requester2, key_name="robs-key")
+        chain.record("mint.denied", "denied", actor=requester, key_name=f"rita-{i}")
+    chain.record("mint.denied", "denied", actor=requester2, key_name="robs-key")
 
     sign_in(page, "sam", "pw-sam")
     page.goto("/audit/")

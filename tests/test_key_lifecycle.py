@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from keys import policy
 from keys.forms import new_nonce
-from keys.models import AuditEvent, Issuance, IssuedKey
+from keys.models import Issuance, IssuedKey
+from portal.audit.models import AuditEvent
 from standin import Fault
 
 HTMX = {"HTTP_HX_REQUEST": "true"}

@@ -11,7 +11,8 @@ from django.test import Client
 from django.utils.html import escape
 
 from keys.forms import new_nonce
-from keys.models import AuditEvent, Issuance, IssuedKey, insert
+from keys.models import Issuance, IssuedKey, insert
+from portal.audit.models import AuditEvent
 from standin import Fault
 
 URL = "/keys/new/"

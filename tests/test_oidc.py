@@ -25,8 +25,11 @@ from django.core.signals import got_request_exception
 from django.test import Client
 from django.views.debug import ExceptionReporter
 
-from keys import policy, sso
-from keys.models import AuditEvent, OIDCIdentity, SpendingPolicy, SSOGroupGrant
+from keys import policy
+from keys.models import SpendingPolicy
+from portal.accounts import permissions, sso
+from portal.accounts.models import OIDCIdentity, SSOGroupGrant
+from portal.audit.models import AuditEvent
 from tests.oidc_idp import CLIENT_ID, CLIENT_SECRET, idp, path_of, provider_login  # noqa: F401
 
 PORTAL = "http://testserver"
@@ -175,7 +178,7 @@ def test_group_claims_map_to_admin_and_policy_groups(client, oidc):
     sign_in(client)
     user = alice()
     assert group_names(user) == {"Portal admins", "data-team"}
-    assert policy.is_portal_admin(User.objects.get(pk=user.pk))
+    assert permissions.is_portal_admin(User.objects.get(pk=user.pk))
     assert client.get("/audit/").status_code == 200  # the group carries keys.view_audit_log
     assert set(SSOGroupGrant.objects.filter(user=user).values_list("group__name", flat=True)) == {
         "Portal admins",
@@ -189,7 +192,7 @@ def test_policy_group_claim_sets_the_spending_policy(client, oidc):
     oidc.update("alice", groups=["data-team"])
     sign_in(client)
     assert policy.resolve(alice()).max_key_limit == Decimal("50")
-    assert not policy.is_portal_admin(alice())
+    assert not permissions.is_portal_admin(alice())
 
 
 def test_removal_at_the_provider_takes_effect_at_next_sign_in(client, oidc):
@@ -206,7 +209,7 @@ def test_removal_at_the_provider_takes_effect_at_next_sign_in(client, oidc):
     assert sign_in(client).status_code == 302
     user = User.objects.get(pk=user.pk)
     assert group_names(user) == {"ops-team", "ml-team"}
-    assert not policy.is_portal_admin(user)
+    assert not permissions.is_portal_admin(user)
     assert client.get("/audit/").status_code == 403
     assert not SSOGroupGrant.objects.filter(user=user).exists()
     assert "groups -Portal admins -data-team" in events("auth.signed_in")[-1].detail
@@ -398,7 +401,7 @@ def test_id_token_audience_issuer_and_expiry_are_verified(oidc, claims):
     ],
 )
 def test_deploy_checks_catch_unsafe_sso_settings(oidc, settings, changes, check_id):
-    from keys.checks import sso_settings
+    from portal.accounts.checks import sso_settings
 
     settings.OIDC_ISSUER = "https://idp.example"
     assert sso_settings(None) == []

@@ -14,7 +14,8 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from keys.forms import new_nonce
-from keys.models import AuditEvent, Issuance, IssuedKey
+from keys.models import Issuance, IssuedKey
+from portal.audit.models import AuditEvent
 from standin import Fault
 
 

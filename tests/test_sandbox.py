@@ -4,8 +4,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
-from keys import policy
-from keys.audit_views import can_view_audit
+from portal.accounts import permissions
 
 
 def test_sandbox_creates_the_printed_demo_users(db, settings):
@@ -14,8 +13,8 @@ def test_sandbox_creates_the_printed_demo_users(db, settings):
     call_command("sandbox", "--no-serve")  # idempotent
     requester, admin = User.objects.get(username="requester"), User.objects.get(username="admin")
     assert requester.check_password("requester-pass") and admin.check_password("admin-pass")
-    assert not policy.is_portal_admin(requester) and not can_view_audit(requester)
-    assert policy.is_portal_admin(admin) and can_view_audit(admin)
+    assert not permissions.is_portal_admin(requester) and not permissions.can_view_audit(requester)
+    assert permissions.is_portal_admin(admin) and permissions.can_view_audit(admin)
 
 
 def test_sandbox_refuses_when_sandbox_mode_is_off(db, settings):

@@ -135,7 +135,7 @@ def test_the_sweep_finds_a_planted_canary(rclient, requester, debug_logs):
     """The sweep itself must be able to fail: plant the canary where it looks."""
     from django.core.cache import cache
 
-    from keys import audit
+    from portal.audit import chain
 
     planted = "PLANTED-CANARY-1234"
     session = rclient.session
@@ -143,7 +143,7 @@ def test_the_sweep_finds_a_planted_canary(rclient, requester, debug_logs):
     session.save()
     cache.set("oops", planted)
     logging.getLogger("keys").debug("oops %s", planted)
-    audit.record("mint.denied", "denied", actor=requester, detail=planted)
+    chain.record("mint.denied", "denied", actor=requester, detail=planted)
     found = sweep(planted, logs=debug_logs)
     assert {"a session", "the cache", "the logs"} <= set(found)
     assert any(place.startswith("database table") for place in found)

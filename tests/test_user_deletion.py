@@ -9,7 +9,8 @@ from django.core.management import call_command
 from django.test import Client
 
 from keys.forms import new_nonce
-from keys.models import AuditEvent, IssuedKey
+from keys.models import IssuedKey
+from portal.audit.models import AuditEvent
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 

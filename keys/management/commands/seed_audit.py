@@ -10,8 +10,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from keys import audit
-from keys.models import AuditEvent
+from portal.audit import chain
+from portal.audit.models import AuditEvent
 
 ACTIONS = [
     (AuditEvent.Action.MINT_REQUESTED, AuditEvent.Outcome.PENDING),
@@ -44,11 +44,11 @@ class Command(BaseCommand):
             raise CommandError(
                 "seed_audit writes synthetic history; pass --benchmark-database on a throw-away database."
             )
-        head = audit.head()
+        head = chain.head()
         if head and not force:
             raise CommandError("The audit log is not empty; seed_audit is for benchmark databases (use --force).")
         rng = random.Random(seed)
-        seq, previous = head if head else (0, audit.GENESIS)
+        seq, previous = head if head else (0, chain.GENESIS)
         start = timezone.now() - timedelta(days=365)
         step = timedelta(days=365) / max(events, 1)
         done = 0
@@ -75,7 +75,7 @@ class Command(BaseCommand):
                     upstream_status=201 if outcome == AuditEvent.Outcome.SUCCESS else None,
                     prev_hash=previous,
                 )
-                event.hash = previous = audit.compute_hash(previous, event)
+                event.hash = previous = chain.compute_hash(previous, event)
                 rows.append(event)
             with transaction.atomic():
                 AuditEvent.objects.bulk_create(rows)

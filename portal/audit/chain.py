@@ -16,13 +16,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from .models import AuditEvent, Issuance, insert
+from keys.models import insert
+
+from .models import AuditEvent
+
+if TYPE_CHECKING:
+    from keys.models import Issuance
 
 Action = AuditEvent.Action
 Outcome = AuditEvent.Outcome

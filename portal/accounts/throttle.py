@@ -1,6 +1,6 @@
 """Password sign-in throttling, on top of django-axes (settings: `AXES_*` in portal/settings.py).
 
-Axes counts failed password sign-ins per username *and* client address (`keys.audit.client_ip`,
+Axes counts failed password sign-ins per username *and* client address (`portal.audit.chain.client_ip`,
 so a forged X-Forwarded-For changes nothing) in its own table, and refuses that pair for
 PORTAL_SIGN_IN_LOCKOUT_MINUTES after PORTAL_SIGN_IN_FAILURE_LIMIT failures in a row. This module
 adds what the portal needs around it:
@@ -42,7 +42,7 @@ def blocked(request) -> bool:
 
 def not_a_password_attempt(request, credentials: dict | None) -> bool:
     """AXES_WHITELIST_CALLABLE: single sign-on (nonce and PKCE verifier, no password) is neither
-    counted nor refused; its failures are the provider's business and audited by keys.sso."""
+    counted nor refused; its failures are the provider's business and audited by portal.accounts.sso."""
     return "password" not in (credentials or {})
 
 
@@ -87,7 +87,7 @@ def lockout_response(request, original_response=None, credentials=None):
         "locked_until": until,
         "locked_minutes": math.ceil(seconds / 60),
     }
-    response = render(request, "registration/login.html", context, status=429)
+    response = render(request, "accounts/login.html", context, status=429)
     response["Retry-After"] = str(seconds)
     add_never_cache_headers(response)
     return response

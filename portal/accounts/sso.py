@@ -42,6 +42,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
 from django.core.exceptions import SuspiciousOperation, ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.dispatch import receiver
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render, resolve_url
@@ -57,12 +58,14 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.utils import import_from_settings
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
-from . import audit
-from .models import AuditEvent, OIDCIdentity, SSOGroupGrant
+from portal.audit import chain
+from portal.audit.models import AuditEvent
+
+from .models import OIDCIdentity, SSOGroupGrant
 
 logger = logging.getLogger(__name__)
 
-ADMIN_GROUP = "Portal admins"  # created by migration 0003 with keys.portal_admin and keys.view_audit_log
+ADMIN_GROUP = "Portal admins"  # created by migration 0003 with keys.portal_admin and audit.view_audit_log
 DISCOVERY_CACHE_SECONDS = 60 * 60
 CLOCK_LEEWAY_SECONDS = 60
 SIGNED_IN_AT = "portal_signed_in_at"  # session keys
@@ -482,7 +485,10 @@ def admin_group() -> Group:
     group, created = Group.objects.get_or_create(name=ADMIN_GROUP)
     if created:
         group.permissions.add(
-            *Permission.objects.filter(content_type__app_label="keys", codename__in=["portal_admin", "view_audit_log"])
+            *Permission.objects.filter(
+                Q(content_type__app_label="keys", codename="portal_admin")
+                | Q(content_type__app_label="audit", codename="view_audit_log")
+            )
         )
     return group
 
@@ -547,6 +553,7 @@ class LoginView(auth_views.LoginView):
     """Django's sign-in page, plus "Sign in with <provider>"; with OIDC_ONLY it goes straight to
     the provider (break-glass: `?break-glass=1`)."""
 
+    template_name = "accounts/login.html"
     redirect_authenticated_user = True
 
     def dispatch(self, request, *args, **kwargs):
@@ -578,15 +585,15 @@ def _url(exc: requests.RequestException) -> str:
 
 def _render_failure(request, failure: Failure):
     actor = request.user if request.user.is_authenticated else _ANONYMOUS
-    values = {"actor": actor, "source_ip": audit.client_ip(request), "detail": f"{provider_name()}: {failure.reason}"}
+    values = {"actor": actor, "source_ip": chain.client_ip(request), "detail": f"{provider_name()}: {failure.reason}"}
     # Anyone can send these without signing in (a bad state needs nothing; a provider's `?error=`
     # answer or a made-up code only a state of their own, which /oidc/authenticate/ hands out):
     # bounded per address, each kind on its own. The rest are always recorded.
     kind = next((k for k in _NOISE_KINDS if failure.reason.startswith(k)), None)
     if kind:
-        audit.record_noise(AuditEvent.Action.AUTH_SIGN_IN_FAILED, failure.outcome, kind=kind, **values)
+        chain.record_noise(AuditEvent.Action.AUTH_SIGN_IN_FAILED, failure.outcome, kind=kind, **values)
     else:
-        audit.record(AuditEvent.Action.AUTH_SIGN_IN_FAILED, failure.outcome, **values)
+        chain.record(AuditEvent.Action.AUTH_SIGN_IN_FAILED, failure.outcome, **values)
     logger.warning("SSO sign-in failed: %s", failure.reason)
     context = {
         "form": AuthenticationForm(request),
@@ -595,7 +602,7 @@ def _render_failure(request, failure: Failure):
         "reauth": False,
         "sso_error": failure.message,
     }
-    return render(request, "registration/login.html", context, status=failure.status)
+    return render(request, "accounts/login.html", context, status=failure.status)
 
 
 @method_decorator(never_cache, name="dispatch")
@@ -755,7 +762,7 @@ def _during_request(request) -> bool:
 def _signed_in(sender, request, user, **kwargs):
     if request is None or not hasattr(request, "session"):
         return
-    method = "sso" if request.session.get(BACKEND_SESSION_KEY) == "keys.sso.OIDCBackend" else "password"
+    method = "sso" if request.session.get(BACKEND_SESSION_KEY) == "portal.accounts.sso.OIDCBackend" else "password"
     # For SSO, when the provider says it authenticated the person (an old provider session makes
     # an old sign-in, and minting then asks for a fresh one).
     request.session[SIGNED_IN_AT] = getattr(user, "portal_authenticated_at", None) or time.time()
@@ -766,11 +773,11 @@ def _signed_in(sender, request, user, **kwargs):
         detail = "single sign-on via " + getattr(user, "portal_sign_in_note", provider_name())
     else:
         detail = "password" + (" (break-glass while single sign-on is on)" if enabled() else "")
-    audit.record(
+    chain.record(
         AuditEvent.Action.AUTH_SIGNED_IN,
         AuditEvent.Outcome.SUCCESS,
         actor=user,
-        source_ip=audit.client_ip(request),
+        source_ip=chain.client_ip(request),
         detail=detail,
     )
 
@@ -782,20 +789,20 @@ def username_exists(username: str) -> bool:
 
 
 def record_password_failure(known: bool, *, source_ip: str | None, detail: str) -> None:
-    """A failed password sign-in, or its lockout (keys/throttle.py): always audited for a real
+    """A failed password sign-in, or its lockout (portal/accounts/throttle.py): always audited for a real
     account; for a made-up name, which costs nothing to send, within the junk bound per address
-    (audit.record_noise)."""
+    (chain.record_noise)."""
     args = (AuditEvent.Action.AUTH_SIGN_IN_FAILED, AuditEvent.Outcome.DENIED)
     if known:
-        audit.record(*args, actor=_ANONYMOUS, source_ip=source_ip, detail=detail)
+        chain.record(*args, actor=_ANONYMOUS, source_ip=source_ip, detail=detail)
     else:
-        audit.record_noise(*args, kind="unknown username", actor=_ANONYMOUS, source_ip=source_ip, detail=detail)
+        chain.record_noise(*args, kind="unknown username", actor=_ANONYMOUS, source_ip=source_ip, detail=detail)
 
 
 @receiver(user_login_failed, dispatch_uid="portal_sign_in_failed")
 def _sign_in_failed(sender, credentials, request=None, **kwargs):
     # The SSO callback audits its own failures, with their reasons. An attempt the sign-in
-    # throttle refused (keys/throttle.py) is not an event: its lockout was audited once.
+    # throttle refused (portal/accounts/throttle.py) is not an event: its lockout was audited once.
     if not _during_request(request) or "username" not in credentials:
         return
     if getattr(request, "portal_sign_in_blocked", False):
@@ -809,16 +816,16 @@ def _sign_in_failed(sender, credentials, request=None, **kwargs):
             if settings.OIDC_BREAK_GLASS
             else " (password sign-in is off: OIDC_BREAK_GLASS=false)"
         )
-    record_password_failure(known, source_ip=audit.client_ip(request), detail=detail)
+    record_password_failure(known, source_ip=chain.client_ip(request), detail=detail)
 
 
 @receiver(user_logged_out, dispatch_uid="portal_sign_out")
 def _signed_out(sender, request, user, **kwargs):
     if user is None or not _during_request(request):
         return
-    audit.record(
+    chain.record(
         AuditEvent.Action.AUTH_SIGNED_OUT,
         AuditEvent.Outcome.SUCCESS,
         actor=user,
-        source_ip=audit.client_ip(request),
+        source_ip=chain.client_ip(request),
     )

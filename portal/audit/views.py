@@ -1,6 +1,6 @@
 """The audit log in the browser: filter, page (keyset, never OFFSET), inspect, export.
 
-For superusers and holders of `keys.view_audit_log` (the "Portal admins" group has it). Viewing and
+For superusers and holders of `audit.view_audit_log` (the "Portal admins" group has it). Viewing and
 exporting are themselves audit events.
 """
 
@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 
 from django import forms
-from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import render
@@ -21,8 +20,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 
-from . import audit
-from .models import AuditEvent, Issuance
+from keys.models import Issuance
+from portal.accounts.permissions import auditor_required
+
+from . import chain
+from .models import AuditEvent
 
 PAGE_SIZE = 50
 EXPORT_BATCH = 2000
@@ -44,15 +46,6 @@ EXPORT_FIELDS = [
     "hash",
 ]
 _DB_FIELDS = [f for f in EXPORT_FIELDS if f != "time_utc"] + ["created_at"]
-
-
-def can_view_audit(user) -> bool:
-    return bool(user.is_active and (user.is_superuser or user.has_perm("keys.view_audit_log")))
-
-
-def _require_auditor(request) -> None:
-    if not can_view_audit(request.user):
-        raise PermissionDenied
 
 
 class AuditFilterForm(forms.Form):
@@ -158,8 +151,8 @@ def page_status(form: AuditFilterForm, page: dict) -> str:
 
 @require_GET
 @vary_on_headers("HX-Request")
+@auditor_required
 def audit_log(request):
-    _require_auditor(request)
     form = AuditFilterForm(request.GET)
     context = {"form": form, "events": [], "has_newer": False, "has_older": False}
     if form.is_valid():
@@ -170,38 +163,37 @@ def audit_log(request):
     partial = request.htmx and not request.htmx.history_restore_request
     # The fragment carries the status line too, swapped out of band into the page's stable one.
     context["oob"] = bool(partial)
-    return render(request, "keys/audit.html#results" if partial else "keys/audit.html", context)
+    return render(request, "audit/log.html#results" if partial else "audit/log.html", context)
 
 
 @require_GET
+@auditor_required
 def audit_event(request, seq: int):
-    _require_auditor(request)
     try:
         event = AuditEvent.objects.get(seq=seq)
     except AuditEvent.DoesNotExist:
         raise Http404("No such audit event.") from None
-    return render(request, "keys/audit_event.html", {"event": event})
+    return render(request, "audit/event.html", {"event": event})
 
 
 @require_GET
+@auditor_required
 def audit_key(request, api_key_id: str):
-    """Every event for one Requesty key, oldest first, including its issuance's earlier events."""
-    _require_auditor(request)
     issuances = Issuance.objects.filter(api_key_id=api_key_id).values("pk")
     events = list(AuditEvent.objects.filter(Q(api_key_id=api_key_id) | Q(issuance__in=issuances)).order_by("seq"))
     if not events:
         raise Http404("No audit events for this key.")
-    return render(request, "keys/audit_key.html", {"events": events, "api_key_id": api_key_id})
+    return render(request, "audit/key.html", {"events": events, "api_key_id": api_key_id})
 
 
 @require_GET
+@auditor_required
 def audit_export(request, fmt: str):
-    _require_auditor(request)
     form = AuditFilterForm(request.GET)
     if not form.is_valid():
         page = {"events": [], "has_newer": False, "has_older": False}
         context = {"form": form, **page, "status": page_status(form, page)}
-        return render(request, "keys/audit.html", context, status=400)
+        return render(request, "audit/log.html", context, status=400)
     exported = _record(request, AuditEvent.Action.AUDIT_EXPORTED, f"format={fmt} {form.filter_query()}")
     # Exactly the events that existed when the export was asked for (not its own audit event).
     rows = _export_rows(filtered(form.cleaned_data).filter(seq__lt=exported.seq))
@@ -215,8 +207,8 @@ def audit_export(request, fmt: str):
 
 
 def _record(request, action: str, detail: str) -> AuditEvent:
-    return audit.record(
-        action, AuditEvent.Outcome.SUCCESS, actor=request.user, source_ip=audit.client_ip(request), detail=detail
+    return chain.record(
+        action, AuditEvent.Outcome.SUCCESS, actor=request.user, source_ip=chain.client_ip(request), detail=detail
     )
 
 

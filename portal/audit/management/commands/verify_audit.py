@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from keys import audit
+from portal.audit import chain
 
 
 class Command(BaseCommand):
@@ -18,8 +18,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, head, expect_head, **options):
         if head:
-            latest = audit.head()
-            self.stdout.write(f"{latest[0]}:{latest[1]}" if latest else "0:" + audit.GENESIS)
+            latest = chain.head()
+            self.stdout.write(f"{latest[0]}:{latest[1]}" if latest else "0:" + chain.GENESIS)
             return
         expected = None
         if expect_head:
@@ -27,7 +27,7 @@ class Command(BaseCommand):
             if not seq.isdigit() or len(digest) != 64:
                 raise CommandError("--expect-head takes SEQ:HASH as printed by --head.")
             expected = (int(seq), digest)
-        verdict = audit.verify(expected)
+        verdict = chain.verify(expected)
         if not verdict.ok:
             raise CommandError(f"Audit chain broken after {verdict.count} good events. {verdict.message}")
         self.stdout.write(self.style.SUCCESS(verdict.message))

@@ -1,0 +1,37 @@
+"""Who may do what: the two roles beyond "signed-in staff", and the decorators every view uses.
+
+Checks live in views (and in querysets filtered by user), never only in templates: an htmx request
+that renders a partial skips any `{% if %}` around it.
+"""
+
+from functools import wraps
+
+from django.core.exceptions import PermissionDenied
+
+PORTAL_ADMIN = "keys.portal_admin"  # manage rights, any limit, approvals, every key
+AUDITOR = "audit.view_audit_log"  # review and export the audit log
+
+
+def is_portal_admin(user) -> bool:
+    return bool(user.is_active and (user.is_superuser or user.has_perm(PORTAL_ADMIN)))
+
+
+def can_view_audit(user) -> bool:
+    return bool(user.is_active and (user.is_superuser or user.has_perm(AUDITOR)))
+
+
+def _requires(check):
+    def decorator(view):
+        @wraps(view)
+        def wrapped(request, *args, **kwargs):
+            if not check(request.user):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+portal_admin_required = _requires(is_portal_admin)
+auditor_required = _requires(can_view_audit)

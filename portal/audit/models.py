@@ -1,0 +1,121 @@
+"""The audit trail: one append-only, hash-chained table of who did what, when, from where."""
+
+from django.conf import settings
+from django.db import models
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise PermissionError("Audit events are append-only.")
+
+    def delete(self):
+        raise PermissionError("Audit events are append-only.")
+
+
+class AuditEvent(models.Model):
+    """Who did what, when, from where, and what happened.
+
+    Append-only: the model refuses updates and deletes (and on PostgreSQL a trigger refuses them
+    too). Tamper-evident: `seq` numbers events without gaps and `hash` is an HMAC over the previous
+    hash and this event's canonical form (portal/audit/chain.py), so a changed, removed or reordered row
+    breaks the chain that `manage.py verify_audit` walks. The actor's name and e-mail are copied, so
+    renaming or deleting the user later does not rewrite history. Append only via `chain.record`.
+    """
+
+    class Action(models.TextChoices):
+        MINT_REQUESTED = "mint.requested"
+        MINT_ISSUED = "mint.issued"
+        MINT_REJECTED = "mint.rejected"
+        MINT_UNKNOWN = "mint.unknown"
+        MINT_DENIED = "mint.denied"
+        MINT_DUPLICATE = "mint.duplicate"
+        MINT_RECORD_FAILED = "mint.record_failed"
+        KEY_COMPENSATED = "key.compensated"
+        KEY_COMPENSATION_FAILED = "key.compensation_failed"
+        KEY_LIMIT_REQUESTED = "key.limit_requested"
+        KEY_LIMIT_CHANGED = "key.limit_changed"
+        KEY_LIMIT_FAILED = "key.limit_failed"
+        KEY_REVOKED = "key.revoked"
+        KEY_REVOKE_FAILED = "key.revoke_failed"
+        KEY_DELETED_UPSTREAM = "key.deleted_upstream"
+        ISSUANCE_ABSENT = "issuance.absent"
+        MINT_RATE_LIMITED = "mint.rate_limited"
+        APPROVAL_REQUESTED = "approval.requested"
+        APPROVAL_APPROVED = "approval.approved"
+        APPROVAL_DENIED = "approval.denied"
+        APPROVAL_REFUSED = "approval.refused"
+        APPROVAL_USED = "approval.used"
+        ONBOARDING_RETURN_REFUSED = "onboarding.return_refused"
+        AUDIT_VIEWED = "audit.viewed"
+        AUDIT_EXPORTED = "audit.exported"
+        AUTH_SIGNED_IN = "auth.signed_in"
+        AUTH_SIGN_IN_FAILED = "auth.sign_in_failed"
+        AUTH_SIGNED_OUT = "auth.signed_out"
+        # Edits in Django's admin that change who may mint how much (keys/admin.py).
+        POLICY_CHANGED = "policy.changed"
+        POLICY_DELETED = "policy.deleted"
+        TEMPLATE_CHANGED = "template.changed"
+        TEMPLATE_DELETED = "template.deleted"
+        # Edits in Django's admin that change who may do what (keys/admin.py).
+        USER_ACCESS_CHANGED = "user.access_changed"
+        USER_PASSWORD_CHANGED = "user.password_changed"  # noqa: S105 (an action name)
+        USER_DELETED = "user.deleted"
+        GROUP_PERMISSIONS_CHANGED = "group.permissions_changed"
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending"
+        SUCCESS = "success"
+        DENIED = "denied"
+        FAILURE = "failure"
+        UNKNOWN = "unknown"
+
+    seq = models.BigIntegerField(unique=True)
+    created_at = models.DateTimeField(db_index=True)
+    # No database constraint and no cascade: deleting a user must not rewrite (UPDATE) history.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False
+    )
+    actor_username = models.CharField(max_length=150, blank=True)
+    actor_email = models.CharField(max_length=254, blank=True)
+    action = models.CharField(max_length=40, choices=Action.choices)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    issuance = models.ForeignKey(
+        "keys.Issuance", null=True, blank=True, on_delete=models.PROTECT, related_name="events"
+    )
+    key_name = models.CharField(max_length=200, blank=True)
+    api_key_id = models.CharField(max_length=64, blank=True)
+    monthly_limit = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    manage = models.CharField(max_length=16, blank=True)
+    completions = models.CharField(max_length=16, blank=True)
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    upstream_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    detail = models.CharField(max_length=500, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        db_table = "keys_auditevent"  # created by the keys app before the audit app existed
+        ordering = ["-seq"]
+        permissions = [("view_audit_log", "Can review and export the audit log")]
+        indexes = [
+            # Keyset pagination walks `seq`; each filter gets an index that ends in `seq`.
+            models.Index(fields=["actor_username", "seq"], name="audit_actor_seq"),
+            models.Index(fields=["action", "seq"], name="audit_action_seq"),
+            models.Index(fields=["outcome", "seq"], name="audit_outcome_seq"),
+            models.Index(fields=["api_key_id", "seq"], name="audit_key_seq"),
+            # Counting one kind of event in the last hour (portal/audit/bounds.py: bounds on refusals and noise).
+            models.Index(fields=["action", "created_at"], name="audit_action_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_username} {self.action} {self.outcome}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise PermissionError("Audit events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("Audit events are append-only.")
