@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-IDP    := tests/oidc_provider
+IDP    := tests/accounts/oidc_provider
 
 .PHONY: run test lint bench-mint bench-load clean
 

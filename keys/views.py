@@ -14,7 +14,7 @@ from django.views.decorators.vary import vary_on_headers
 
 from portal.accounts import sso
 from portal.accounts.permissions import is_portal_admin
-from portal.audit import chain
+from portal.audit import bounds, chain
 from portal.audit.models import AuditEvent
 
 from . import lifecycle, listing, policy, requesty
@@ -42,7 +42,7 @@ def new_key(request):
     if request.method == "GET":
         return _render(request, _form_context(request))
 
-    if chain.refusals_exceeded(request.user):
+    if bounds.refusals_exceeded(request.user):
         return _refused_unexamined(request)
     form = KeyRequestForm(request.POST, user=request.user)
     if not form.is_valid():
@@ -137,9 +137,9 @@ def _render(request, context: dict, status: int = 200):
 
 
 def _refused_unexamined(request):
-    """Too many refused mints this hour (chain.refusals_exceeded): say so, examine nothing."""
-    chain.record_refusals_exceeded(request.user, chain.client_ip(request))
-    moment = chain.refusal_keeping_the_bound(request.user)
+    """Too many refused mints this hour (bounds.refusals_exceeded): say so, examine nothing."""
+    bounds.record_refusals_exceeded(request.user, chain.client_ip(request))
+    moment = bounds.refusal_keeping_the_bound(request.user)
     wait = seconds_until_an_hour_after(moment) if moment else 60
     error = MintError(
         "rate_limited",

@@ -58,7 +58,7 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.utils import import_from_settings
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
-from portal.audit import chain
+from portal.audit import bounds, chain
 from portal.audit.models import AuditEvent
 
 from .models import OIDCIdentity, SSOGroupGrant
@@ -591,7 +591,7 @@ def _render_failure(request, failure: Failure):
     # bounded per address, each kind on its own. The rest are always recorded.
     kind = next((k for k in _NOISE_KINDS if failure.reason.startswith(k)), None)
     if kind:
-        chain.record_noise(AuditEvent.Action.AUTH_SIGN_IN_FAILED, failure.outcome, kind=kind, **values)
+        bounds.record_noise(AuditEvent.Action.AUTH_SIGN_IN_FAILED, failure.outcome, kind=kind, **values)
     else:
         chain.record(AuditEvent.Action.AUTH_SIGN_IN_FAILED, failure.outcome, **values)
     logger.warning("SSO sign-in failed: %s", failure.reason)
@@ -791,12 +791,12 @@ def username_exists(username: str) -> bool:
 def record_password_failure(known: bool, *, source_ip: str | None, detail: str) -> None:
     """A failed password sign-in, or its lockout (portal/accounts/throttle.py): always audited for a real
     account; for a made-up name, which costs nothing to send, within the junk bound per address
-    (chain.record_noise)."""
+    (bounds.record_noise)."""
     args = (AuditEvent.Action.AUTH_SIGN_IN_FAILED, AuditEvent.Outcome.DENIED)
     if known:
         chain.record(*args, actor=_ANONYMOUS, source_ip=source_ip, detail=detail)
     else:
-        chain.record_noise(*args, kind="unknown username", actor=_ANONYMOUS, source_ip=source_ip, detail=detail)
+        bounds.record_noise(*args, kind="unknown username", actor=_ANONYMOUS, source_ip=source_ip, detail=detail)
 
 
 @receiver(user_login_failed, dispatch_uid="portal_sign_in_failed")

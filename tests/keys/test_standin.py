@@ -20,7 +20,7 @@ from standin.server import ADMIN_ID
 TOKEN = "test-admin-token-7f3a"
 CANARY = "rqsty-sk-CANARY-0123456789"
 KEYS = "/v1/manage/apikey"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

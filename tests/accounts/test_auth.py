@@ -338,38 +338,38 @@ def test_unknown_usernames_are_audited_up_to_a_bound_per_address_real_accounts_a
 
 
 def test_the_bound_note_is_written_once_even_if_parallel_events_overshoot(db, settings):
-    from portal.audit import chain
+    from portal.audit import bounds, chain
 
     settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 2
     args = ("auth.sign_in_failed", "denied")
     for n in range(3):  # as if parallel requests had all counted below the bound
         chain.record(*args, actor=None, source_ip="10.1.1.1", detail=f"[unknown username] 'n{n}'")
     kw = {"kind": "unknown username", "actor": None, "source_ip": "10.1.1.1"}
-    note = chain.record_noise(*args, detail="'late'", **kw)
+    note = bounds.record_noise(*args, detail="'late'", **kw)
     assert note.detail.startswith("[unknown username] [bound reached]")
-    assert chain.record_noise(*args, detail="'later'", **kw) is None
+    assert bounds.record_noise(*args, detail="'later'", **kw) is None
 
 
 def test_each_kind_of_junk_has_its_own_bound_whatever_its_text(db, settings):
     """The kind is a tag at the start of the detail, not a word anywhere in it: a username that
     reads "bad state" fills no bound but its own."""
-    from portal.audit import chain
+    from portal.audit import bounds
 
     settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 1
     args = ("auth.sign_in_failed", "denied")
     kw = {"actor": None, "source_ip": "10.2.2.2"}
     for n in range(3):
-        chain.record_noise(*args, kind="unknown username", detail=f"for 'bad state {n}'", **kw)
-    assert chain.record_noise(*args, kind="bad state", detail="bad state: no state", **kw) is not None
+        bounds.record_noise(*args, kind="unknown username", detail=f"for 'bad state {n}'", **kw)
+    assert bounds.record_noise(*args, kind="bad state", detail="bad state: no state", **kw) is not None
     assert AuditEvent.objects.filter(detail__startswith="[bad state] ").count() == 1
 
 
 def test_junk_without_a_usable_address_shares_one_bound(db, settings):
-    from portal.audit import chain
+    from portal.audit import bounds
 
     settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 1
     kw = {"kind": "bad state", "actor": None, "source_ip": "unknown", "detail": "bad state: no state"}
-    recorded = [chain.record_noise("auth.sign_in_failed", "denied", **kw) for _ in range(4)]
+    recorded = [bounds.record_noise("auth.sign_in_failed", "denied", **kw) for _ in range(4)]
     assert [e is not None for e in recorded] == [True, True, False, False]
 
 

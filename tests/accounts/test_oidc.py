@@ -1,6 +1,6 @@
 """Single sign-on (keys/sso.py) against a real OpenID Connect provider in a Node process.
 
-The provider (`oidc-provider`, tests/oidc_provider/) is started once per session; its accounts
+The provider (`oidc-provider`, tests/accounts/oidc_provider/) is started once per session; its accounts
 file is rewritten per test. Flows go over real HTTP: the test plays the browser with `requests` at
 the provider and Django's test client at the portal, and the portal calls the provider's discovery,
 token, JWKS and userinfo endpoints itself. One browser test does the whole thing in Chromium.
@@ -30,7 +30,7 @@ from keys.models import SpendingPolicy
 from portal.accounts import permissions, sso
 from portal.accounts.models import OIDCIdentity, SSOGroupGrant
 from portal.audit.models import AuditEvent
-from tests.oidc_idp import CLIENT_ID, CLIENT_SECRET, idp, path_of, provider_login  # noqa: F401
+from tests.accounts.oidc_idp import CLIENT_ID, CLIENT_SECRET, idp, path_of, provider_login  # noqa: F401
 
 PORTAL = "http://testserver"
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -626,7 +626,7 @@ def test_browser_sign_in_with_the_provider_and_mint(oidc, live_server, standin, 
     open in the main thread, and its sync API allows one per thread."""
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+    from tests.browser.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
 
     settings.SECURE_CSP = {**settings.SECURE_CSP, "form-action": [*settings.SECURE_CSP["form-action"], oidc.issuer]}
     outcome: dict = {}

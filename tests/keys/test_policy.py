@@ -401,10 +401,10 @@ def test_the_refusal_count_covers_the_last_hour_only_and_not_its_own_note(rclien
     start = timezone.now()
     assert post_mint(rclient, requester, manage="write").status_code == 403
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("portal.audit.chain.timezone.now", lambda: start + timedelta(minutes=30))
+        mp.setattr("portal.audit.bounds.timezone.now", lambda: start + timedelta(minutes=30))
         response = post_mint(rclient, requester, manage="write")  # the note is written now
         assert response.status_code == 429 and 1700 < int(response["Retry-After"]) <= 1801
         assert re.search(r"Try again in 3[01] minutes", response.content.decode())
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("portal.audit.chain.timezone.now", lambda: start + timedelta(hours=1, seconds=1))
+        mp.setattr("portal.audit.bounds.timezone.now", lambda: start + timedelta(hours=1, seconds=1))
         assert post_mint(rclient, requester).status_code == 200  # the note, 31 minutes old, is no refusal

@@ -1,6 +1,6 @@
 """A real OpenID Connect provider for the tests: `oidc-provider` (npm) in a Node process.
 
-`tests/oidc_provider/provider.js` is the provider; this module starts it on a free loopback port,
+`tests/accounts/oidc_provider/provider.js` is the provider; this module starts it on a free loopback port,
 waits until discovery answers, and drives its login pages over real HTTP with `requests`. The
 portal side of a flow runs in Django's test client (or the live server, for the browser test), and
 the portal talks to the provider over real HTTP too: discovery, token, JWKS and userinfo.
