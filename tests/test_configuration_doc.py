@@ -76,6 +76,15 @@ def _is_os_environ(node: ast.expr) -> bool:
     return isinstance(node, ast.Attribute) and node.attr == "environ" and getattr(node.value, "id", None) == "os"
 
 
+def _is_os_read(func: ast.expr) -> bool:
+    """`os.environ.get(...)` or `os.getenv(...)`."""
+    if not isinstance(func, ast.Attribute):
+        return False
+    return (func.attr == "get" and _is_os_environ(func.value)) or (
+        func.attr == "getenv" and getattr(func.value, "id", None) == "os"
+    )
+
+
 def reads(path: Path) -> set[str]:
     """The environment variables a module reads, by name."""
     tree = ast.parse(path.read_text())
@@ -100,12 +109,7 @@ def reads(path: Path) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and node.args:
             func = node.func
-            if (
-                _is_env(func)
-                or (isinstance(func, ast.Name) and func.id in helpers)
-                or (isinstance(func, ast.Attribute) and func.attr == "get" and _is_os_environ(func.value))
-                or (isinstance(func, ast.Attribute) and func.attr == "getenv" and getattr(func.value, "id", None) == "os")
-            ):
+            if _is_env(func) or _is_os_read(func) or (isinstance(func, ast.Name) and func.id in helpers):
                 found.add(name_of(node.args[0]))
         elif isinstance(node, ast.Subscript) and _is_os_environ(node.value) and isinstance(node.ctx, ast.Load):
             found.add(name_of(node.slice))
