@@ -30,9 +30,11 @@ import urllib3.exceptions
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
-_session = requests.Session()
-# Never pick up proxies or credentials from the environment/.netrc for the admin token's calls.
-_session.trust_env = False
+from portal import http
+
+# Never picks up proxies or credentials from the environment/.netrc for the admin token's calls
+# (portal/http.py); every call below passes its own (connect, read) timeouts as well.
+_session = http.session(timeout=lambda: (settings.REQUESTY_CONNECT_TIMEOUT, settings.REQUESTY_READ_TIMEOUT))
 
 _MAX_BODY = 1_000_000
 _LEVELS = ("none", "read", "write")

@@ -12,8 +12,8 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from portal.accounts import sso
 from portal.accounts.permissions import is_portal_admin
+from portal.accounts.reauth import require_recent_sign_in
 from portal.audit import bounds, chain
 from portal.audit.models import AuditEvent
 
@@ -35,7 +35,7 @@ def home(request):
 @never_cache
 @vary_on_headers("HX-Request")
 @require_http_methods(["GET", "POST"])
-@sso.require_recent_sign_in
+@require_recent_sign_in
 @sensitive_variables()
 def new_key(request):
     """The stable onboarding URL: GET shows the form (prefilled from the link), POST mints."""

@@ -163,11 +163,13 @@ if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-SESSION_ENGINE = "portal.sessions"  # Django's database sessions, read in one plain statement
+# Django's database sessions: one table every worker and instance reads, so a sign-out ends the
+# session everywhere at once (a per-process cache in front of it would not).
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 60 * 60)
-# Signed-in sessions also end after this long without a request (portal/idle.py).
+# Signed-in sessions also end after this long without a request (portal/accounts/idle.py).
 PORTAL_IDLE_TIMEOUT = env.int("PORTAL_IDLE_TIMEOUT", default=2 * 60 * 60)
 CSRF_COOKIE_HTTPONLY = True  # htmx takes the token from the page, never from the cookie
 
@@ -246,14 +248,14 @@ PORTAL_TRUSTED_PROXY_HOPS = env.int("PORTAL_TRUSTED_PROXY_HOPS", default=0)
 # How long a rendered form (and its one-time nonce) stays valid.
 PORTAL_FORM_MAX_AGE = env.int("PORTAL_FORM_MAX_AGE", default=2 * 60 * 60)
 
-# --- Single sign-on (OpenID Connect; keys/sso.py) -------------------------------------------------
+# --- Single sign-on (OpenID Connect; portal/accounts/oidc.py) -------------------------------------
 # On when OIDC_CLIENT_ID, OIDC_CLIENT_SECRET and either OIDC_ISSUER or the explicit endpoints
 # (authorization, token, JWKS) are set; otherwise sign-in is username and password, as before.
 # Discovery ({OIDC_ISSUER}/.well-known/openid-configuration) happens at first use and is cached,
 # never here, so start-up does not depend on the provider. Explicit endpoints win over discovery.
-# keys/sso.py fixes the protocol choices that must not be configurable: authorization code flow
-# with PKCE (S256), state and nonce, RS256 ID tokens checked against the provider's JWKS, with
-# audience, issuer and expiry verified.
+# portal/accounts/oidc.py fixes the protocol choices that must not be configurable: authorization
+# code flow with PKCE (S256), state and nonce, RS256 ID tokens checked against the provider's JWKS,
+# with audience, issuer and expiry verified.
 OIDC_ISSUER = env.str("OIDC_ISSUER", default="")
 OIDC_CLIENT_ID = env.str("OIDC_CLIENT_ID", default="")
 # The name matches Django's "sensitive settings" pattern (SECRET), so error pages hide it.
@@ -287,8 +289,8 @@ OIDC_REAUTH_PROMPT = env.str("OIDC_REAUTH_PROMPT", default="login")
 # it is off).
 AUTHENTICATION_BACKENDS = [
     "portal.accounts.throttle.PasswordThrottleBackend",
-    "portal.accounts.sso.PasswordBackend",
-    "portal.accounts.sso.OIDCBackend",
+    "portal.accounts.backends.PasswordBackend",
+    "portal.accounts.backends.OIDCBackend",
 ]
 # A trip to the provider can start with a form (a mint whose sign-in is too old, posted without
 # JavaScript), and browsers apply form-action to every redirect after a form: allow its origin.
@@ -298,7 +300,7 @@ for _url in (OIDC_ISSUER, OIDC_AUTHORIZATION_ENDPOINT):
         if _origin not in SECURE_CSP["form-action"]:
             SECURE_CSP["form-action"].append(_origin)
 
-# --- Password sign-in throttling (django-axes; keys/throttle.py) ---------------------------------
+# --- Password sign-in throttling (django-axes; portal/accounts/throttle.py) ----------------------
 # After this many failed password sign-ins in a row for one username from one client address, that
 # pair is refused (429) for PORTAL_SIGN_IN_LOCKOUT_MINUTES after the last failure. Single sign-on is
 # never throttled. Counted in the database, so it holds across workers and instances.

@@ -6,12 +6,12 @@ from django.core.checks import Tags, Warning, register
 
 @register(Tags.security, deploy=True)
 def sso_settings(app_configs, **kwargs):
-    """Single sign-on (portal/accounts/sso.py): half-configured, too open, in clear text, or too slow."""
-    from portal.accounts import sso
+    """Single sign-on (portal/accounts/oidc.py): half-configured, too open, in clear text, or too slow."""
+    from portal.accounts import oidc
 
     problems = []
     partial = settings.OIDC_CLIENT_ID or settings.OIDC_CLIENT_SECRET or settings.OIDC_ISSUER or settings.OIDC_ONLY
-    if not sso.enabled():
+    if not oidc.enabled():
         if partial:
             problems.append(
                 Warning(
@@ -29,7 +29,7 @@ def sso_settings(app_configs, **kwargs):
                 id="keys.W004",
             )
         )
-    urls = [settings.OIDC_ISSUER, *(getattr(settings, name) for name in sso._EXPLICIT.values())]
+    urls = [settings.OIDC_ISSUER, *(getattr(settings, name) for name in oidc.EXPLICIT.values())]
     if any(url and not url.startswith("https://") for url in urls):
         problems.append(Warning("An OIDC issuer or endpoint is not HTTPS.", id="keys.W005"))
     # A sign-in makes up to four calls (discovery, token, JWKS, userinfo), each connect + read.

@@ -7,7 +7,7 @@ from django.db import models
 class OIDCIdentity(models.Model):
     """Who a portal user is at an OpenID Connect provider. The issuer and subject (`iss`, `sub`)
     never change for a person, unlike their e-mail address, so a new address at the provider
-    updates the same portal user instead of creating a second one (portal/accounts/sso.py)."""
+    updates the same portal user instead of creating a second one (portal/accounts/provisioning.py)."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="oidc_identities")
     issuer = models.CharField(max_length=255)

@@ -31,7 +31,8 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.debug import sensitive_variables
 
-from . import sso
+from .signals import record_password_failure, username_exists
+from .views import login_context, safe_next_url
 
 BLOCKED = "portal_sign_in_blocked"  # request attribute: axes refused this attempt before any backend ran
 
@@ -42,7 +43,7 @@ def blocked(request) -> bool:
 
 def not_a_password_attempt(request, credentials: dict | None) -> bool:
     """AXES_WHITELIST_CALLABLE: single sign-on (nonce and PKCE verifier, no password) is neither
-    counted nor refused; its failures are the provider's business and audited by portal.accounts.sso."""
+    counted nor refused; its failures are the provider's business and audited by portal/accounts/views.py."""
     return "password" not in (credentials or {})
 
 
@@ -79,11 +80,11 @@ def lockout_response(request, original_response=None, credentials=None):
     names neither the account nor whether it exists: unknown usernames are locked out alike."""
     until = locked_until(request, credentials)
     seconds = max(1, math.ceil((until - timezone.now()).total_seconds()))
-    next_url = sso._next_url(request)
+    next_url = safe_next_url(request)
     context = {
         "form": AuthenticationForm(request),
         "next": next_url,
-        **sso.login_context(request, next_url),
+        **login_context(request, next_url),
         "locked_until": until,
         "locked_minutes": math.ceil(seconds / 60),
     }
@@ -102,8 +103,8 @@ def _locked_out(sender, request=None, username=None, ip_address=None, **kwargs):
     until = locked_until(request, credentials)
     failures = getattr(request, "axes_failures_since_start", None)
     name = str(username if username is not None else get_client_username(request, credentials))
-    known = sso.username_exists(name)
-    sso.record_password_failure(
+    known = username_exists(name)
+    record_password_failure(
         known,
         source_ip=ip_address,
         detail=f"password sign-in locked out for {'username' if known else 'unknown username'} {name[:150]!r} "

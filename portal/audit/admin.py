@@ -64,13 +64,7 @@ def _fit(detail: str) -> str:
 
 def record_change(request, action: str, detail: str) -> None:
     """One admin change, audited in the change's transaction."""
-    chain.record(
-        action,
-        AuditEvent.Outcome.SUCCESS,
-        actor=request.user,
-        source_ip=chain.client_ip(request),
-        detail=_fit(detail),
-    )
+    chain.record_request(request, action, detail=_fit(detail))
 
 
 class AuditsDeletions:
