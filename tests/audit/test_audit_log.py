@@ -349,10 +349,9 @@ def test_filtered_export_has_exactly_the_filtered_rows(auclient, requester, requ
 
 
 def test_export_walks_batches(auclient, monkeypatch):
+    import portal.audit.export
 
-    import portal.audit.views
-
-    monkeypatch.setattr(portal.audit.views, "EXPORT_BATCH", 7)
+    monkeypatch.setattr(portal.audit.export, "EXPORT_BATCH", 7)
     for i in range(23):
         event(key_name=f"b{i}")
     body = b"".join(auclient.get("/audit/export.jsonl").streaming_content).decode()
