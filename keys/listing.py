@@ -77,3 +77,10 @@ def key_page(keys: QuerySet, visible: QuerySet, data: dict, filters: dict[str, s
             "oldest": f"{link}last=1" if has_older else "",
         },
     }
+
+
+def unsettled(issuances: QuerySet, first_page: bool) -> dict:
+    """Unsettled issuances head the first page; past UNKNOWN_LIMIT the page says how many there are."""
+    shown = list(issuances.select_related("actor").order_by(*NEWEST_FIRST)[: UNKNOWN_LIMIT + 1]) if first_page else []
+    total = issuances.count() if len(shown) > UNKNOWN_LIMIT else len(shown)
+    return {"unknown": shown[:UNKNOWN_LIMIT], "unknown_total": total}

@@ -196,13 +196,8 @@ def key_list(request):
     else:
         status = ""
     context = listing.key_page(keys, visible, form.cleaned_data, {"owner": owner, "status": status})
-    # Unsettled issuances head the first page; past UNKNOWN_LIMIT the page says how many there are.
-    shown = []
-    if context["first_page"]:
-        shown = list(unknown.select_related("actor").order_by("-created_at", "-pk")[: listing.UNKNOWN_LIMIT + 1])
+    context.update(listing.unsettled(unknown, context["first_page"]))
     context.update(
-        unknown=shown[: listing.UNKNOWN_LIMIT],
-        unknown_total=unknown.count() if len(shown) > listing.UNKNOWN_LIMIT else len(shown),
         is_admin=is_admin,
         owner=owner,
         status=status,

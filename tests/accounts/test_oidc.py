@@ -626,7 +626,7 @@ def test_browser_sign_in_with_the_provider_and_mint(oidc, live_server, standin, 
     open in the main thread, and its sync API allows one per thread."""
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.browser.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+    from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
 
     settings.SECURE_CSP = {**settings.SECURE_CSP, "form-action": [*settings.SECURE_CSP["form-action"], oidc.issuer]}
     outcome: dict = {}
