@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
-from django import forms
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.mail import send_mail
 from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from portal.accounts.permissions import is_portal_admin
 from portal.audit import chain
 from portal.audit.models import AuditEvent
+from portal.htmx import render_htmx
 
-from .forms import ApprovalRequestForm
+from .forms import ApprovalRequestForm, DecisionForm
 from .models import ApprovalRequest, OnboardingTemplate
 from .onboarding import safe_return_url
 
@@ -32,22 +30,19 @@ def _require_admin(request) -> None:
         raise PermissionDenied
 
 
-def _values(approval: ApprovalRequest) -> dict:
-    return {
-        "key_name": approval.name,
-        "monthly_limit": approval.monthly_limit,
-        "manage": approval.manage,
-        "completions": approval.completions,
-    }
+def _audit(request, approval: ApprovalRequest, action: str, outcome: str, detail: str) -> None:
+    """One event about `approval`, by the person making this request, with the values asked for."""
+    values = {"monthly_limit": approval.monthly_limit, "manage": approval.manage, "completions": approval.completions}
+    chain.record_request(
+        request, action, outcome, key_name=approval.name, detail=f"approval #{approval.pk}{detail}", **values
+    )
 
 
 @require_POST
 def approval_request(request):
     form = ApprovalRequestForm(request.POST, user=request.user)
-    if not form.is_valid():
-        return render(
-            request, _mint_template(request), {"form": None, "approval_form": form, "error": None}, status=200
-        )
+    if not form.is_valid():  # answered where the form was, as the mint form's answers are
+        return render_htmx(request, "keys/new.html", "mint", {"form": None, "approval_form": form})
     data = form.cleaned_data
     with transaction.atomic():
         approval = ApprovalRequest.objects.create(
@@ -61,19 +56,8 @@ def approval_request(request):
             if data["template"]
             else None,
         )
-        chain.record(
-            Action.APPROVAL_REQUESTED,
-            Outcome.PENDING,
-            actor=request.user,
-            source_ip=chain.client_ip(request),
-            detail=f"approval #{approval.pk}: {data['reason']}",
-            **_values(approval),
-        )
-    return render(request, _mint_template(request), {"form": None, "approval_sent": approval, "error": None})
-
-
-def _mint_template(request) -> str:
-    return "keys/new.html#mint" if request.htmx else "keys/new.html"
+        _audit(request, approval, Action.APPROVAL_REQUESTED, Outcome.PENDING, f": {data['reason']}")
+    return render_htmx(request, "keys/new.html", "mint", {"form": None, "approval_sent": approval})
 
 
 @require_GET
@@ -88,26 +72,12 @@ def approvals(request):
     )
 
 
-class DecisionForm(forms.Form):
-    decision = forms.ChoiceField(choices=[("approve", "Approve"), ("deny", "Deny")])
-    comment = forms.CharField(
-        label="Comment (sent to the requester)", required=False, max_length=1000, widget=forms.Textarea
-    )
-
-
 @require_POST
 def approval_decide(request, pk: int):
     _require_admin(request)
     approval = get_object_or_404(ApprovalRequest, pk=pk)
     if approval.requester_id == request.user.pk:
-        chain.record(
-            Action.APPROVAL_REFUSED,
-            Outcome.DENIED,
-            actor=request.user,
-            source_ip=chain.client_ip(request),
-            detail=f"approval #{approval.pk}: nobody may decide their own request",
-            **_values(approval),
-        )
+        _audit(request, approval, Action.APPROVAL_REFUSED, Outcome.DENIED, ": nobody may decide their own request")
         raise PermissionDenied("You cannot decide your own request.")
     form = DecisionForm(request.POST)
     if not form.is_valid():
@@ -124,20 +94,10 @@ def approval_decide(request, pk: int):
             }
             return render(request, "keys/approvals.html", context, status=409)
         approved = form.cleaned_data["decision"] == "approve"
-        approval.status = ApprovalRequest.Status.APPROVED if approved else ApprovalRequest.Status.DENIED
-        approval.decided_by, approval.decided_at = request.user, timezone.now()
-        approval.comment = form.cleaned_data["comment"].strip()
-        if approved:
-            approval.expires_at = approval.decided_at + timedelta(days=settings.PORTAL_APPROVAL_DAYS)
-        approval.save()
-        chain.record(
-            Action.APPROVAL_APPROVED if approved else Action.APPROVAL_DENIED,
-            Outcome.SUCCESS,
-            actor=request.user,
-            source_ip=chain.client_ip(request),
-            detail=f"approval #{approval.pk} for {approval.requester.get_username()}: {approval.comment}",
-            **_values(approval),
-        )
+        approval.decide(approved, by=request.user, comment=form.cleaned_data["comment"])
+        action = Action.APPROVAL_APPROVED if approved else Action.APPROVAL_DENIED
+        detail = f" for {approval.requester.get_username()}: {approval.comment}"
+        _audit(request, approval, action, Outcome.SUCCESS, detail)
     _notify(request, approval)
     return redirect("approvals")
 

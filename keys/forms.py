@@ -1,7 +1,7 @@
-"""The key request form: validates, normalises, and separates mistakes from policy refusals.
-
-A mistake (empty name, "12,50") is a field error. A value the user's role may not choose (a forged
-`manage=write`, a limit over the cap) is a *denial*: also a field error, but the view audits it.
+"""The keys app's forms. The key request form validates, normalises, and separates mistakes from
+policy refusals: a mistake (empty name, "12,50") is a field error; a value the user's role may not
+choose (a forged `manage=write`, a limit over the cap) is a *denial*: also a field error, but the
+view audits it.
 """
 
 from __future__ import annotations
@@ -170,75 +170,6 @@ class ApprovalRequestForm(KeyValuesForm):
         return data
 
 
-def prefill(params, user, pol: policy.Policy, room: policy.Headroom) -> tuple[dict, list[str], dict | None]:
-    """Initial values from an onboarding link: a template (`?template=<slug>`) or ad-hoc
-    `name`, `monthly_limit` and `completions`, each validated and clamped to the user's policy.
-    `manage` is never taken from a URL. Returns the initial values, notes on what the link changed,
-    and, when the link asked for more than the policy allows, those values for an approval request."""
-    from .models import OnboardingTemplate
-
-    cap = room.key_cap(pol)
-    initial = {
-        "name": "",
-        "monthly_limit": policy.default_monthly_limit(pol, room),
-        "manage": "none",
-        "completions": "write",
-    }
-    if "write" not in pol.completions_levels:
-        initial["completions"] = pol.completions_levels[-1]
-    notes: list[str] = []
-    wanted = {}
-    if params.get("template"):
-        template = OnboardingTemplate.objects.filter(slug=params["template"]).first()
-        if template is None:
-            return initial, ["The onboarding link names a template that does not exist; ask whoever sent it."], None
-        initial["template"] = template.slug
-        wanted = {
-            "name": template.name_pattern.replace("{username}", user.get_username()),
-            "monthly_limit": str(template.monthly_limit),
-            "completions": template.completions,
-            "manage": template.manage,
-        }
-        notes.append(f"Values come from the onboarding template “{template.slug}”.")
-    else:
-        wanted = {k: params[k] for k in ("name", "monthly_limit", "completions") if k in params}
-        if wanted:
-            notes.append("Values were filled in from the link you followed.")
-        if "manage" in params:
-            notes.append("Links cannot set the manage permission; it is “none”.")
-    beyond = {}
-    if "name" in wanted:
-        try:
-            initial["name"] = clean_name(wanted["name"])
-        except forms.ValidationError:
-            notes.append("The name in the link was not usable and was left empty.")
-    if "monthly_limit" in wanted:
-        try:
-            amount = parse_amount(wanted["monthly_limit"])
-            if amount <= 0:  # "no cap" is never taken from a link, not even for admins
-                raise forms.ValidationError("too low")
-            if cap is not None and amount > cap:
-                notes.append(f"The link asked for a ${amount} limit; you can have up to ${cap} without approval.")
-                beyond["monthly_limit"] = amount
-                amount = cap
-            initial["monthly_limit"] = amount
-        except forms.ValidationError:
-            notes.append("The monthly limit in the link was not usable; the default is shown.")
-    if wanted.get("completions") in pol.completions_levels:
-        initial["completions"] = wanted["completions"]
-    elif wanted.get("completions") in policy.LEVELS:
-        beyond["completions"] = wanted["completions"]
-        notes.append(f"The link asked for completions “{wanted['completions']}”, beyond your policy.")
-    if wanted.get("manage") in ("read", "write") and not pol.is_admin:
-        if pol.manage_requestable:
-            beyond["manage"] = wanted["manage"]
-        notes.append(f"The template asks for manage “{wanted['manage']}”, which needs an admin's approval.")
-    elif wanted.get("manage") in pol.manage_levels:
-        initial["manage"] = wanted["manage"]
-    approval_values = {**initial, **beyond} if beyond and initial["name"] else None
-    return initial, notes, approval_values
-
-
 class LimitForm(forms.Form):
     """A new monthly limit for an existing key: the same rules as minting. These checks give the
     early, friendly message; the authoritative ones run under the owner's lock in
@@ -277,3 +208,32 @@ class LimitForm(forms.Form):
                 self.denials.append(f"monthly_limit: {message}")
                 raise forms.ValidationError(message)
         return amount
+
+
+class DecisionForm(forms.Form):
+    """An admin's decision on an approval request."""
+
+    decision = forms.ChoiceField(choices=[("approve", "Approve"), ("deny", "Deny")])
+    comment = forms.CharField(
+        label="Comment (sent to the requester)", required=False, max_length=1000, widget=forms.Textarea
+    )
+
+
+_MAX_ID = 2**63 - 1  # BigAutoField: larger values would overflow the database's integer
+
+
+class KeyPageForm(forms.Form):
+    """The key list's query string (keys/listing.py). Only the cursors can be malformed (by hand):
+    that answers 400."""
+
+    owner = forms.CharField(required=False, max_length=150)
+    status = forms.CharField(required=False, max_length=20)
+    before = forms.IntegerField(required=False, min_value=1, max_value=_MAX_ID)
+    after = forms.IntegerField(required=False, min_value=1, max_value=_MAX_ID)
+    last = forms.BooleanField(required=False)
+
+    def clean(self):
+        data = super().clean()
+        if sum(bool(data.get(k)) for k in ("before", "after", "last")) > 1:
+            raise forms.ValidationError("Use one of before, after or last.")
+        return data

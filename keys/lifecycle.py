@@ -65,6 +65,13 @@ def _audit_key(action, outcome, key: IssuedKey, *, actor, source_ip=None, upstre
     )
 
 
+def _audit_confirmed(action, key: IssuedKey, upstream_status: int, detail: str, *, actor, source_ip=None):
+    """A change Requesty confirmed (`upstream_status`), audited in the transaction that records it."""
+    _audit_key(
+        action, Outcome.SUCCESS, key, actor=actor, source_ip=source_ip, upstream_status=upstream_status, detail=detail
+    )
+
+
 def _log_failure(exc: requesty.RequestyError, what: str, key: IssuedKey) -> None:
     level = logging.ERROR if isinstance(exc, requesty.AuthFailed) else logging.WARNING
     log.log(level, "Requesty %s failed: %s", what, type(exc).__name__, extra={"api_key_id": key.api_key_id})
@@ -139,15 +146,7 @@ def change_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None) -
     with transaction.atomic():
         key.monthly_limit, key.pending_limit, key.pending_limit_at = new_limit, None, None
         key.save(update_fields=["monthly_limit", "pending_limit", "pending_limit_at"])
-        _audit_key(
-            Action.KEY_LIMIT_CHANGED,
-            Outcome.SUCCESS,
-            key,
-            actor=actor,
-            source_ip=source_ip,
-            upstream_status=204,
-            detail=detail,
-        )
+        _audit_confirmed(Action.KEY_LIMIT_CHANGED, key, 204, detail, actor=actor, source_ip=source_ip)
 
 
 def _reserve_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None) -> Decimal:
@@ -249,34 +248,15 @@ def revoke(key: IssuedKey, *, actor, source_ip=None, reason: str = "revoked by u
         )
         raise LifecycleError(failure_message(exc, "revoke the key")) from None
     with transaction.atomic():
-        key.status, key.ended_at, key.revocation_failed_at = Status.REVOKED, timezone.now(), None
-        key.save(update_fields=["status", "ended_at", "revocation_failed_at"])
-        _audit_key(
-            Action.KEY_REVOKED,
-            Outcome.SUCCESS,
-            key,
-            actor=actor,
-            source_ip=source_ip,
-            upstream_status=204,
-            detail=reason,
-        )
+        key.mark_revoked()
+        _audit_confirmed(Action.KEY_REVOKED, key, 204, reason, actor=actor, source_ip=source_ip)
     return Status.REVOKED
 
 
 def _mark_deleted_upstream(key: IssuedKey, *, actor, source_ip=None, detail: str) -> None:
     with transaction.atomic():
-        key.status, key.ended_at, key.revocation_failed_at = Status.DELETED_UPSTREAM, timezone.now(), None
-        key.pending_limit, key.pending_limit_at = None, None  # nothing left upstream to change
-        key.save(update_fields=["status", "ended_at", "revocation_failed_at", "pending_limit", "pending_limit_at"])
-        _audit_key(
-            Action.KEY_DELETED_UPSTREAM,
-            Outcome.SUCCESS,
-            key,
-            actor=actor,
-            source_ip=source_ip,
-            upstream_status=404,
-            detail=detail,
-        )
+        key.mark_deleted_upstream()
+        _audit_confirmed(Action.KEY_DELETED_UPSTREAM, key, 404, detail, actor=actor, source_ip=source_ip)
 
 
 # --- Offboarding ----------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from django import forms
 from django.db.models import Q, QuerySet
 
 PAGE_SIZE = 50
@@ -18,23 +17,6 @@ UNKNOWN_LIMIT = 100  # unsettled issuances shown above the keys (first page only
 NEWEST_FIRST = ("-created_at", "-pk")
 OLDEST_FIRST = ("created_at", "pk")
 STALE_CURSOR = "That page link no longer points at a key you can see, so this is the newest page."
-_MAX_ID = 2**63 - 1  # BigAutoField: larger values would overflow the database's integer
-
-
-class KeyPageForm(forms.Form):
-    """The list's query string. Only the cursors can be malformed (by hand): that answers 400."""
-
-    owner = forms.CharField(required=False, max_length=150)
-    status = forms.CharField(required=False, max_length=20)
-    before = forms.IntegerField(required=False, min_value=1, max_value=_MAX_ID)
-    after = forms.IntegerField(required=False, min_value=1, max_value=_MAX_ID)
-    last = forms.BooleanField(required=False)
-
-    def clean(self):
-        data = super().clean()
-        if sum(bool(data.get(k)) for k in ("before", "after", "last")) > 1:
-            raise forms.ValidationError("Use one of before, after or last.")
-        return data
 
 
 def _newer_than(created_at, pk) -> Q:
@@ -95,3 +77,10 @@ def key_page(keys: QuerySet, visible: QuerySet, data: dict, filters: dict[str, s
             "oldest": f"{link}last=1" if has_older else "",
         },
     }
+
+
+def unsettled(issuances: QuerySet, first_page: bool) -> dict:
+    """Unsettled issuances head the first page; past UNKNOWN_LIMIT the page says how many there are."""
+    shown = list(issuances.select_related("actor").order_by(*NEWEST_FIRST)[: UNKNOWN_LIMIT + 1]) if first_page else []
+    total = issuances.count() if len(shown) > UNKNOWN_LIMIT else len(shown)
+    return {"unknown": shown[:UNKNOWN_LIMIT], "unknown_total": total}

@@ -111,15 +111,7 @@ def _open_issuance(actor, cleaned: dict, nonce: str, source_ip: str | None, appr
             # this request waited for the lock applies to it.
             if approval is None and (problems := policy.violations(actor, cleaned)):
                 raise MintError("beyond_policy", " ".join(problems), 403)
-            issuance = Issuance(
-                nonce=nonce,
-                actor=actor,
-                name=cleaned["name"],
-                monthly_limit=cleaned["monthly_limit"],
-                manage=cleaned["manage"],
-                completions=cleaned["completions"],
-                source_ip=source_ip,
-            )
+            issuance = Issuance(nonce=nonce, actor=actor, name=cleaned["name"], source_ip=source_ip, **_asked(cleaned))
             insert(issuance)
             chain.record(Action.MINT_REQUESTED, Outcome.PENDING, issuance=issuance)
             if approval is not None:
@@ -206,6 +198,11 @@ def _give_back_approval(issuance: Issuance) -> None:
         log.exception("Could not give an approval back", extra={"reference": issuance.reference})
 
 
+def _asked(cleaned: dict) -> dict:
+    """The limit and permissions the form asked for: what an issuance records and a refusal audits."""
+    return {field: cleaned[field] for field in ("monthly_limit", "manage", "completions")}
+
+
 def _audit_refusal(actor, cleaned: dict, source_ip: str | None, exc: MintError) -> None:
     action = {"duplicate": Action.MINT_DUPLICATE, "rate_limited": Action.MINT_RATE_LIMITED}.get(
         exc.kind, Action.MINT_DENIED
@@ -217,10 +214,8 @@ def _audit_refusal(actor, cleaned: dict, source_ip: str | None, exc: MintError) 
             actor=actor,
             source_ip=source_ip,
             key_name=cleaned["name"],
-            monthly_limit=cleaned["monthly_limit"],
-            manage=cleaned["manage"],
-            completions=cleaned["completions"],
             detail=exc.message,
+            **_asked(cleaned),
         )
     except DatabaseError:
         log.exception("Could not audit a refused mint")

@@ -6,9 +6,11 @@ No model has a field for a key's secret; shared/security.md, invariant I1.
 
 import functools
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, models
+from django.utils import timezone
 
 LEVELS = [("none", "none"), ("read", "read"), ("write", "write")]
 
@@ -131,6 +133,20 @@ class IssuedKey(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.api_key_id})"
 
+    def mark_revoked(self) -> None:
+        """Record that Requesty deleted the key at the portal's request (lifecycle.revoke asks it first)."""
+        self._end(self.Status.REVOKED)
+
+    def mark_deleted_upstream(self) -> None:
+        """Record that the key is gone from Requesty without the portal revoking it: nothing is left
+        upstream whose limit could still change."""
+        self.pending_limit, self.pending_limit_at = None, None
+        self._end(self.Status.DELETED_UPSTREAM, "pending_limit", "pending_limit_at")
+
+    def _end(self, status: str, *also: str) -> None:
+        self.status, self.ended_at, self.revocation_failed_at = status, timezone.now(), None
+        self.save(update_fields=["status", "ended_at", "revocation_failed_at", *also])
+
 
 class SpendingPolicy(models.Model):
     """How much the members of one group may mint. A user in several groups gets the most generous
@@ -201,8 +217,6 @@ class ApprovalRequest(models.Model):
 
     @property
     def is_usable(self) -> bool:
-        from django.utils import timezone
-
         return self.status == self.Status.APPROVED and self.expires_at is not None and self.expires_at > timezone.now()
 
     @property
@@ -210,6 +224,16 @@ class ApprovalRequest(models.Model):
         if self.status == self.Status.APPROVED and not self.is_usable:
             return "expired"
         return self.status
+
+    def decide(self, approve: bool, *, by, comment: str = "") -> None:
+        """Approve or deny this pending request (the caller holds its row lock and audits the
+        decision). An approval can be used once, within PORTAL_APPROVAL_DAYS."""
+        self.status = self.Status.APPROVED if approve else self.Status.DENIED
+        self.decided_by, self.decided_at = by, timezone.now()
+        self.comment = comment.strip()
+        if approve:
+            self.expires_at = self.decided_at + timedelta(days=settings.PORTAL_APPROVAL_DAYS)
+        self.save()
 
 
 class OnboardingTemplate(models.Model):

@@ -1,11 +1,17 @@
-"""Onboarding links: where "Continue onboarding" may lead after a key is stored."""
+"""Onboarding links: the values they fill into the mint form, and where "Continue onboarding" may
+lead after a key is stored."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from django import forms
 from django.conf import settings
 from django.utils.http import url_has_allowed_host_and_scheme
+
+from . import policy
+from .forms import clean_name, parse_amount
+from .models import OnboardingTemplate
 
 
 def safe_return_url(url: str) -> str | None:
@@ -25,3 +31,70 @@ def safe_return_url(url: str) -> str | None:
     if not url_has_allowed_host_and_scheme(url.lower(), allowed_hosts=allowed, require_https=True):
         return None
     return url
+
+
+def prefill(params, user, pol: policy.Policy, room: policy.Headroom) -> tuple[dict, list[str], dict | None]:
+    """Initial values from an onboarding link: a template (`?template=<slug>`) or ad-hoc
+    `name`, `monthly_limit` and `completions`, each validated and clamped to the user's policy.
+    `manage` is never taken from a URL. Returns the initial values, notes on what the link changed,
+    and, when the link asked for more than the policy allows, those values for an approval request."""
+    cap = room.key_cap(pol)
+    initial = {
+        "name": "",
+        "monthly_limit": policy.default_monthly_limit(pol, room),
+        "manage": "none",
+        "completions": "write",
+    }
+    if "write" not in pol.completions_levels:
+        initial["completions"] = pol.completions_levels[-1]
+    notes: list[str] = []
+    wanted = {}
+    if params.get("template"):
+        template = OnboardingTemplate.objects.filter(slug=params["template"]).first()
+        if template is None:
+            return initial, ["The onboarding link names a template that does not exist; ask whoever sent it."], None
+        initial["template"] = template.slug
+        wanted = {
+            "name": template.name_pattern.replace("{username}", user.get_username()),
+            "monthly_limit": str(template.monthly_limit),
+            "completions": template.completions,
+            "manage": template.manage,
+        }
+        notes.append(f"Values come from the onboarding template “{template.slug}”.")
+    else:
+        wanted = {k: params[k] for k in ("name", "monthly_limit", "completions") if k in params}
+        if wanted:
+            notes.append("Values were filled in from the link you followed.")
+        if "manage" in params:
+            notes.append("Links cannot set the manage permission; it is “none”.")
+    beyond = {}
+    if "name" in wanted:
+        try:
+            initial["name"] = clean_name(wanted["name"])
+        except forms.ValidationError:
+            notes.append("The name in the link was not usable and was left empty.")
+    if "monthly_limit" in wanted:
+        try:
+            amount = parse_amount(wanted["monthly_limit"])
+            if amount <= 0:  # "no cap" is never taken from a link, not even for admins
+                raise forms.ValidationError("too low")
+            if cap is not None and amount > cap:
+                notes.append(f"The link asked for a ${amount} limit; you can have up to ${cap} without approval.")
+                beyond["monthly_limit"] = amount
+                amount = cap
+            initial["monthly_limit"] = amount
+        except forms.ValidationError:
+            notes.append("The monthly limit in the link was not usable; the default is shown.")
+    if wanted.get("completions") in pol.completions_levels:
+        initial["completions"] = wanted["completions"]
+    elif wanted.get("completions") in policy.LEVELS:
+        beyond["completions"] = wanted["completions"]
+        notes.append(f"The link asked for completions “{wanted['completions']}”, beyond your policy.")
+    if wanted.get("manage") in ("read", "write") and not pol.is_admin:
+        if pol.manage_requestable:
+            beyond["manage"] = wanted["manage"]
+        notes.append(f"The template asks for manage “{wanted['manage']}”, which needs an admin's approval.")
+    elif wanted.get("manage") in pol.manage_levels:
+        initial["manage"] = wanted["manage"]
+    approval_values = {**initial, **beyond} if beyond and initial["name"] else None
+    return initial, notes, approval_values

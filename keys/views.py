@@ -10,19 +10,19 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django.views.decorators.vary import vary_on_headers
 
 from portal.accounts.permissions import is_portal_admin
 from portal.accounts.reauth import require_recent_sign_in
 from portal.audit import bounds, chain
 from portal.audit.models import AuditEvent
+from portal.htmx import render_htmx, wants_partial
 
 from . import lifecycle, listing, policy, requesty
 from .charts import usage_chart
-from .forms import ApprovalRequestForm, KeyRequestForm, LimitForm, new_nonce, prefill
+from .forms import ApprovalRequestForm, KeyPageForm, KeyRequestForm, LimitForm, new_nonce
 from .minting import MintError, in_minutes, mint_key, seconds_until_an_hour_after
 from .models import ApprovalRequest, Issuance, IssuedKey, OnboardingTemplate
-from .onboarding import safe_return_url
+from .onboarding import prefill, safe_return_url
 
 TEMPLATE = "keys/new.html"
 
@@ -33,14 +33,13 @@ def home(request):
 
 
 @never_cache
-@vary_on_headers("HX-Request")
 @require_http_methods(["GET", "POST"])
 @require_recent_sign_in
 @sensitive_variables()
 def new_key(request):
     """The stable onboarding URL: GET shows the form (prefilled from the link), POST mints."""
     if request.method == "GET":
-        return _render(request, _form_context(request))
+        return _mint_page(request, _form_context(request))
 
     if bounds.refusals_exceeded(request.user):
         return _refused_unexamined(request)
@@ -55,7 +54,7 @@ def new_key(request):
             if form.can_ask_for_approval
             else None
         )
-        return _render(request, {"form": form, "approval_form": approval_form}, status=status)
+        return _mint_page(request, {"form": form, "approval_form": approval_form}, status=status)
 
     try:
         minted = mint_key(
@@ -71,7 +70,7 @@ def new_key(request):
             context = _form_context(request, values=form.cleaned_data) if retry else {"form": None}
         except DatabaseError:  # the database that failed the mint may still be down: say so, no form
             context = {"form": None}
-        response = _render(request, {**context, "error": exc}, status=exc.status)
+        response = _mint_page(request, {**context, "error": exc}, status=exc.status)
         if exc.retry_after:
             response["Retry-After"] = str(exc.retry_after)
         return response
@@ -79,7 +78,7 @@ def new_key(request):
         continue_url = _continue_url(request, form.cleaned_data.get("template"))
     except DatabaseError:  # never lose the secret over an optional link
         continue_url = None
-    return _render(request, {"minted": minted, "continue_url": continue_url})
+    return _mint_page(request, {"minted": minted, "continue_url": continue_url})
 
 
 def _form_context(request, values: dict | None = None) -> dict:
@@ -119,21 +118,18 @@ def _continue_url(request, slug: str | None) -> str | None:
         return None
     url = safe_return_url(template.return_url)
     if url is None:
-        chain.record(
+        chain.record_request(
+            request,
             AuditEvent.Action.ONBOARDING_RETURN_REFUSED,
             AuditEvent.Outcome.DENIED,
-            actor=request.user,
-            source_ip=chain.client_ip(request),
             detail=f"template {template.slug}: return URL {template.return_url!r} not in ONBOARDING_RETURN_HOSTS",
         )
     return url
 
 
-def _render(request, context: dict, status: int = 200):
-    is_partial = request.htmx and not request.htmx.boosted and not request.htmx.history_restore_request
-    template = f"{TEMPLATE}#mint" if is_partial else TEMPLATE
-    context.setdefault("error", None)
-    return render(request, template, context, status=status)
+def _mint_page(request, context: dict, status: int = 200):
+    """The mint page, or its `mint` partial for htmx: every answer of /keys/new/."""
+    return render_htmx(request, TEMPLATE, "mint", context, status=status)
 
 
 def _refused_unexamined(request):
@@ -149,18 +145,17 @@ def _refused_unexamined(request):
         429,
         retry_after=wait,
     )
-    response = _render(request, {"form": None, "error": error}, status=429)
+    response = _mint_page(request, {"form": None, "error": error}, status=429)
     response["Retry-After"] = str(error.retry_after)
     return response
 
 
 def _audit_denial(request, form: KeyRequestForm) -> None:
     data = form.data
-    chain.record(
+    chain.record_request(
+        request,
         AuditEvent.Action.MINT_DENIED,
         AuditEvent.Outcome.DENIED,
-        actor=request.user,
-        source_ip=chain.client_ip(request),
         key_name=str(data.get("name", ""))[:200],
         manage=str(data.get("manage", ""))[:16],
         completions=str(data.get("completions", ""))[:16],
@@ -179,15 +174,11 @@ def _key_or_404(request, pk: int) -> IssuedKey:
     return get_object_or_404(_keys_for(request.user), pk=pk)
 
 
-def _partial(request, template: str, name: str) -> str:
-    return f"{template}#{name}" if request.htmx and not request.htmx.history_restore_request else template
-
-
 @require_GET
 def key_list(request):
     """Everyone's keys for admins, one's own otherwise: filtered, paged, and counted (nothing silently cut)."""
     is_admin = is_portal_admin(request.user)
-    form = listing.KeyPageForm(request.GET)
+    form = KeyPageForm(request.GET)
     if not form.is_valid():
         raise BadRequest("Not a valid page of the key list.")
     visible = _keys_for(request.user)
@@ -205,13 +196,8 @@ def key_list(request):
     else:
         status = ""
     context = listing.key_page(keys, visible, form.cleaned_data, {"owner": owner, "status": status})
-    # Unsettled issuances head the first page; past UNKNOWN_LIMIT the page says how many there are.
-    shown = []
-    if context["first_page"]:
-        shown = list(unknown.select_related("actor").order_by("-created_at", "-pk")[: listing.UNKNOWN_LIMIT + 1])
+    context.update(listing.unsettled(unknown, context["first_page"]))
     context.update(
-        unknown=shown[: listing.UNKNOWN_LIMIT],
-        unknown_total=unknown.count() if len(shown) > listing.UNKNOWN_LIMIT else len(shown),
         is_admin=is_admin,
         owner=owner,
         status=status,
@@ -237,7 +223,7 @@ def key_spend(request, pk: int):
             context["spend_error"] = exc.message
         except (requesty.RequestyError, ValueError):  # ValueError: an id Requesty could not have issued
             context["spend_error"] = "Spend unavailable right now."
-    return render(request, "keys/list.html#spend", context)
+    return render_htmx(request, "keys/list.html", "spend", context, fragment_only=True)
 
 
 @require_GET
@@ -258,7 +244,7 @@ def key_usage(request, pk: int):
             if not isinstance(exc, requesty.NotFound)
             else "This key no longer exists in Requesty."
         )
-    return render(request, "keys/detail.html#usage", context)
+    return render_htmx(request, "keys/detail.html", "usage", context, fragment_only=True)
 
 
 @require_POST
@@ -276,17 +262,16 @@ def key_limit(request, pk: int):
         except lifecycle.LifecycleError as exc:
             context["limit_error"] = exc.message
     elif form.denials:
-        chain.record(
+        chain.record_request(
+            request,
             AuditEvent.Action.KEY_LIMIT_FAILED,
             AuditEvent.Outcome.DENIED,
-            actor=request.user,
             issuance=key.issuance,
-            source_ip=chain.client_ip(request),
             api_key_id=key.api_key_id,
             monthly_limit=None,
             detail="; ".join(form.denials),
         )
-    return render(request, _partial(request, "keys/detail.html", "limit"), context)
+    return render_htmx(request, "keys/detail.html", "limit", context)
 
 
 @require_http_methods(["GET", "POST"])
@@ -294,21 +279,21 @@ def key_revoke(request, pk: int):
     """GET asks for confirmation naming the key; POST revokes it upstream, then here."""
     key = _key_or_404(request, pk)
     if request.method == "GET":
-        return render(request, _partial(request, "keys/revoke.html", "confirm"), {"key": key})
+        return render_htmx(request, "keys/revoke.html", "confirm", {"key": key})
     error = ""
     if key.status == IssuedKey.Status.ACTIVE:
         try:
             lifecycle.revoke(key, actor=request.user, source_ip=chain.client_ip(request))
         except lifecycle.LifecycleError as exc:
             error = exc.message
-    if request.htmx:
+    if wants_partial(request):  # the list's row, swapped in place of the one that was asked about
         context = {
             "key": key,
             "row_error": error,
             "just_changed": not error,
             "is_admin": is_portal_admin(request.user),
         }
-        return render(request, "keys/list.html#row", context)
+        return render_htmx(request, "keys/list.html", "row", context, fragment_only=True)
     if error:
         return render(request, "keys/revoke.html", {"key": key, "error": error}, status=502)
     gone = "It was already deleted in Requesty." if key.status == IssuedKey.Status.DELETED_UPSTREAM else ""

@@ -3,9 +3,8 @@ just the inline partial htmx swaps in. Every view that renders partials goes thr
 
 from __future__ import annotations
 
-from functools import wraps
-
-from django.template.response import TemplateResponse
+from django.http import HttpResponse
+from django.shortcuts import render
 from django.utils.cache import patch_vary_headers
 
 
@@ -16,28 +15,23 @@ def wants_partial(request) -> bool:
     return bool(htmx) and not htmx.boosted and not htmx.history_restore_request
 
 
-def render_htmx(request, template: str, partial: str, context: dict | None = None, *, status: int = 200):
-    """`template`, or its `{% partialdef partial %}` for an htmx swap; varies on HX-Request, since
-    the answer depends on it (caches and the browser's back button must not mix the two)."""
-    name = f"{template}#{partial}" if wants_partial(request) else template
-    response = TemplateResponse(request, name, context, status=status)
+def render_htmx(
+    request,
+    template: str,
+    partial: str,
+    context: dict | None = None,
+    *,
+    status: int = 200,
+    fragment_only: bool = False,
+) -> HttpResponse:
+    """`template`, or its `{% partialdef partial %}` for an htmx swap. `fragment_only` is for an
+    endpoint that exists to be swapped in (a row's spend, a key's usage): it answers with the
+    partial whoever asks.
+
+    Varies on HX-Request, since the answer depends on it (caches and the browser's back button must
+    not mix the two). Rendered here, inside the view, so that a view's `@sensitive_variables` also
+    covers the template's frames in error reports (the mint page renders a secret)."""
+    name = f"{template}#{partial}" if fragment_only or wants_partial(request) else template
+    response = render(request, name, context, status=status)
     patch_vary_headers(response, ["HX-Request"])
     return response
-
-
-def for_htmx(partial: str):
-    """Decorator form, for a view that returns the page as a TemplateResponse: an htmx swap gets
-    its `partial` instead."""
-
-    def decorator(view):
-        @wraps(view)
-        def wrapped(request, *args, **kwargs):
-            response = view(request, *args, **kwargs)
-            if isinstance(response, TemplateResponse) and wants_partial(request) and "#" not in response.template_name:
-                response.template_name = f"{response.template_name}#{partial}"
-            patch_vary_headers(response, ["HX-Request"])
-            return response
-
-        return wrapped
-
-    return decorator

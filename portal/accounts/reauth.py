@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django_htmx.http import HttpResponseClientRedirect
 
 from .oidc import enabled
@@ -44,8 +45,8 @@ def require_recent_sign_in(view):
         if not request.user.is_authenticated or signed_in_recently(request):
             return view(request, *args, **kwargs)
         url = reauth_url(request)
-        if getattr(request, "htmx", False):
-            return HttpResponseClientRedirect(url)
-        return redirect(url)
+        response = HttpResponseClientRedirect(url) if getattr(request, "htmx", False) else redirect(url)
+        patch_vary_headers(response, ["HX-Request"])  # the answer depends on it
+        return response
 
     return guarded

@@ -6,74 +6,24 @@ exporting are themselves audit events.
 
 from __future__ import annotations
 
-import csv
-import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 
-from django import forms
 from django.db.models import Q, QuerySet
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404
 from django.shortcuts import render
-from django.utils import timezone
 from django.views.decorators.http import require_GET
-from django.views.decorators.vary import vary_on_headers
 
 from keys.models import Issuance
 from portal.accounts.permissions import auditor_required
+from portal.htmx import render_htmx, wants_partial
 
 from . import chain
+from .export import export_response
+from .forms import AuditFilterForm
 from .models import AuditEvent
 
 PAGE_SIZE = 50
-EXPORT_BATCH = 2000
-EXPORT_FIELDS = [
-    "seq",
-    "time_utc",
-    "actor_username",
-    "actor_email",
-    "action",
-    "outcome",
-    "key_name",
-    "api_key_id",
-    "monthly_limit",
-    "manage",
-    "completions",
-    "source_ip",
-    "upstream_status",
-    "detail",
-    "hash",
-]
-_DB_FIELDS = [f for f in EXPORT_FIELDS if f != "time_utc"] + ["created_at"]
-
-
-class AuditFilterForm(forms.Form):
-    actor = forms.CharField(label="Actor (username)", required=False, max_length=150)
-    action = forms.ChoiceField(label="Action", required=False, choices=[("", "Any action"), *AuditEvent.Action.choices])
-    outcome = forms.ChoiceField(
-        label="Outcome", required=False, choices=[("", "Any outcome"), *AuditEvent.Outcome.choices]
-    )
-    since = forms.DateField(label="From (UTC date)", required=False)
-    until = forms.DateField(label="To (UTC date, inclusive)", required=False)
-    q = forms.CharField(label="Key name or id contains", required=False, max_length=100)
-    # Keyset cursors: events older than `before`, newer than `after`, or the oldest page (`last`).
-    before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
-    after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
-    last = forms.BooleanField(required=False, widget=forms.HiddenInput)
-
-    def clean(self):
-        data = super().clean()
-        if data.get("since") and data.get("until") and data["since"] > data["until"]:
-            raise forms.ValidationError("The “From” date must not be after the “To” date.")
-        return data
-
-    def filter_query(self) -> str:
-        """The filters (not the cursor) as a query string, for links and exports."""
-        from urllib.parse import urlencode
-
-        keys = ("actor", "action", "outcome", "since", "until", "q")
-        return urlencode({k: self.data[k] for k in keys if self.data.get(k)})
 
 
 def filtered(data: dict) -> QuerySet:
@@ -150,7 +100,6 @@ def page_status(form: AuditFilterForm, page: dict) -> str:
 
 
 @require_GET
-@vary_on_headers("HX-Request")
 @auditor_required
 def audit_log(request):
     form = AuditFilterForm(request.GET)
@@ -159,11 +108,10 @@ def audit_log(request):
         context.update(keyset_page(filtered(form.cleaned_data), form.cleaned_data))
         context["filter_query"] = form.filter_query()
     context["status"] = page_status(form, context)
-    _record(request, AuditEvent.Action.AUDIT_VIEWED, request.GET.urlencode())
-    partial = request.htmx and not request.htmx.history_restore_request
+    chain.record_request(request, AuditEvent.Action.AUDIT_VIEWED, detail=request.GET.urlencode())
     # The fragment carries the status line too, swapped out of band into the page's stable one.
-    context["oob"] = bool(partial)
-    return render(request, "audit/log.html#results" if partial else "audit/log.html", context)
+    context["oob"] = wants_partial(request)
+    return render_htmx(request, "audit/log.html", "results", context)
 
 
 @require_GET
@@ -194,73 +142,8 @@ def audit_export(request, fmt: str):
         page = {"events": [], "has_newer": False, "has_older": False}
         context = {"form": form, **page, "status": page_status(form, page)}
         return render(request, "audit/log.html", context, status=400)
-    exported = _record(request, AuditEvent.Action.AUDIT_EXPORTED, f"format={fmt} {form.filter_query()}")
-    # Exactly the events that existed when the export was asked for (not its own audit event).
-    rows = _export_rows(filtered(form.cleaned_data).filter(seq__lt=exported.seq))
-    body = _csv_lines(rows) if fmt == "csv" else _jsonl_lines(rows)
-    content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
-    response = StreamingHttpResponse(body, content_type=content_type)
-    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
-    response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{"csv" if fmt == "csv" else "jsonl"}"'
-    response["Cache-Control"] = "no-store"
-    return response
-
-
-def _record(request, action: str, detail: str) -> AuditEvent:
-    return chain.record(
-        action, AuditEvent.Outcome.SUCCESS, actor=request.user, source_ip=chain.client_ip(request), detail=detail
+    exported = chain.record_request(
+        request, AuditEvent.Action.AUDIT_EXPORTED, detail=f"format={fmt} {form.filter_query()}"
     )
-
-
-def _export_rows(qs: QuerySet) -> Iterator[dict]:
-    """Newest first, in keyset batches: constant memory on any database, no server-side cursor."""
-    last = None
-    while True:
-        batch = list(
-            (qs if last is None else qs.filter(seq__lt=last)).order_by("-seq").values(*_DB_FIELDS)[:EXPORT_BATCH]
-        )
-        for row in batch:
-            row["time_utc"] = row.pop("created_at").astimezone(UTC).isoformat()
-            if row["monthly_limit"] is not None:
-                row["monthly_limit"] = f"{row['monthly_limit']:.2f}"
-            yield row
-        if len(batch) < EXPORT_BATCH:
-            return
-        last = batch[-1]["seq"]
-
-
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise(value) -> str:
-    """Spreadsheets run cells that start with = + - @ (or a tab/CR before one) as formulas."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
-def _chunks(lines: Iterator[str], size: int = 500) -> Iterator[str]:
-    """Send a few hundred lines per write, not one: a chunk per row costs both ends CPU."""
-    buffer: list[str] = []
-    for line in lines:
-        buffer.append(line)
-        if len(buffer) >= size:
-            yield "".join(buffer)
-            buffer.clear()
-    if buffer:
-        yield "".join(buffer)
-
-
-def _csv_lines(rows: Iterator[dict]) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    yield writer.writerow(EXPORT_FIELDS)
-    yield from _chunks(writer.writerow([neutralise(row[f]) for f in EXPORT_FIELDS]) for row in rows)
-
-
-def _jsonl_lines(rows: Iterator[dict]) -> Iterator[str]:
-    # ensure_ascii: U+2028 and friends stay escaped, so every record is exactly one line.
-    yield from _chunks(json.dumps({f: row[f] for f in EXPORT_FIELDS}, ensure_ascii=True) + "\n" for row in rows)
+    # Exactly the events that existed when the export was asked for (not its own audit event).
+    return export_response(filtered(form.cleaned_data).filter(seq__lt=exported.seq), fmt)

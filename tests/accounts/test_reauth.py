@@ -22,6 +22,7 @@ def test_stale_sso_session_signs_in_again_before_minting(client, oidc, settings)
     htmx = client.post("/keys/new/", {"name": "x"}, **HTMX)
     assert htmx.status_code == 200 and htmx["HX-Redirect"] == "/oidc/authenticate/?next=%2Fkeys%2Fnew%2F&reauth=1"
     assert "Location" not in htmx
+    assert "HX-Request" in htmx["Vary"] and "HX-Request" in response["Vary"]
 
     authorize = client.get(response["Location"])["Location"]
     params = {k: v[0] for k, v in parse_qs(urlsplit(authorize).query).items()}

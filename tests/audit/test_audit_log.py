@@ -1,70 +1,21 @@
-"""The audit log: access, filters, keyset pages, exports, hash chain and append-only storage."""
+"""The audit log's pages (/audit/): who may see them, what a row shows, htmx fragments and the
+status line, filters and keyset pages, a key's and an event's history. Exports:
+test_audit_export.py; the chain itself: test_audit_chain.py."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import Group, User
-from django.core.management import CommandError, call_command
-from django.db import connection, transaction
+from django.db import connection
 from django.test import Client
 
 from portal.audit import chain
 from portal.audit.models import AuditEvent
 from portal.audit.views import PAGE_SIZE
-
-HTMX = {"HTTP_HX_REQUEST": "true"}
-HOSTILE = [
-    "<img src=x onerror=alert(1)>",
-    '" hx-get="/keys/new/" hx-trigger="load',
-    "{{ 7*7 }}",
-    "line1\r\nline2",
-    "evil\u202egnp.exe",
-    '=HYPERLINK("http://evil")',
-    "+1+1",
-    "-2+3",
-    "@SUM(A1)",
-]
-
-
-@pytest.fixture
-def auditor(db) -> User:
-    """A member of the "Portal admins" group the migration creates."""
-    user = User.objects.create_user("audrey", "audrey@example.com", "pw-audrey")
-    user.groups.add(Group.objects.get(name="Portal admins"))
-    return User.objects.get(pk=user.pk)
-
-
-@pytest.fixture
-def auclient(auditor) -> Client:
-    client = Client()
-    client.force_login(auditor)
-    return client
-
-
-def event(**values) -> AuditEvent:
-    values.setdefault("key_name", "k")
-    return chain.record(values.pop("action", "mint.issued"), values.pop("outcome", "success"), **values)
-
-
-def seqs(response) -> list[int]:
-    return [int(s) for s in re.findall(r'href="/audit/events/(\d+)/"', response.content.decode())]
-
-
-def unprotected():
-    """Raw SQL that bypasses the model, as an attacker with database access would; on PostgreSQL
-    the append-only trigger is switched off inside this test's transaction (rolled back after)."""
-    cursor = connection.cursor()
-    if connection.vendor == "postgresql":
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # ALTER TABLE refuses pending FK checks
-        cursor.execute("ALTER TABLE keys_auditevent DISABLE TRIGGER USER")
-    return cursor
+from tests.audit.helpers import HOSTILE, HTMX, event, seqs, unprotected
 
 
 # --- Access ---------------------------------------------------------------------------------------
@@ -132,6 +83,22 @@ def test_htmx_gets_the_fragment_and_plain_gets_the_page(auclient):
     fragment = auclient.get("/audit/", **HTMX)
     assert "<html" not in fragment.content.decode() and 'id="audit-results"' in fragment.content.decode()
     assert "HX-Request" in fragment["Vary"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {**HTMX, "HTTP_HX_BOOSTED": "true"}, {**HTMX, "HTTP_HX_HISTORY_RESTORE_REQUEST": "true"}],
+    ids=["plain", "boosted", "history-restore"],
+)
+def test_whole_page_answers_vary_on_hx_request_too(auclient, headers):
+    """Boosted navigations and history restores replace the whole document: they get the page,
+    which a cache must not hand to an htmx swap (nor the fragment to them)."""
+    event()
+    page = auclient.get("/audit/", **headers)
+    html = page.content.decode()
+    assert "<html" in html and 'id="audit-results"' in html
+    assert "hx-swap-oob" not in html  # the status line sits in the page once, not out of band
+    assert "HX-Request" in page["Vary"]
 
 
 STATUS = re.compile(r'<p id="audit-status" role="status"[^>]*>([^<]*)</p>')
@@ -258,6 +225,13 @@ def test_same_timestamps_do_not_lose_rows(auclient):
     assert sorted(page1 + page2) == list(range(1, PAGE_SIZE + 6))
 
 
+def test_a_whole_key_id_is_matched_exactly(auclient):
+    event(api_key_id="3c90c3cc-0d44-4b50-8888-8dd25736052a", key_name="a")
+    event(api_key_id="3c90c3cc-0d44-4b50-8888-8dd25736052b", key_name="b")
+    assert seqs(auclient.get("/audit/?q=3c90c3cc-0d44-4b50-8888-8dd25736052a")) == [1]
+    assert seqs(auclient.get("/audit/?q=3c90c3cc")) == [2, 1]
+
+
 def test_each_page_runs_a_bounded_number_of_queries(auclient, django_assert_max_num_queries):
     for _ in range(PAGE_SIZE + 5):
         event()
@@ -303,62 +277,6 @@ def test_event_detail_shows_the_chain(auclient):
     assert auclient.get("/audit/events/999/").status_code == 404
 
 
-# --- Export ---------------------------------------------------------------------------------------
-def test_csv_export_parses_and_neutralises_formulas(auclient, requester):
-    for name in HOSTILE:
-        event(actor=requester, key_name=name, detail=name)
-    response = auclient.get("/audit/export.csv")
-    assert response.streaming and response["Content-Type"].startswith("text/csv")
-    assert "attachment" in response["Content-Disposition"] and "no-store" in response["Cache-Control"]
-    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
-    names = [r for r in rows if r["action"] == "mint.issued"]
-    assert len(names) == len(HOSTILE)
-    for row in rows:
-        for value in row.values():
-            assert not value.startswith(("=", "+", "-", "@")), value
-        assert datetime.fromisoformat(row["time_utc"]).utcoffset() == timedelta(0)
-    assert {r["key_name"] for r in names} >= {
-        '\'=HYPERLINK("http://evil")',
-        "'+1+1",
-        "'-2+3",
-        "'@SUM(A1)",
-        "line1\r\nline2",
-    }
-
-
-def test_jsonl_export_parses_line_by_line(auclient):
-    for name in HOSTILE:
-        event(key_name=name)
-    body = b"".join(auclient.get("/audit/export.jsonl").streaming_content).decode()
-    lines = body.split("\n")[:-1]
-    records = [json.loads(line) for line in lines]
-    assert len(records) == len(HOSTILE)
-    assert [r["key_name"] for r in records] == HOSTILE[::-1]  # raw values: JSON needs no neutralising
-
-
-def test_filtered_export_has_exactly_the_filtered_rows(auclient, requester, requester2):
-    for i in range(30):
-        event(actor=requester if i % 3 == 0 else requester2, key_name=f"n{i}")
-    query = "actor=rita"
-    shown = seqs(auclient.get("/audit/?" + query))
-    rows = list(
-        csv.DictReader(io.StringIO(b"".join(auclient.get("/audit/export.csv?" + query).streaming_content).decode()))
-    )
-    assert [int(r["seq"]) for r in rows] == shown
-    assert all(r["actor_username"] == "rita" for r in rows)
-
-
-def test_export_walks_batches(auclient, monkeypatch):
-
-    import portal.audit.views
-
-    monkeypatch.setattr(portal.audit.views, "EXPORT_BATCH", 7)
-    for i in range(23):
-        event(key_name=f"b{i}")
-    body = b"".join(auclient.get("/audit/export.jsonl").streaming_content).decode()
-    assert [json.loads(line)["seq"] for line in body.splitlines()] == list(range(23, 0, -1))
-
-
 # --- Hostile key names ----------------------------------------------------------------------------
 def test_hostile_names_render_inert(auclient):
     for name in HOSTILE:
@@ -370,196 +288,3 @@ def test_hostile_names_render_inert(auclient):
     detail = auclient.get(f"/audit/events/{e.seq}/").content.decode()
     assert "<img src=x" not in detail
     assert "unsafe-inline" not in auclient.get("/audit/")["Content-Security-Policy"]
-
-
-# --- Hash chain -----------------------------------------------------------------------------------
-def five_events():
-    return [event(key_name=f"chain{i}") for i in range(5)]
-
-
-def verify_output(*args) -> str:
-    out = io.StringIO()
-    call_command("verify_audit", *args, stdout=out)
-    return out.getvalue()
-
-
-def verify_error(*args) -> str:
-    with pytest.raises(CommandError) as info:
-        call_command("verify_audit", *args, stdout=io.StringIO())
-    return str(info.value)
-
-
-def test_clean_chain_verifies(db):
-    five_events()
-    assert "5 events verified" in verify_output()
-    assert "0 events verified" not in verify_output()
-
-
-def test_changed_field_is_named(db):
-    five_events()
-    with unprotected() as cursor:
-        cursor.execute("UPDATE keys_auditevent SET key_name = 'innocent' WHERE seq = 3")
-    assert "Event #3 was changed" in verify_error()
-
-
-def test_deleted_middle_row_is_named(db):
-    five_events()
-    with unprotected() as cursor:
-        cursor.execute("DELETE FROM keys_auditevent WHERE seq = 2")
-    assert "Event #2 is missing" in verify_error()
-
-
-def test_swapped_rows_are_named(db):
-    five_events()
-    with unprotected() as cursor:
-        cursor.execute("UPDATE keys_auditevent SET seq = -2 WHERE seq = 2")
-        cursor.execute("UPDATE keys_auditevent SET seq = 2 WHERE seq = 4")
-        cursor.execute("UPDATE keys_auditevent SET seq = 4 WHERE seq = -2")
-    assert "#2" in verify_error()
-
-
-def test_renumbered_rehashed_tail_is_caught_by_the_link(db):
-    """An attacker without the HMAC key deletes #3 and renumbers the rest: the link breaks."""
-    five_events()
-    with unprotected() as cursor:
-        cursor.execute("DELETE FROM keys_auditevent WHERE seq = 3")
-        cursor.execute("UPDATE keys_auditevent SET seq = seq - 1 WHERE seq > 3")
-    message = verify_error()
-    assert "#3" in message
-
-
-def test_dropped_tail_needs_the_recorded_head(db):
-    five_events()
-    head = verify_output("--head").strip()
-    assert head.startswith("5:") and len(head) == 2 + 64
-    with unprotected() as cursor:
-        cursor.execute("DELETE FROM keys_auditevent WHERE seq >= 4")
-    assert "3 events verified" in verify_output()  # the chain alone cannot tell
-    assert "Events after #3 were removed" in verify_error("--expect-head", head)
-
-
-def test_wrong_hmac_key_fails_verification(db, settings):
-    five_events()
-    settings.AUDIT_HMAC_KEY = "another-key"
-    assert "Event #1 was changed" in verify_error()
-
-
-def test_the_model_refuses_updates_and_deletes(db):
-    e = event()
-    with pytest.raises(PermissionError):
-        e.save()
-    with pytest.raises(PermissionError):
-        e.delete()
-    with pytest.raises(PermissionError):
-        AuditEvent.objects.all().update(outcome="success")
-    with pytest.raises(PermissionError):
-        AuditEvent.objects.all().delete()
-
-
-@pytest.mark.postgres
-@pytest.mark.parametrize(
-    "sql",
-    [
-        "UPDATE keys_auditevent SET outcome = 'success'",
-        "DELETE FROM keys_auditevent",
-        "TRUNCATE keys_auditevent CASCADE",
-    ],
-)
-def test_postgresql_trigger_refuses_changes(db, sql):
-    from django.db import DatabaseError
-
-    event()
-    with connection.cursor() as cursor:
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cursor.execute("ALTER TABLE keys_auditevent ENABLE TRIGGER USER")
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(sql)
-    assert AuditEvent.objects.count() == 1
-
-
-def test_admin_registration_is_read_only(superuser):
-    client = Client()
-    client.force_login(superuser)
-    e = event()
-    assert client.get("/admin/audit/auditevent/").status_code == 200
-    assert client.get("/admin/audit/auditevent/add/").status_code == 403
-    assert client.post(f"/admin/audit/auditevent/{e.pk}/delete/").status_code == 403
-    page = client.get(f"/admin/audit/auditevent/{e.pk}/change/").content.decode()
-    assert 'name="_save"' not in page and 'name="_continue"' not in page  # a view page, no save buttons
-    assert client.post(f"/admin/audit/auditevent/{e.pk}/change/", {"outcome": "success"}).status_code == 403
-
-
-def test_seed_audit_makes_a_valid_chain(db):
-    with pytest.raises(CommandError, match="benchmark-database"):  # DEBUG is off in tests
-        call_command("seed_audit", "--events", "5", stdout=io.StringIO())
-    call_command("seed_audit", "--events", "120", "--batch", "50", "--benchmark-database", stdout=io.StringIO())
-    assert "120 events verified" in verify_output()
-    with pytest.raises(CommandError, match="not empty"):
-        call_command("seed_audit", "--events", "5", "--benchmark-database", stdout=io.StringIO())
-
-
-def test_a_whole_key_id_is_matched_exactly(auclient):
-    event(api_key_id="3c90c3cc-0d44-4b50-8888-8dd25736052a", key_name="a")
-    event(api_key_id="3c90c3cc-0d44-4b50-8888-8dd25736052b", key_name="b")
-    assert seqs(auclient.get("/audit/?q=3c90c3cc-0d44-4b50-8888-8dd25736052a")) == [1]
-    assert seqs(auclient.get("/audit/?q=3c90c3cc")) == [2, 1]
-
-
-# --- Concurrent appends (PostgreSQL) --------------------------------------------------------------
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_an_append_waiting_for_the_lock_chains_onto_what_committed_meanwhile():
-    """The lock-then-read-head call (migration 0008) must read the head *after* the lock is
-    granted: B starts while A holds the lock, and must follow A's event, not fork beside it."""
-    import threading
-    import time
-
-    from django.db import connections
-
-    a_holds, a_may_commit, results = threading.Event(), threading.Event(), {}
-
-    def append(name, hold):
-        try:
-            with transaction.atomic():
-                results[name] = event(key_name=name)
-                if hold:
-                    a_holds.set()
-                    a_may_commit.wait(10)
-        finally:
-            connections.close_all()
-
-    first = event(key_name="before")
-    a = threading.Thread(target=append, args=("a", True))
-    a.start()
-    assert a_holds.wait(10)
-    b = threading.Thread(target=append, args=("b", False))
-    b.start()
-    deadline = time.monotonic() + 10
-    with connection.cursor() as cursor:  # wait until B is queued on the advisory lock
-        while time.monotonic() < deadline:
-            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-            if cursor.fetchone()[0]:
-                break
-            time.sleep(0.01)
-        else:
-            pytest.fail("the second append never waited for the chain's lock")
-    a_may_commit.set()
-    a.join(10)
-    b.join(10)
-    assert (results["a"].seq, results["b"].seq) == (first.seq + 1, first.seq + 2)
-    assert results["b"].prev_hash == results["a"].hash
-    assert chain.verify().ok
-
-
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_postgresql_transactions_are_read_committed_whatever_the_server_default():
-    """The chain's lock-then-read and the mint's lock-then-count need READ COMMITTED."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET SESSION default_transaction_isolation = 'repeatable read'")
-    try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SHOW transaction_isolation")
-            assert cursor.fetchone()[0] == "read committed"
-    finally:
-        connection.close()  # the session setting goes with the connection

@@ -1,8 +1,9 @@
-"""Spending policy per group, its enforcement, the rate limit, and races (issue 5, threats 8, 11, 12)."""
+"""Spending policy per group, its enforcement, and races on the caps (issue 5, threats 8, 11, 12).
+
+The rate limit and the bound on refusals: test_rate_limits.py."""
 
 from __future__ import annotations
 
-import re
 import threading
 from decimal import Decimal
 
@@ -16,8 +17,7 @@ from keys.forms import new_nonce
 from keys.models import Issuance, IssuedKey, SpendingPolicy
 from portal.audit.models import AuditEvent
 from standin import Fault
-
-HTMX = {"HTTP_HX_REQUEST": "true"}
+from tests.keys.helpers import HTMX, creates, post_mint
 
 
 def group_policy(name, **values) -> Group:
@@ -25,15 +25,6 @@ def group_policy(name, **values) -> Group:
     defaults = {"max_key_limit": 50, "max_total_limit": 100, "max_active_keys": 3, "max_completions": "write"}
     SpendingPolicy.objects.create(group=group, **{**defaults, **values})
     return group
-
-
-def post_mint(client, user, **values):
-    data = {"name": "k", "monthly_limit": "10", "manage": "none", "completions": "write", "nonce": new_nonce(user)}
-    return client.post("/keys/new/", {**data, **values}, **HTMX)
-
-
-def creates(standin):
-    return standin.calls_to("POST", "/v1/manage/apikey")
 
 
 # --- Resolution -----------------------------------------------------------------------------------
@@ -241,39 +232,6 @@ def test_the_policy_is_checked_again_when_minting(rclient, requester, standin, m
     assert "at most $5.00" in response.content.decode()
 
 
-# --- Rate limit -----------------------------------------------------------------------------------
-def test_rate_limit(rclient, requester, standin, settings):
-    settings.PORTAL_MINTS_PER_HOUR = 3
-    for i in range(3):
-        assert post_mint(rclient, requester, name=f"k{i}").status_code == 200
-    response = post_mint(rclient, requester, name="k4")
-    assert response.status_code == 429 and int(response["Retry-After"]) > 3500
-    assert "Try again in 60 minutes" in response.content.decode() and 'role="alert"' in response.content.decode()
-    assert len(creates(standin)) == 3
-    assert AuditEvent.objects.filter(action="mint.rate_limited").count() == 1
-
-
-def test_rate_limit_counts_per_user(rclient, requester, requester2, standin, settings):
-    settings.PORTAL_MINTS_PER_HOUR = 1
-    post_mint(rclient, requester)
-    other = Client()
-    other.force_login(requester2)
-    assert post_mint(other, requester2).status_code == 200
-
-
-def test_rate_limiter_fails_closed(rclient, requester, standin, monkeypatch):
-    from django.db import OperationalError
-
-    import keys.minting
-
-    def broken(actor):
-        raise OperationalError("cannot count")
-
-    monkeypatch.setattr(keys.minting, "_check_rate_limit", broken)
-    response = post_mint(rclient, requester)
-    assert response.status_code == 503 and creates(standin) == []
-
-
 # --- Races on PostgreSQL --------------------------------------------------------------------------
 def _together(user, posts: list[tuple[str, dict]]) -> list[int]:
     """POST each (url, data) at the same moment, each from its own client and connection."""
@@ -364,47 +322,3 @@ def test_parallel_limit_raises_cannot_exceed_the_total_cap(standin):
     assert sum(IssuedKey.objects.filter(owner=user).values_list("monthly_limit", flat=True)) == 100
     assert not IssuedKey.objects.filter(pending_limit__isnull=False).exists()
     assert AuditEvent.objects.filter(action="key.limit_failed", outcome="denied").count() == 4
-
-
-# --- Too many refusals: further mint POSTs are refused unexamined (keys.audit.refusals_exceeded) -
-def test_every_refusal_is_audited_until_the_bound_then_posts_are_refused_unexamined(
-    rclient, requester, requester2, standin, settings, caplog
-):
-    """A script posting refused mints must not be able to append refusal after refusal to the
-    chain (whose lock every mint waits for); nor may noise hide a forged value afterwards."""
-    settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 3
-    for _ in range(3):  # within policy's reach but over the cap: honest-looking refusals
-        assert post_mint(rclient, requester, monthly_limit="5000").status_code == 403
-    for forged in ("write", "WRITE"):  # then forged values: refused without being examined
-        response = post_mint(rclient, requester, manage=forged)
-        assert response.status_code == 429 and 3500 < int(response["Retry-After"]) <= 3601
-        assert "not taking more from you for now" in response.content.decode()
-        assert 'role="alert"' in response.content.decode()
-    assert creates(standin) == [] and not Issuance.objects.exists()
-    assert AuditEvent.objects.filter(action="mint.denied").count() == 3  # every examined refusal
-    (note,) = AuditEvent.objects.filter(action="mint.rate_limited")  # one note, not one per POST
-    assert note.detail.startswith("[bound reached]") and note.actor_id == requester.pk
-    assert sum("Mint refused unexamined" in r.getMessage() for r in caplog.records) == 2
-
-    other = Client()
-    other.force_login(requester2)
-    assert post_mint(other, requester2, manage="write").status_code == 403  # another user's own count
-    assert AuditEvent.objects.filter(action="mint.denied", actor_id=requester2.pk).count() == 1
-
-
-def test_the_refusal_count_covers_the_last_hour_only_and_not_its_own_note(rclient, requester, standin, settings):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 1
-    start = timezone.now()
-    assert post_mint(rclient, requester, manage="write").status_code == 403
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("portal.audit.bounds.timezone.now", lambda: start + timedelta(minutes=30))
-        response = post_mint(rclient, requester, manage="write")  # the note is written now
-        assert response.status_code == 429 and 1700 < int(response["Retry-After"]) <= 1801
-        assert re.search(r"Try again in 3[01] minutes", response.content.decode())
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("portal.audit.bounds.timezone.now", lambda: start + timedelta(hours=1, seconds=1))
-        assert post_mint(rclient, requester).status_code == 200  # the note, 31 minutes old, is no refusal

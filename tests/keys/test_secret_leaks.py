@@ -90,16 +90,16 @@ def test_record_failure_after_create_mails_admins_without_secrets(rclient, reque
 
 def test_crash_while_rendering_the_secret_is_a_clean_500(requester, canary, monkeypatch, debug_logs, settings):
     """Threats 1-2: an unexpected exception after minting, with DEBUG off and ADMINS set."""
-    import keys.views
+    import portal.htmx
 
-    real_render = keys.views.render
+    real_render = portal.htmx.render
 
     def render_crashes(request, template, context=None, **kwargs):
         if context and context.get("minted"):
             raise RuntimeError("template blew up")
         return real_render(request, template, context, **kwargs)
 
-    monkeypatch.setattr(keys.views, "render", render_crashes)
+    monkeypatch.setattr(portal.htmx, "render", render_crashes)  # where the mint page is rendered
     client = Client(raise_request_exception=False)
     client.force_login(requester)
     response = mint(client, requester)

@@ -1,0 +1,195 @@
+"""The hash chain and its storage: verify_audit names the first changed, removed or reordered
+event, the log is append-only (model, admin, PostgreSQL trigger), and concurrent appends chain one
+after another."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection, transaction
+from django.test import Client
+
+from portal.audit import chain
+from portal.audit.models import AuditEvent
+from tests.audit.helpers import event, unprotected
+
+
+def five_events():
+    return [event(key_name=f"chain{i}") for i in range(5)]
+
+
+def verify_output(*args) -> str:
+    out = io.StringIO()
+    call_command("verify_audit", *args, stdout=out)
+    return out.getvalue()
+
+
+def verify_error(*args) -> str:
+    with pytest.raises(CommandError) as info:
+        call_command("verify_audit", *args, stdout=io.StringIO())
+    return str(info.value)
+
+
+def test_clean_chain_verifies(db):
+    five_events()
+    assert "5 events verified" in verify_output()
+    assert "0 events verified" not in verify_output()
+
+
+@pytest.mark.parametrize(
+    "statements,named",
+    [
+        (["UPDATE keys_auditevent SET key_name = 'innocent' WHERE seq = 3"], "Event #3 was changed"),
+        (["DELETE FROM keys_auditevent WHERE seq = 2"], "Event #2 is missing"),
+        (
+            [
+                "UPDATE keys_auditevent SET seq = -2 WHERE seq = 2",
+                "UPDATE keys_auditevent SET seq = 2 WHERE seq = 4",
+                "UPDATE keys_auditevent SET seq = 4 WHERE seq = -2",
+            ],
+            "#2",
+        ),
+        # An attacker without the HMAC key deletes #3 and renumbers the rest: the link breaks.
+        (["DELETE FROM keys_auditevent WHERE seq = 3", "UPDATE keys_auditevent SET seq = seq - 1 WHERE seq > 3"], "#3"),
+    ],
+    ids=["changed-field", "deleted-middle-row", "swapped-rows", "renumbered-rehashed-tail"],
+)
+def test_tampering_names_the_first_event_it_touched(db, statements, named):
+    five_events()
+    with unprotected() as cursor:
+        for sql in statements:
+            cursor.execute(sql)
+    assert named in verify_error()
+
+
+def test_dropped_tail_needs_the_recorded_head(db):
+    five_events()
+    head = verify_output("--head").strip()
+    assert head.startswith("5:") and len(head) == 2 + 64
+    with unprotected() as cursor:
+        cursor.execute("DELETE FROM keys_auditevent WHERE seq >= 4")
+    assert "3 events verified" in verify_output()  # the chain alone cannot tell
+    assert "Events after #3 were removed" in verify_error("--expect-head", head)
+
+
+def test_wrong_hmac_key_fails_verification(db, settings):
+    five_events()
+    settings.AUDIT_HMAC_KEY = "another-key"
+    assert "Event #1 was changed" in verify_error()
+
+
+# --- Append-only ----------------------------------------------------------------------------------
+def test_the_model_refuses_updates_and_deletes(db):
+    e = event()
+    with pytest.raises(PermissionError):
+        e.save()
+    with pytest.raises(PermissionError):
+        e.delete()
+    with pytest.raises(PermissionError):
+        AuditEvent.objects.all().update(outcome="success")
+    with pytest.raises(PermissionError):
+        AuditEvent.objects.all().delete()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE keys_auditevent SET outcome = 'success'",
+        "DELETE FROM keys_auditevent",
+        "TRUNCATE keys_auditevent CASCADE",
+    ],
+)
+def test_postgresql_trigger_refuses_changes(db, sql):
+    from django.db import DatabaseError
+
+    event()
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("ALTER TABLE keys_auditevent ENABLE TRIGGER USER")
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql)
+    assert AuditEvent.objects.count() == 1
+
+
+def test_admin_registration_is_read_only(superuser):
+    client = Client()
+    client.force_login(superuser)
+    e = event()
+    assert client.get("/admin/audit/auditevent/").status_code == 200
+    assert client.get("/admin/audit/auditevent/add/").status_code == 403
+    assert client.post(f"/admin/audit/auditevent/{e.pk}/delete/").status_code == 403
+    page = client.get(f"/admin/audit/auditevent/{e.pk}/change/").content.decode()
+    assert 'name="_save"' not in page and 'name="_continue"' not in page  # a view page, no save buttons
+    assert client.post(f"/admin/audit/auditevent/{e.pk}/change/", {"outcome": "success"}).status_code == 403
+
+
+def test_seed_audit_makes_a_valid_chain(db):
+    with pytest.raises(CommandError, match="benchmark-database"):  # DEBUG is off in tests
+        call_command("seed_audit", "--events", "5", stdout=io.StringIO())
+    call_command("seed_audit", "--events", "120", "--batch", "50", "--benchmark-database", stdout=io.StringIO())
+    assert "120 events verified" in verify_output()
+    with pytest.raises(CommandError, match="not empty"):
+        call_command("seed_audit", "--events", "5", "--benchmark-database", stdout=io.StringIO())
+
+
+# --- Concurrent appends (PostgreSQL) --------------------------------------------------------------
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_append_waiting_for_the_lock_chains_onto_what_committed_meanwhile():
+    """The lock-then-read-head call (migration 0008) must read the head *after* the lock is
+    granted: B starts while A holds the lock, and must follow A's event, not fork beside it."""
+    import threading
+    import time
+
+    from django.db import connections
+
+    a_holds, a_may_commit, results = threading.Event(), threading.Event(), {}
+
+    def append(name, hold):
+        try:
+            with transaction.atomic():
+                results[name] = event(key_name=name)
+                if hold:
+                    a_holds.set()
+                    a_may_commit.wait(10)
+        finally:
+            connections.close_all()
+
+    first = event(key_name="before")
+    a = threading.Thread(target=append, args=("a", True))
+    a.start()
+    assert a_holds.wait(10)
+    b = threading.Thread(target=append, args=("b", False))
+    b.start()
+    deadline = time.monotonic() + 10
+    with connection.cursor() as cursor:  # wait until B is queued on the advisory lock
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            if cursor.fetchone()[0]:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the second append never waited for the chain's lock")
+    a_may_commit.set()
+    a.join(10)
+    b.join(10)
+    assert (results["a"].seq, results["b"].seq) == (first.seq + 1, first.seq + 2)
+    assert results["b"].prev_hash == results["a"].hash
+    assert chain.verify().ok
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_postgresql_transactions_are_read_committed_whatever_the_server_default():
+    """The chain's lock-then-read and the mint's lock-then-count need READ COMMITTED."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION default_transaction_isolation = 'repeatable read'")
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SHOW transaction_isolation")
+            assert cursor.fetchone()[0] == "read committed"
+    finally:
+        connection.close()  # the session setting goes with the connection
