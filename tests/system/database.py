@@ -113,6 +113,20 @@ class Database:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
         self.created = False
 
+    def comment(self) -> str | None:
+        """The database's COMMENT (a benchmark notes there what it seeded); None if it has none."""
+        with self._admin() as conn:
+            row = conn.execute(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", [self.name]
+            ).fetchone()
+        return row[0] if row else None
+
+    def set_comment(self, text: str) -> None:
+        from psycopg import sql
+
+        with self._admin() as conn:
+            conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(self.name), sql.Literal(text)))
+
     def tables(self, conn) -> list[str]:
         rows = conn.execute(
             "SELECT table_name FROM information_schema.tables "
