@@ -3,7 +3,7 @@
 while a share of Requesty calls fail at random; then the reliability invariant is checked.
 
 A measurement plus a check. It prints throughput, p50/p95/p99 latency per step and errors by class
-(the figures are for a person to read; docs/reliability.md records a run), and it exits non-zero
+(the figures are for a person to read; docs/operations.md records a run), and it exits non-zero
 if the invariant does not hold afterwards: `manage.py reconcile_keys --stale-minutes 0` succeeds;
 every key the stand-in holds is an issued portal key with its `mint.issued` audit event; nothing
 is left `requested`/`unknown`; no 500 in the server log; no duplicate mint (each nonce one

@@ -1,6 +1,6 @@
 """Requesty misbehaving, against the real server: every Requesty fault of shared/security.md
 ("Faults to inject") with the portal under gunicorn (production command, gthread workers, DEBUG
-off) on its own PostgreSQL database, talking to the stand-in over HTTP. See docs/reliability.md.
+off) on its own PostgreSQL database, talking to the stand-in over HTTP.
 
 Timeouts, 5xx, resets, malformed and trickled answers leave the outcome unknown; 400, 401/403, 429
 and a Requesty that cannot be reached are definite refusals; a compensating delete can fail too.
