@@ -3,7 +3,7 @@
 while a share of Requesty calls fail at random; then the reliability invariant is checked.
 
 A measurement plus a check. It prints throughput, p50/p95/p99 latency per step and errors by class
-(the figures are for a person to read; docs/reliability.md records a run), and it exits non-zero
+(the figures are for a person to read; docs/operations.md records a run), and it exits non-zero
 if the invariant does not hold afterwards: `manage.py reconcile_keys --stale-minutes 0` succeeds;
 every key the stand-in holds is an issued portal key with its `mint.issued` audit event; nothing
 is left `requested`/`unknown`; no 500 in the server log; no duplicate mint (each nonce one
@@ -37,20 +37,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
-import re
-import select
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, suppress
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,10 +52,12 @@ if str(ROOT) not in sys.path:
 
 import requests  # noqa: E402
 
+from bench._common import load_average, machine, print_machine, run_script, write_json  # noqa: E402
 from bench._common import log as _log  # noqa: E402
 from bench._common import summary as _summary  # noqa: E402
-from standin.server import Fault, StandIn  # noqa: E402
-from tests.system import harness  # noqa: E402
+from standin.server import Fault, Reply, StandIn  # noqa: E402
+from tests.system import checks, harness  # noqa: E402
+from tests.system.browser import Client, Form, PortalError, alert_text, shows_secret  # noqa: E402
 
 CREATE_PATH = "/v1/manage/apikey"
 # (name, weight, what happens, the Fault): drawn for a failing create.
@@ -126,8 +121,6 @@ class FaultyStandIn(StandIn):
         return make(self.read_timeout)
 
     def _control(self, method: str, path: str, raw: bytes):
-        from standin.server import Reply
-
         if path != "/_standin/load":
             return super()._control(method, path, raw)
         with self._lock:
@@ -161,49 +154,12 @@ def serve_standin(args) -> int:
     return 0
 
 
-def start_standin(stack: ExitStack, args, canary: str, workdir: Path) -> tuple[str, int]:
-    stderr = open(workdir / "standin.log", "wb")  # noqa: SIM115 -- lives as long as the child
-    stack.callback(stderr.close)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--serve-standin",
-            "--fault-rate",
-            str(args.fault_rate),
-            "--seed",
-            str(args.seed),
-            "--read-timeout",
-            str(args.read_timeout),
-        ],
-        cwd=ROOT,
-        env={**harness.base_env(), "LOAD_CANARY": canary, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        start_new_session=True,
-    )
-
-    def stop() -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what we started
-                proc.wait(timeout=10)
-
-    stack.callback(stop)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if ready:
-            line = proc.stdout.readline().decode()
-            if match := re.search(r"(http://127\.0\.0\.1:\d+)", line):
-                return match.group(1), proc.pid
-        if proc.poll() is not None:
-            break
-    raise RuntimeError(f"the stand-in did not start; see {workdir / 'standin.log'}")
+def faulty_standin(args, canary: str) -> harness.StandinProcess:
+    """This script again, as the child process that serves FaultyStandIn."""
+    options = {"--fault-rate": args.fault_rate, "--seed": args.seed, "--read-timeout": args.read_timeout}
+    command = [sys.executable, str(Path(__file__).resolve()), "--serve-standin"]
+    command += [str(part) for option in options.items() for part in option]
+    return harness.StandinProcess(command, env={"LOAD_CANARY": canary})
 
 
 def standin_load(url: str) -> dict:
@@ -220,9 +176,9 @@ def set_fault_rate(url: str, rate: float) -> None:
 def classify_mint(response: requests.Response) -> str:
     """'ok' (a secret was shown), or what the user was told, in a few words."""
     status, text = response.status_code, response.text
-    if status == 200 and harness.shows_secret(response):
+    if status == 200 and shows_secret(response):
         return "ok"
-    alert = harness.alert_text(response)
+    alert = alert_text(response)
     if status == 202:
         return "202 outcome unknown (being checked)"
     if status == 409:
@@ -293,14 +249,14 @@ def timed(results: Results, step: str, call, classify):
     started = time.perf_counter()
     try:
         response = call()
-    except (requests.RequestException, harness.PortalError) as exc:
+    except (requests.RequestException, PortalError) as exc:
         results.add(step, time.perf_counter() - started, f"client {type(exc).__name__}")
         return None
     results.add(step, time.perf_counter() - started, classify(response))
     return response
 
 
-def user_loop(index: int, client: harness.Client, results: Results, stop_at: float, rng: random.Random, args) -> None:
+def user_loop(index: int, client: Client, results: Results, stop_at: float, rng: random.Random, args) -> None:
     n = 0
     while time.monotonic() < stop_at:
         n += 1
@@ -324,7 +280,7 @@ def user_loop(index: int, client: harness.Client, results: Results, stop_at: flo
         timed(results, "revoke", lambda pk=listed[name]: client.revoke(pk), classify_revoke)
 
 
-def double_submit(client: harness.Client, results: Results, name: str, form: harness.Form) -> bool:
+def double_submit(client: Client, results: Results, name: str, form: Form) -> bool:
     """The same form posted twice at once, as a double click would: at most one secret."""
     with results.lock:
         results.double_submits += 1
@@ -349,203 +305,144 @@ def double_submit(client: harness.Client, results: Results, name: str, form: har
 # --- the run -----------------------------------------------------------------------------------------
 def run(args) -> dict:
     """Start everything, load it, check it, tear it down; the report as a dict."""
-    canary = harness.make_canary()
+    canary = checks.make_canary()
     report: dict = {"config": {k: v for k, v in vars(args).items() if k not in ("json", "serve_standin")}}
-    with ExitStack() as stack:
-        workdir = Path(tempfile.mkdtemp(prefix="portal-load-"))
-        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-        standin_url, standin_pid = start_standin(stack, args, canary, workdir)
-        system = harness.System(
-            standin_url=standin_url,
-            workdir=workdir,
-            db_name=f"load_{os.getpid()}",
-            admin_url=args.database_url,
-            LOG_LEVEL="INFO",
-            REQUESTY_CONNECT_TIMEOUT="2",
-            REQUESTY_READ_TIMEOUT=str(args.read_timeout),
-            **{k: os.environ[k] for k in ("WEB_CONCURRENCY", "GUNICORN_THREADS", "CONN_MAX_AGE") if k in os.environ},
-        )
-        stack.callback(system.close)
+    passed = {k: os.environ[k] for k in ("WEB_CONCURRENCY", "GUNICORN_THREADS", "CONN_MAX_AGE") if k in os.environ}
+    with harness.System(
+        standin=faulty_standin(args, canary),
+        db_name=f"load_{os.getpid()}",
+        admin_url=args.database_url,
+        LOG_LEVEL="INFO",
+        REQUESTY_CONNECT_TIMEOUT="2",
+        REQUESTY_READ_TIMEOUT=str(args.read_timeout),
+        **passed,
+    ) as system:
         names = [f"load-user-{i}" for i in range(args.users)]
         system.start(users=names)
-        portal = system.portal
-        report["machine"] = machine_info(system)
-
-        # Phase 1: everyone signs in at once.
-        log(f"{args.users} users sign in")
-        signin_times: list[float] = []
-
-        def sign_in(name: str) -> harness.Client:
-            started = time.perf_counter()
-            client = harness.Client(portal.base_url).sign_in(name)
-            signin_times.append(time.perf_counter() - started)
-            return client
-
-        started = time.perf_counter()
-        with ThreadPoolExecutor(args.users) as pool:
-            clients = list(pool.map(sign_in, names))
-        report["sign_in"] = {"wall_s": round(time.perf_counter() - started, 2), **summary(signin_times)}
-
-        # Phase 2: the timed window.
-        log(f"{args.users} users mint, list and revoke for {args.duration:g} s, {args.fault_rate:.0%} of calls failing")
-        results = Results()
-        cpu_before = cpu_by_process(system, standin_pid)
-        started = time.perf_counter()
-        stop_at = time.monotonic() + args.duration
-        with ThreadPoolExecutor(args.users) as pool:
-            futures = [
-                pool.submit(user_loop, i, c, results, stop_at, random.Random(args.seed * 1000 + i), args)
-                for i, c in enumerate(clients)
-            ]
-            for f in futures:
-                f.result()
-        window = time.perf_counter() - started
-        cpu_after = cpu_by_process(system, standin_pid)
-        cpus = report["machine"]["cpus_usable"]
-        report["cpu_in_window"] = {
-            "capacity_s": round(window * cpus, 1),
-            **{k: round(cpu_after[k] - cpu_before.get(k, 0.0), 1) for k in cpu_after},
-        }
-        requests_done = sum(len(v) for v in results.times.values())
-        mints_ok = results.outcomes["mint"]["ok"] + results.outcomes["mint (double submit)"]["ok"]
-        report["window"] = {
-            "seconds": round(window, 2),
-            "requests": requests_done,
-            "requests_per_s": round(requests_done / window, 1),
-            "iterations": results.iterations,
-            "iterations_per_s": round(results.iterations / window, 2),
-            "mints_ok_per_s": round(mints_ok / window, 2),
-            "double_submits": results.double_submits,
-        }
-        report["steps"] = {
-            step: {**summary(results.times[step]), "outcomes": dict(results.outcomes[step].most_common())}
-            for step in ("form", "mint", "mint (double submit)", "list", "revoke")
-            if results.times[step]
-        }
-        unexpected = Counter()
-        for step, outcomes in results.outcomes.items():
-            allowed = {"form": {"ok"}, "list": {"ok"}, "revoke": EXPECTED_REVOKE}.get(step, EXPECTED_MINT)
-            for outcome, n in outcomes.items():
-                if outcome not in allowed:
-                    unexpected[f"{step}: {outcome}"] += n
-        report["unexpected_outcomes"] = dict(unexpected)
-
-        # Phase 3: faults off, reconcile, check.
-        set_fault_rate(system.standin_url, 0)
-        load = standin_load(system.standin_url)
-        report["faults_injected"] = dict(sorted(load["stats"].items()))
-        report["states_before_reconcile"] = issuance_states(system.db)
-        log("reconciling and checking")
-        reconciled = portal.reconcile()
-        report["reconcile"] = {"exit": reconciled.returncode, "output": reconciled.stdout.rstrip().splitlines()}
-        report["states_after_reconcile"] = issuance_states(system.db)
-        upstream = harness.upstream_keys(system.standin_url)
-        settled = reconciled.returncode == 0
-        invariant = harness.check_invariant(system.db, upstream, load["create_names"], settled=settled)
-        if reconciled.returncode != 0:
-            invariant.append(f"reconcile_keys failed: {reconciled.stderr.strip()[-300:]}")
-        invariant += results.violations
-        verified = portal.manage("verify_audit", check=False)
-        if verified.returncode != 0:
-            invariant.append(f"verify_audit: {verified.stderr.strip()[-300:]}")
-        logs = system.log_text()
-        report["invariant"] = invariant
-        report["server_errors"] = harness.server_errors(logs)
-        report["responses_by_status"] = dict(
-            sorted(Counter(f"{m} {status}" for m, _p, status in harness.access_log(logs)).items())
-        )
-        leaks = harness.sweep_database(system.db, canary)
-        leaks += harness.sweep_text("the server log", logs, canary)
-        leaks += harness.sweep_text("the reconciliation's output", reconciled.stdout + reconciled.stderr, canary)
-        for client in clients[: args.sweep_users]:
-            leaks += harness.sweep_pages(client, canary) + harness.sweep_headers(client, canary)
-        report["leaks"] = sorted(set(leaks))
-        report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        report["machine"] = machine(system.db, system.portal.env)
+        clients = sign_in_all(system, names, report)
+        results = load_window(args, system, clients, report)
+        check(args, system, clients, results, canary, report)
+        report["machine"]["load_average_at_end"] = load_average()
     failures = ("invariant", "server_errors", "leaks", "unexpected_outcomes")
     report["ok"] = not any(report[k] for k in failures)
     return report
 
 
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+def sign_in_all(system: harness.System, names: list[str], report: dict) -> list[Client]:
+    """Phase 1: everyone signs in at once (PBKDF2 at Django's default cost: CPU-bound)."""
+    log(f"{len(names)} users sign in")
+    times: list[float] = []
+
+    def sign_in(name: str) -> Client:
+        started = time.perf_counter()
+        client = Client(system.portal.base_url).sign_in(name)
+        times.append(time.perf_counter() - started)
+        return client
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(names)) as pool:
+        clients = list(pool.map(sign_in, names))
+    report["sign_in"] = {"wall_s": round(time.perf_counter() - started, 2), **summary(times)}
+    return clients
 
 
-def cpu_by_process(system: harness.System, standin_pid: int) -> dict[str, float]:
+def load_window(args, system: harness.System, clients: list[Client], report: dict) -> Results:
+    """Phase 2: every user loops form, mint, list, revoke for --duration seconds."""
+    log(f"{args.users} users mint, list and revoke for {args.duration:g} s, {args.fault_rate:.0%} of calls failing")
+    results = Results()
+    cpu_before = cpu_by_process(system)
+    started = time.perf_counter()
+    stop_at = time.monotonic() + args.duration
+    with ThreadPoolExecutor(args.users) as pool:
+        futures = [
+            pool.submit(user_loop, i, c, results, stop_at, random.Random(args.seed * 1000 + i), args)
+            for i, c in enumerate(clients)
+        ]
+        for f in futures:
+            f.result()
+    window = time.perf_counter() - started
+    cpu_after = cpu_by_process(system)
+    report["cpu_in_window"] = {
+        "capacity_s": round(window * report["machine"]["cpus_usable"], 1),
+        **{k: round(cpu_after[k] - cpu_before.get(k, 0.0), 1) for k in cpu_after},
+    }
+    requests_done = sum(len(v) for v in results.times.values())
+    mints_ok = results.outcomes["mint"]["ok"] + results.outcomes["mint (double submit)"]["ok"]
+    report["window"] = {
+        "seconds": round(window, 2),
+        "requests": requests_done,
+        "requests_per_s": round(requests_done / window, 1),
+        "iterations": results.iterations,
+        "iterations_per_s": round(results.iterations / window, 2),
+        "mints_ok_per_s": round(mints_ok / window, 2),
+        "double_submits": results.double_submits,
+    }
+    report["steps"] = {
+        step: {**summary(results.times[step]), "outcomes": dict(results.outcomes[step].most_common())}
+        for step in ("form", "mint", "mint (double submit)", "list", "revoke")
+        if results.times[step]
+    }
+    unexpected = Counter()
+    for step, outcomes in results.outcomes.items():
+        allowed = {"form": {"ok"}, "list": {"ok"}, "revoke": EXPECTED_REVOKE}.get(step, EXPECTED_MINT)
+        for outcome, n in outcomes.items():
+            if outcome not in allowed:
+                unexpected[f"{step}: {outcome}"] += n
+    report["unexpected_outcomes"] = dict(unexpected)
+    return results
+
+
+def check(args, system: harness.System, clients: list[Client], results: Results, canary: str, report: dict) -> None:
+    """Phase 3: faults off, reconciliation, then the invariant, the server log and the leak sweep."""
+    set_fault_rate(system.standin_url, 0)
+    load = standin_load(system.standin_url)
+    report["faults_injected"] = dict(sorted(load["stats"].items()))
+    report["states_before_reconcile"] = checks.state_counts(system.db)
+    log("reconciling and checking")
+    reconciled = system.portal.reconcile()
+    report["reconcile"] = {"exit": reconciled.returncode, "output": reconciled.stdout.rstrip().splitlines()}
+    report["states_after_reconcile"] = checks.state_counts(system.db)
+    upstream = checks.upstream_keys(system.standin_url)
+    settled = reconciled.returncode == 0
+    invariant = checks.check_invariant(system.db, upstream, load["create_names"], settled=settled)
+    if reconciled.returncode != 0:
+        invariant.append(f"reconcile_keys failed: {reconciled.stderr.strip()[-300:]}")
+    invariant += results.violations
+    verified = system.portal.manage("verify_audit", check=False)
+    if verified.returncode != 0:
+        invariant.append(f"verify_audit: {verified.stderr.strip()[-300:]}")
+    logs = system.log_text()
+    report["invariant"] = invariant
+    report["server_errors"] = checks.server_errors(logs)
+    report["responses_by_status"] = dict(
+        sorted(Counter(f"{m} {status}" for m, _p, status in checks.access_log(logs)).items())
+    )
+    leaks = checks.sweep_database(system.db, canary)
+    leaks += checks.sweep_text("the server log", logs, canary)
+    leaks += checks.sweep_text("the reconciliation's output", reconciled.stdout + reconciled.stderr, canary)
+    for client in clients[: args.sweep_users]:
+        leaks += checks.sweep_pages(client, canary) + checks.sweep_headers(client, canary)
+    report["leaks"] = sorted(set(leaks))
+
+
+def cpu_by_process(system: harness.System) -> dict[str, float]:
     """CPU seconds used so far by each part (PostgreSQL: the backends serving our database now;
     the portal keeps its connections, CONN_MAX_AGE). Read before and after the window."""
     with system.db.connect() as conn:
         backends = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [system.db.name])]
     portal = system.portal
     return {
-        "gunicorn": sum(cpu_seconds(p) for p in [portal.pid, *portal.workers()]),
-        "postgresql_backends": sum(cpu_seconds(p) for p in backends),
-        "standin": cpu_seconds(standin_pid),
+        "gunicorn": sum(harness.cpu_seconds(p) for p in [portal.pid, *portal.workers()]),
+        "postgresql_backends": sum(harness.cpu_seconds(p) for p in backends),
+        "standin": harness.cpu_seconds(system.standin.pid),
         "load_client": time.process_time(),
     }
 
 
-def issuance_states(db: harness.Database) -> dict[str, int]:
-    with db.connect() as conn:
-        return dict(conn.execute("SELECT state, count(*) FROM keys_issuance GROUP BY state ORDER BY state").fetchall())
-
-
-def machine_info(system: harness.System) -> dict:
-    model, ram = "", None
-    with suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram = int(line.split()[1]) // 1024
-    import django
-
-    def git(*args: str) -> str:
-        with suppress(OSError, subprocess.SubprocessError):
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
-        return ""
-
-    changed = len(git("status", "--porcelain", "--untracked-files=no").splitlines())
-    with system.db.connect() as conn:
-        pg = conn.execute("SELECT version()").fetchone()[0].split(" on ")[0]
-    code = (
-        "import json, runpy; c = runpy.run_path('gunicorn.conf.py'); "
-        "print(json.dumps({k: c[k] for k in ('workers', 'threads', 'worker_class', 'timeout')}))"
-    )
-    gconf = json.loads(
-        subprocess.run(
-            [sys.executable, "-c", code], cwd=ROOT, env=system.portal.env, capture_output=True, text=True, check=True
-        ).stdout
-    )
-    return {
-        "code": (git("rev-parse", "--short", "HEAD") or "unknown")
-        + (f" + {changed} uncommitted file(s)" if changed else ""),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu_model": model,
-        "ram_mb": ram,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "django": django.get_version(),
-        "postgresql": pg,
-        "gunicorn": gconf,
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
 def print_report(r: dict) -> None:
-    m, c, w = r["machine"], r["config"], r["window"]
-    g = m["gunicorn"]
-    print()
-    print("Machine")
-    print(f"  {m['cpus_usable']} CPUs ({m['cpu_model']}), {m['ram_mb']} MB RAM; {m['platform']}")
-    print(f"  Python {m['python']}, Django {m['django']}, {m['postgresql']}; code {m['code']}")
-    print(f"  gunicorn {g['workers']} workers x {g['threads']} threads ({g['worker_class']}), timeout {g['timeout']} s")
-    print(f"  load average at start {m['load_average_at_start']}, at end {m.get('load_average_at_end')}")
+    c, w = r["config"], r["window"]
+    print_machine(r["machine"])
     print()
     print(
         f"Run: {c['users']} users, {c['duration']:g} s window, {c['fault_rate']:.0%} of creates/deletes failing, "
@@ -614,22 +511,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum, frame) -> None:
-    """SIGTERM unwinds like Ctrl+C: the ExitStack stops gunicorn and the stand-in, drops the database."""
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_standin:
         return serve_standin(args)
-    signal.signal(signal.SIGTERM, _interrupt)
     report = run(args)
     print_report(report)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+    write_json(args.json, report)
     return 0 if report["ok"] else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

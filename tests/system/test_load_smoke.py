@@ -1,5 +1,6 @@
 """bench/load.py, short: a few users for a few seconds with a high fault rate, judged by the same
-checks as the full run (the invariant, no 500s, no duplicate mints, no leak), never by timings."""
+checks as the full run (the invariant, no 500s, no duplicate mints, no leak), never by timings.
+The Requesty read timeout is short, so the "read timeout after creating" fault costs a second."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ pytestmark = pytest.mark.postgres
 def test_load_smoke_keeps_the_invariant():
     args = load.parse_args(
         ["--users", "5", "--duration", "5", "--fault-rate", "0.2", "--double-submit", "0.2", "--seed", "7"]
+        + ["--read-timeout", "1"]
     )
     report = load.run(args)
 

@@ -1,4 +1,4 @@
-"""Tests of the stand-in Requesty itself, over real HTTP with ``requests`` (no Django involved)."""
+"""The stand-in Requesty's API, control API and command line, over real HTTP (no Django involved)."""
 
 from __future__ import annotations
 
@@ -7,48 +7,21 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import requests
 
-from standin import Fault, StandIn
+from standin import StandIn
 from standin.server import ADMIN_ID
 
-TOKEN = "test-admin-token-7f3a"
-CANARY = "rqsty-sk-CANARY-0123456789"
-KEYS = "/v1/manage/apikey"
+from .standin_client import CANARY, KEYS, TOKEN, create, fixtures
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def standin():
-    server = StandIn(admin_token=TOKEN, control=True).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def api(standin):
-    """A session like the portal's client: bearer token, connection reuse."""
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {TOKEN}"
-
-    def call(method: str, path: str, **kwargs) -> requests.Response:
-        kwargs.setdefault("timeout", 5)
-        return session.request(method, standin.base_url + path, **kwargs)
-
-    yield call
-    session.close()
-
-
-def create(api, name: str = "k", limit: object = 5, permissions: dict | None = None, **kwargs) -> requests.Response:
-    body = {"name": name, "monthly_limit": limit}
-    if permissions is not None:
-        body["permissions"] = permissions
-    return api("POST", KEYS, json=body, **kwargs)
+standin, api = fixtures()
 
 
 # ---- the API ------------------------------------------------------------------------------------
@@ -206,163 +179,6 @@ def test_concurrent_creates(standin, api):
     for t in threads:
         t.join()
     assert sorted(k["name"] for k in standin.keys.values()) == sorted(f"k{i}" for i in range(20))
-
-
-# ---- faults ---------------------------------------------------------------------------------------
-
-
-def test_status_fault_does_not_act(standin, api):
-    standin.inject(Fault.status(500), "POST", KEYS)
-    r = create(api)
-    assert r.status_code == 500 and r.json()["error"]["origin"] == "router"
-    assert standin.keys == {}
-    standin.inject(Fault.status(502, "<html><h1>502 Bad Gateway</h1></html>", "text/html"))
-    r = create(api)
-    assert r.status_code == 502 and r.headers["Content-Type"] == "text/html"
-    assert r.text.startswith("<html>")
-    standin.inject(Fault.status(429, headers={"Retry-After": "30"}))
-    r = create(api)
-    assert (r.status_code, r.headers["Retry-After"]) == (429, "30")
-    assert standin.keys == {}
-    assert create(api).status_code == 201  # faults are consumed
-
-
-def test_fault_matching_times_and_order(standin, api):
-    standin.inject(Fault.status(503), method="DELETE")
-    standin.inject(Fault.status(504), path="/v1/manage/org", times=2)
-    standin.inject(Fault.status(500), path="/v1/manage/org")
-    assert create(api).status_code == 201  # no fault matches POST /apikey
-    assert [api("GET", "/v1/manage/org").status_code for _ in range(4)] == [504, 504, 500, 200]
-    assert api("DELETE", f"{KEYS}/x").status_code == 503
-    with pytest.raises(ValueError):
-        standin.inject(Fault.reset(), times=0)
-
-
-def test_after_action_status_keeps_the_key(standin, api):
-    standin.inject(Fault.after_action_status(504, "gateway timeout", "text/plain"))
-    r = create(api, "lost")
-    assert (r.status_code, r.text) == (504, "gateway timeout")
-    assert [k["name"] for k in standin.keys.values()] == ["lost"]
-
-
-def test_reset_raises_and_does_not_act(standin, api):
-    standin.inject(Fault.reset(), "POST")
-    with pytest.raises(requests.ConnectionError):
-        create(api)
-    assert standin.keys == {}
-    assert len(standin.calls) == 1  # the request did arrive
-    assert create(api).status_code == 201  # the session recovers on a new connection
-
-
-def test_after_action_reset_creates_then_raises(standin, api):
-    standin.inject(Fault.after_action_reset())
-    with pytest.raises(requests.ConnectionError):
-        create(api, "orphan")
-    assert [k["name"] for k in standin.keys.values()] == ["orphan"]
-
-
-def test_delay_then_acts_or_times_out(standin, api):
-    standin.inject(Fault.delay(0.3))
-    with pytest.raises(requests.ReadTimeout):
-        create(api, timeout=(1, 0.1))
-    assert _eventually(lambda: len(standin.keys) == 1)  # the action still ran after the delay
-    standin.inject(Fault.delay(0.1))
-    started = time.monotonic()
-    assert api("GET", "/v1/manage/org").status_code == 200
-    assert time.monotonic() - started >= 0.1
-
-
-def test_after_action_delay_creates_before_the_client_times_out(standin, api):
-    standin.inject(Fault.after_action_delay(0.3))
-    with pytest.raises(requests.ReadTimeout):
-        create(api, "slow", timeout=(1, 0.1))
-    assert [k["name"] for k in standin.keys.values()] == ["slow"]
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        "<html>oops</html>",
-        "{}",
-        '{"api_key_id": "not-a-uuid", "api_key": "x"}',
-        b"\xff\xfe",
-    ],
-)
-def test_after_action_body_malformed(standin, api, body):
-    standin.inject(Fault.after_action_body(body))
-    r = create(api)
-    assert r.status_code == 201
-    assert r.content == (body if isinstance(body, bytes) else body.encode())
-    assert len(standin.keys) == 1
-
-
-def test_after_action_body_callable_sees_the_real_response(standin, api):
-    standin.secret_factory = lambda: CANARY
-    standin.inject(Fault.after_action_body(lambda real: json.dumps({"api_key_id": real["api_key_id"]}), status=200))
-    r = create(api)
-    assert r.status_code == 200
-    assert list(standin.keys) == [r.json()["api_key_id"]]
-    assert CANARY not in r.text
-
-
-def test_trickle_sends_headers_at_once_and_the_body_slowly(standin, api):
-    standin.secret_factory = lambda: "c"
-    standin.inject(Fault.trickle(0.01))
-    started = time.monotonic()
-    r = create(api, stream=True)
-    assert r.status_code == 201 and time.monotonic() - started < 0.3
-    body = r.content  # each read is within the read timeout; only a total deadline would fire
-    assert time.monotonic() - started >= 0.01 * len(body) * 0.8
-    assert json.loads(body)["api_key"] == "c"
-
-
-def test_trickle_stops_quietly_when_the_client_leaves(standin, api):
-    standin.inject(Fault.trickle(0.05))
-    r = create(api, stream=True)
-    r.raw.read(2)
-    r.close()
-    assert api("GET", "/v1/manage/org").status_code == 200
-
-
-def test_latency_and_reset(standin, api):
-    standin.latency = 0.15
-    started = time.monotonic()
-    api("GET", "/v1/manage/org")
-    assert time.monotonic() - started >= 0.15
-    create(api)
-    standin.inject(Fault.status(500))
-    standin.reset()
-    assert (standin.keys, standin.calls, standin.latency) == ({}, [], 0.0)
-    assert api("GET", "/v1/manage/org").status_code == 200
-
-
-def test_stop_does_not_wait_for_injected_delays():
-    server = StandIn(admin_token=TOKEN).start()
-    server.inject(Fault.delay(30))
-    threading.Thread(
-        target=lambda: _swallow(lambda: requests.get(server.base_url + "/v1/manage/org", timeout=5)), daemon=True
-    ).start()
-    assert _eventually(lambda: len(server.calls) == 1)  # the request is in, waiting out its delay
-    started = time.monotonic()
-    server.stop()
-    assert time.monotonic() - started < 2
-
-
-def _eventually(condition, timeout: float = 5.0) -> bool:
-    """Poll until `condition()` holds (True) or `timeout` seconds pass (False)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def _swallow(fn) -> None:
-    try:
-        fn()
-    except requests.RequestException:
-        pass
 
 
 # ---- control API and CLI ---------------------------------------------------------------------------
