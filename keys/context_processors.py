@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.utils.functional import SimpleLazyObject
 
 from portal.accounts.permissions import can_view_audit, is_portal_admin
 
@@ -15,5 +16,7 @@ def portal(request) -> dict:
     if is_admin:
         from .models import ApprovalRequest
 
-        context["pending_approvals"] = ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING).count()
+        # Counted when a template shows it (the navigation), once: not for partials or Django's admin.
+        pending = ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING)
+        context["pending_approvals"] = SimpleLazyObject(pending.count)
     return context

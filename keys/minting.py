@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
@@ -25,7 +25,7 @@ from portal.audit.models import AuditEvent
 
 from . import policy, requesty
 from .faultpoints import reached
-from .models import ApprovalRequest, Issuance, IssuedKey, insert
+from .models import ApprovalRequest, Issuance, IssuedKey
 
 log = logging.getLogger(__name__)
 Action, Outcome, State = AuditEvent.Action, AuditEvent.Outcome, Issuance.State
@@ -63,8 +63,11 @@ def mint_key(
     nonce: str,
     source_ip: str | None,
     approval_id: int | None = None,
+    resolved: policy.Policy | None = None,
 ) -> Minted:
-    issuance = _open_issuance(actor, cleaned, nonce, source_ip, approval_id)
+    """`resolved`: the actor's policy as this request already read it (the form's); the headroom is
+    always read again under the lock."""
+    issuance = _open_issuance(actor, cleaned, nonce, source_ip, approval_id, resolved)
     try:
         reached("before_upstream")
         created = requesty.create_key(issuance.upstream_name, issuance.monthly_limit, issuance.permissions)
@@ -99,7 +102,9 @@ def mint_key(
     return Minted(key=key, secret=created.api_key)
 
 
-def _open_issuance(actor, cleaned: dict, nonce: str, source_ip: str | None, approval_id: int | None) -> Issuance:
+def _open_issuance(
+    actor, cleaned: dict, nonce: str, source_ip: str | None, approval_id: int | None, resolved: policy.Policy | None
+) -> Issuance:
     """Check the rate limit and the policy (or the approval) and write the issuance record in one
     transaction, under a per-user lock, so parallel requests cannot together exceed a cap."""
     try:
@@ -107,12 +112,14 @@ def _open_issuance(actor, cleaned: dict, nonce: str, source_ip: str | None, appr
             policy.lock_user(actor)
             _check_rate_limit(actor)
             approval = _claim_approval(actor, cleaned, approval_id) if approval_id else None
-            # Policy and headroom are read again here, under the lock: a group change made while
-            # this request waited for the lock applies to it.
-            if approval is None and (problems := policy.violations(actor, cleaned)):
+            # The headroom is read again here, under the lock, so parallel mints cannot together
+            # exceed a cap (threat 11). The policy is the one this request read moments ago, if given:
+            # group changes are not serialised with mints, so reading it again only narrows a race.
+            if approval is None and (problems := policy.violations(actor, cleaned, resolved)):
                 raise MintError("beyond_policy", " ".join(problems), 403)
-            issuance = Issuance(nonce=nonce, actor=actor, name=cleaned["name"], source_ip=source_ip, **_asked(cleaned))
-            insert(issuance)
+            issuance = Issuance.objects.create(
+                nonce=nonce, actor=actor, name=cleaned["name"], source_ip=source_ip, **_asked(cleaned)
+            )
             chain.record(Action.MINT_REQUESTED, Outcome.PENDING, issuance=issuance)
             if approval is not None:
                 approval.status, approval.issuance = ApprovalRequest.Status.USED, issuance
@@ -148,15 +155,8 @@ def _check_rate_limit(actor) -> None:
     it holds across processes. If the count cannot be read, the DatabaseError refuses the mint."""
     limit = settings.PORTAL_MINTS_PER_HOUR
     since = timezone.now() - timedelta(hours=1)
-    with connection.cursor() as cursor:  # plain SQL: this runs on every mint, under the user's lock
-        cursor.execute(
-            f"SELECT COUNT(*) FROM {connection.ops.quote_name(Issuance._meta.db_table)}"  # noqa: S608 (model metadata)
-            " WHERE actor_id = %s AND created_at >= %s",
-            [actor.pk, connection.ops.adapt_datetimefield_value(since)],
-        )
-        (count,) = cursor.fetchone()
-    if count >= limit:
-        recent = Issuance.objects.filter(actor=actor, created_at__gte=since)
+    recent = Issuance.objects.filter(actor=actor, created_at__gte=since)
+    if recent[:limit].count() >= limit:  # counts at most `limit` rows, however many there are
         wait = seconds_until_an_hour_after(recent.order_by("created_at").values_list("created_at", flat=True).first())
         raise MintError(
             "rate_limited",
@@ -226,7 +226,7 @@ def _record_issued(issuance: Issuance, api_key_id: str) -> IssuedKey:
     with transaction.atomic():
         issuance.state, issuance.api_key_id, issuance.upstream_status = State.ISSUED, api_key_id, 201
         issuance.save(update_fields=["state", "api_key_id", "upstream_status", "updated_at"])
-        key = IssuedKey(
+        key = IssuedKey.objects.create(
             api_key_id=api_key_id,
             issuance=issuance,
             owner=issuance.actor,
@@ -235,7 +235,6 @@ def _record_issued(issuance: Issuance, api_key_id: str) -> IssuedKey:
             manage=issuance.manage,
             completions=issuance.completions,
         )
-        insert(key)
         chain.record(Action.MINT_ISSUED, Outcome.SUCCESS, issuance=issuance, upstream_status=201)
     return key
 

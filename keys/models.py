@@ -4,41 +4,14 @@ policies, approvals and onboarding templates. The audit trail lives in portal/au
 No model has a field for a key's secret; shared/security.md, invariant I1.
 """
 
-import functools
 import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, models
+from django.db import models
 from django.utils import timezone
 
 LEVELS = [("none", "none"), ("read", "read"), ("write", "write")]
-
-
-def insert(instance: models.Model) -> None:
-    """`instance.save(force_insert=True)` without the ORM's per-call query building, for the rows
-    every mint writes (issuance, issued key, audit events): that building cost more CPU than the
-    statements themselves (docs/performance.md). Defaults and auto_now(_add) are applied as `save`
-    applies them. No save signals are sent: only use it for models that have no receivers."""
-    sql, fields, returns_pk = _insert_sql(type(instance), connection.vendor)
-    params = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        if returns_pk:
-            instance.pk = cursor.fetchone()[0]
-    instance._state.adding, instance._state.db = False, connection.alias
-
-
-@functools.cache
-def _insert_sql(model: type[models.Model], vendor: str) -> tuple[str, list, bool]:
-    qn = connection.ops.quote_name
-    pk = model._meta.pk
-    returns_pk = isinstance(pk, models.AutoField)  # the database numbers it; a UUID is ours
-    fields = [field for field in model._meta.concrete_fields if not (returns_pk and field.primary_key)]
-    columns = ", ".join(qn(field.column) for field in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    sql = f"INSERT INTO {qn(model._meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608 (model metadata)
-    return (sql + f" RETURNING {qn(pk.column)}" if returns_pk else sql), fields, returns_pk
 
 
 class Issuance(models.Model):

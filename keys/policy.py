@@ -7,7 +7,6 @@ from settings if none of their groups has one.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -15,6 +14,8 @@ from django.conf import settings
 from django.db import connection
 
 from portal.accounts.permissions import is_portal_admin
+
+from .models import Issuance, IssuedKey, SpendingPolicy
 
 LEVELS = ("none", "read", "write")
 DEFAULT_MONTHLY_LIMIT = Decimal("10")
@@ -50,9 +51,8 @@ ADMIN_POLICY = Policy(None, None, None, "write", True, is_admin=True)
 def resolve(user) -> Policy:
     if is_portal_admin(user):
         return ADMIN_POLICY
-    with connection.cursor() as cursor:
-        cursor.execute(_policies_sql(), [user.pk])
-        policies = cursor.fetchall()
+    fields = ("max_key_limit", "max_total_limit", "max_active_keys", "max_completions", "manage_requestable")
+    policies = list(SpendingPolicy.objects.filter(group__user=user).values_list(*fields))
     if not policies:
         return Policy(
             settings.PORTAL_MAX_MONTHLY_LIMIT,
@@ -62,28 +62,7 @@ def resolve(user) -> Policy:
             settings.PORTAL_ALLOW_MANAGE_REQUESTS,
         )
     key_limits, total_limits, key_counts, completions, manage = zip(*policies, strict=True)
-    return Policy(  # SQLite returns numbers and 0/1 as stored: _money and bool normalise them
-        max(map(_money, key_limits)),
-        max(map(_money, total_limits)),
-        max(key_counts),
-        max(completions, key=LEVELS.index),
-        any(map(bool, manage)),
-    )
-
-
-@functools.cache
-def _policies_sql() -> str:
-    """The user's groups' spending policies, in plain SQL: resolved on every form page and twice per
-    mint, and building the join through the ORM cost more than running it (docs/performance.md)."""
-    from django.contrib.auth import get_user_model
-
-    from .models import SpendingPolicy
-
-    qn = connection.ops.quote_name
-    policies, memberships = qn(SpendingPolicy._meta.db_table), qn(get_user_model().groups.through._meta.db_table)
-    columns = "p.max_key_limit, p.max_total_limit, p.max_active_keys, p.max_completions, p.manage_requestable"
-    join = f"JOIN {memberships} m ON m.group_id = p.group_id"
-    return f"SELECT {columns} FROM {policies} p {join} WHERE m.user_id = %s"  # noqa: S608 (model metadata)
+    return Policy(max(key_limits), max(total_limits), max(key_counts), max(completions, key=LEVELS.index), any(manage))
 
 
 _USER_LOCK_CLASS = 0x6D696E74  # "mint": advisory locks (class, user id), one per user
@@ -96,7 +75,7 @@ def lock_user(user) -> None:
     audit chain's lock can deadlock. SQLite needs none: its IMMEDIATE transactions already
     serialise writers (portal/settings.py)."""
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
+        with connection.cursor() as cursor:  # plain SQL: the ORM has no advisory locks
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_USER_LOCK_CLASS, user.pk])
 
 
@@ -122,16 +101,10 @@ def headroom(user, policy: Policy) -> Headroom:
 
     One statement, so one snapshot: with separate queries for keys and for attempts, a mint that
     turns its attempt into a key between them (PostgreSQL, READ COMMITTED) would be counted in
-    neither, and parallel mints could exceed a cap. Plain SQL because it runs twice per mint
-    POST, and building the same statement through the ORM cost more than the rest of the check."""
-    from .models import Issuance, IssuedKey
-
+    neither, and parallel mints could exceed a cap."""
     active, pending = IssuedKey.Status.ACTIVE, [Issuance.State.REQUESTED, Issuance.State.UNKNOWN]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _HEADROOM_SQL.format(keys=IssuedKey._meta.db_table, issuance=Issuance._meta.db_table),
-            [user.pk, active, user.pk, active, user.pk, *pending, user.pk, *pending],
-        )
+    with connection.cursor() as cursor:  # plain SQL: ORM aggregate() reads one table; both must share one snapshot
+        cursor.execute(_HEADROOM_SQL, [user.pk, active, user.pk, active, user.pk, *pending, user.pk, *pending])
         keys_n, keys_s, pending_n, pending_s = cursor.fetchone()
     count = keys_n + pending_n
     total = _money(keys_s) + _money(pending_s)
@@ -145,12 +118,12 @@ def headroom(user, policy: Policy) -> Headroom:
 
 _HEADROOM_SQL = """
 SELECT
-  (SELECT COUNT(*) FROM {keys} WHERE owner_id = %s AND status = %s),
+  (SELECT COUNT(*) FROM keys_issuedkey WHERE owner_id = %s AND status = %s),
   (SELECT COALESCE(SUM(CASE WHEN pending_limit IS NOT NULL AND pending_limit > monthly_limit
                             THEN pending_limit ELSE monthly_limit END), 0)
-     FROM {keys} WHERE owner_id = %s AND status = %s),
-  (SELECT COUNT(*) FROM {issuance} WHERE actor_id = %s AND state IN (%s, %s)),
-  (SELECT COALESCE(SUM(monthly_limit), 0) FROM {issuance} WHERE actor_id = %s AND state IN (%s, %s))
+     FROM keys_issuedkey WHERE owner_id = %s AND status = %s),
+  (SELECT COUNT(*) FROM keys_issuance WHERE actor_id = %s AND state IN (%s, %s)),
+  (SELECT COALESCE(SUM(monthly_limit), 0) FROM keys_issuance WHERE actor_id = %s AND state IN (%s, %s))
 """
 
 

@@ -77,7 +77,7 @@ def _exclusive():
     if connection.vendor != "postgresql":
         yield True
         return
-    with connection.cursor() as cursor:
+    with connection.cursor() as cursor:  # plain SQL: the ORM has no advisory locks
         cursor.execute("SELECT pg_try_advisory_lock(%s)", [_LOCK_ID])
         got = cursor.fetchone()[0]
     try:

@@ -53,7 +53,7 @@ def _shown(obj: models.Model, field: models.Field) -> str:
 
 
 def _snapshot(obj: models.Model) -> dict[str, str]:
-    return {f.name: _shown(obj, f) for f in obj._meta.concrete_fields if not f.primary_key}
+    return {f.name: _shown(obj, f) for f in obj._meta.get_fields() if f.concrete and not f.primary_key}
 
 
 def _fit(detail: str) -> str:

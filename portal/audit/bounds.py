@@ -9,10 +9,9 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
-from .chain import _TABLE, Action, Outcome, parse_ip, record
+from .chain import Action, Outcome, parse_ip, record
 from .models import AuditEvent
 
 log = logging.getLogger(__name__)
@@ -57,23 +56,19 @@ def refusals_exceeded(user) -> bool:
     append refusal after refusal to the chain, and every refusal before that point is audited in
     full (a forged value included, threat 8). The note saying so is not a refusal."""
     limit = settings.PORTAL_AUDIT_REFUSALS_PER_HOUR
-    since = connection.ops.adapt_datetimefield_value(timezone.now() - timedelta(hours=1))
-    with connection.cursor() as cursor:  # plain SQL: this runs on every mint POST
-        cursor.execute(
-            f"SELECT COUNT(*) FROM (SELECT 1 FROM {connection.ops.quote_name(_TABLE)}"  # noqa: S608 (model metadata)
-            " WHERE actor_id = %s AND action IN (%s, %s, %s) AND created_at >= %s AND detail NOT LIKE %s"
-            " LIMIT %s) AS refusals",
-            [user.pk, *_REFUSALS, since, _NOTE + "%", limit],
-        )
-        (count,) = cursor.fetchone()
-    return count >= limit
+    return _refusals(user).order_by()[:limit].count() >= limit  # at most `limit` rows: this runs on every mint POST
 
 
 def refusal_keeping_the_bound(user):
     """The refusal whose leaving the hour brings the user below the bound again (its time), or None."""
     limit = settings.PORTAL_AUDIT_REFUSALS_PER_HOUR
-    refusals = _recent(action__in=_REFUSALS, actor_id=user.pk).exclude(detail__startswith=_NOTE)
-    return next(iter(refusals.order_by("-created_at").values_list("created_at", flat=True)[limit - 1 : limit]), None)
+    newest_first = _refusals(user).order_by("-created_at").values_list("created_at", flat=True)
+    return next(iter(newest_first[limit - 1 : limit]), None)
+
+
+def _refusals(user):
+    """The user's refused mints in the last hour; the note saying the bound was reached is not one."""
+    return _recent(action__in=_REFUSALS, actor_id=user.pk).exclude(detail__startswith=_NOTE)
 
 
 def record_refusals_exceeded(user, source_ip: str | None) -> None:

@@ -23,8 +23,6 @@ from django.db import connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from keys.models import insert
-
 from .models import AuditEvent
 
 if TYPE_CHECKING:
@@ -152,13 +150,12 @@ def record(
     # Inside a caller's transaction (minting) the event commits or rolls back with it: no savepoint,
     # two statements fewer; a failed append fails the whole transaction, which is what we want.
     with transaction.atomic(savepoint=False):
-        # From here to the commit every other append waits: keep it to a few round trips and no
-        # ORM query building (docs/performance.md).
+        # From here to the commit every other append waits: keep it to a few round trips.
         last = _lock_and_read_head()
         event.seq, event.prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
         event.created_at = timezone.now()
         event.hash = compute_hash(event.prev_hash, event)
-        insert(event)  # the model has no save signals; its append-only guard concerns updates
+        event.save()  # always an INSERT (AuditEvent.save)
     return event
 
 
@@ -173,16 +170,12 @@ def _lock_and_read_head() -> tuple[int, str] | None:
     """Serialise appends until the transaction ends and return the chain's (seq, hash). On
     PostgreSQL one call does both (migration 0008); SQLite's IMMEDIATE transaction already holds
     the database's write lock."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SELECT head_seq, head_hash FROM keys_audit_lock_head(%s)", [_LOCK_ID])
-        else:
-            cursor.execute(f"SELECT seq, hash FROM {_TABLE} ORDER BY seq DESC LIMIT 1")  # noqa: S608 (model metadata)
+    if connection.vendor != "postgresql":
+        return head()
+    with connection.cursor() as cursor:  # plain SQL: an advisory lock, then the head read after it, in one round trip
+        cursor.execute("SELECT head_seq, head_hash FROM keys_audit_lock_head(%s)", [_LOCK_ID])
         row = cursor.fetchone()
     return (row[0], row[1]) if row else None
-
-
-_TABLE = AuditEvent._meta.db_table
 
 
 # --- Verifying ------------------------------------------------------------------------------------

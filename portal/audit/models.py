@@ -113,9 +113,10 @@ class AuditEvent(models.Model):
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_username} {self.action} {self.outcome}"
 
     def save(self, *args, **kwargs):
+        """Only ever an INSERT: a saved event refuses, and an unsaved one never overwrites a row."""
         if not self._state.adding:
             raise PermissionError("Audit events are append-only.")
-        super().save(*args, **kwargs)
+        super().save(*args, **{**kwargs, "force_insert": True})
 
     def delete(self, *args, **kwargs):
         raise PermissionError("Audit events are append-only.")

@@ -10,7 +10,7 @@ from django.test import Client
 from django.utils.html import escape
 
 from keys.forms import new_nonce
-from keys.models import Issuance, IssuedKey, insert
+from keys.models import Issuance, IssuedKey
 from portal.audit.models import AuditEvent
 from standin import Fault
 from tests.keys.helpers import HTMX, URL, alerts, creates, form_data
@@ -290,14 +290,16 @@ def test_failed_compensation_leaves_an_unknown_record_with_its_id(rclient, reque
     assert AuditEvent.objects.filter(action="key.compensation_failed").count() == 1
 
 
-def test_database_down_before_the_record_means_503_and_no_call(rclient, requester, standin, monkeypatch):
-    from django.db import OperationalError
+def test_database_down_before_the_record_means_503_and_no_call(rclient, requester, standin):
+    from django.db import OperationalError, connection
 
-    def down(*args, **kwargs):
-        raise OperationalError("connection refused")
+    def down(execute, sql, params, many, context):
+        if sql.startswith('INSERT INTO "keys_issuance"'):  # the issuance record's insert
+            raise OperationalError("connection refused")
+        return execute(sql, params, many, context)
 
-    monkeypatch.setattr("keys.minting.insert", down)  # the issuance record's insert
-    response = rclient.post(URL, form_data(requester), **HTMX)
+    with connection.execute_wrapper(down):
+        response = rclient.post(URL, form_data(requester), **HTMX)
     assert response.status_code == 503
     assert any("cannot reach its database" in t for t in alerts(response))
     assert creates(standin) == []
@@ -332,32 +334,12 @@ def test_an_unhandled_database_outage_answers_503(requester, monkeypatch):
     assert 'role="alert"' in response.content.decode() and "nothing was created" in response.content.decode()
 
 
-def test_the_mints_plain_inserts_store_what_save_would(requester):
-    """keys.models.insert: defaults, auto_now(_add), our UUID key, the database's numbered key."""
-    issuance = Issuance(
-        nonce="n-1", actor=requester, name="plain", monthly_limit=Decimal("1.50"), manage="none", completions="read"
-    )
-    insert(issuance)
-    stored = Issuance.objects.get(pk=issuance.pk)
-    assert (stored.state, stored.api_key_id, stored.monthly_limit, stored.actor) == (
-        Issuance.State.REQUESTED,
-        "",
-        Decimal("1.50"),
-        requester,
-    )
-    assert stored.created_at == issuance.created_at and stored.updated_at is not None
-    values = {"name": "plain", "monthly_limit": 1, "manage": "none", "completions": "none"}
-    key = IssuedKey(api_key_id="k-1", issuance=stored, owner=requester, **values)
-    insert(key)
-    assert key.pk == IssuedKey.objects.get(api_key_id="k-1").pk and not key._state.adding
-    assert IssuedKey.objects.get(pk=key.pk).status == IssuedKey.Status.ACTIVE
-
-
 def test_a_mint_stays_within_its_statement_budget(rclient, requester, standin, django_assert_max_num_queries):
-    """Recent refusals are counted; the form resolves the policy and reads the headroom once; the
-    check under the lock reads both again (docs/performance.md): 20 statements on SQLite, 21 on
-    PostgreSQL (advisory locks), as counted here, inside the test's transaction (4 of them are
-    savepoints)."""
+    """The session and the user; recent refusals are counted; Django's ModelBackend reads the
+    user's own and their groups' permissions (two statements); the form resolves the policy and
+    reads the headroom; the check under the lock reads the headroom again, with the policy the form
+    read: 20 statements on SQLite, 21 on PostgreSQL (advisory locks), as counted here, inside the
+    test's transaction (4 of them are savepoints)."""
     rclient.post(URL, form_data(requester, name="warm"), **HTMX)  # first-use queries (content types)
     with django_assert_max_num_queries(21):
         response = rclient.post(URL, form_data(requester, name="counted"), **HTMX)
