@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Production image: gunicorn serving the portal, static files by WhiteNoise, non-root.
-# Build: docker build -t key-portal .   Run: see README.md ("Docker").
+# Build: docker build -t key-portal .   Run: see docs/operations.md ("Docker").
 
 FROM python:3.13-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

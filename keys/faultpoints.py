@@ -4,7 +4,7 @@
 (read at call time), in which case the process kills itself with SIGKILL: no cleanup, no
 `finally`, no atexit, exactly as if the OOM killer or a node failure struck at that point. The
 suite starts gunicorn with the variable set and then checks that reconciliation accounts for
-every key upstream (shared/security.md, "Process killed at any point of the flow").
+every key upstream (docs/security.md, "Process killed at any point of the flow").
 
 `manage.py check --deploy` warns while the variable is set outside DEBUG/sandbox (keys.W007).
 """

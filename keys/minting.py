@@ -1,4 +1,4 @@
-"""Minting a key: the issuance state machine of shared/security.md in one function.
+"""Minting a key: the issuance state machine of docs/security.md in one function.
 
 1. Commit an issuance record (state `requested`) and its audit event *before* calling Requesty;
    the unique form nonce makes a replayed or double-clicked form mint nothing.

@@ -1,7 +1,7 @@
 """What the portal stores about Requesty keys: issuance attempts, issued keys (ids only), spending
 policies, approvals and onboarding templates. The audit trail lives in portal/audit.
 
-No model has a field for a key's secret; shared/security.md, invariant I1.
+No model has a field for a key's secret; docs/security.md, invariant I1.
 """
 
 import uuid
@@ -16,7 +16,7 @@ LEVELS = [("none", "none"), ("read", "read"), ("write", "write")]
 
 class Issuance(models.Model):
     """One attempt to mint a key, committed *before* Requesty is called (the state machine in
-    shared/security.md). Its id doubles as the reference shown to users and as the marker in the
+    docs/security.md). Its id doubles as the reference shown to users and as the marker in the
     upstream key name that lets reconciliation match keys with certainty."""
 
     class State(models.TextChoices):

@@ -1,6 +1,6 @@
 """Compare the portal's records with the keys Requesty actually holds, and settle the differences.
 
-Decisions are made only on *positive* evidence from a complete key list (shared/security.md, step
+Decisions are made only on *positive* evidence from a complete key list (docs/security.md, step
 4): an issuance whose outcome is unknown is resolved by finding its key (by id, or by the
 `[portal:<reference>]` marker in the upstream name) and deleting it, or by a successful list that
 does not contain it. A limit change whose outcome is unknown is settled with the limit the list

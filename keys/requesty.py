@@ -1,6 +1,6 @@
 """The Requesty key-management client: the only module that imports `requests`.
 
-Strict in what it sends, tolerant in what it reads (see shared/requesty-api.md). Every failure
+Strict in what it sends, tolerant in what it reads (see docs/requesty-api.md). Every failure
 becomes one of a few typed errors, split by what the caller may conclude:
 
 - `Rejected` and its subclasses: Requesty definitely did not act (4xx, or the request never left).

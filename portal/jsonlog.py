@@ -1,5 +1,5 @@
 """One JSON object per log line, so a key name with a newline or an ANSI escape cannot forge a
-second record or repaint a terminal (threat 14 in shared/security.md)."""
+second record or repaint a terminal (threat 14 in docs/security.md)."""
 
 import json
 import logging

@@ -1,4 +1,4 @@
-"""Settings for the key portal, read from the environment (see .env.example and the README).
+"""Settings for the key portal, read from the environment (see docs/configuration.md and .env.example).
 
 Safe by default: DEBUG is off and the production security settings are on unless the environment
 turns them off. Secrets have no default outside sandbox mode; a missing one stops start-up.
@@ -235,7 +235,7 @@ PORTAL_ALLOW_MANAGE_REQUESTS = env.bool("PORTAL_ALLOW_MANAGE_REQUESTS", default=
 PORTAL_MINTS_PER_HOUR = env.int("PORTAL_MINTS_PER_HOUR", default=10)
 # After this many refused mints in a rolling hour, a user's mint requests are refused unexamined;
 # sign-in junk (bad SSO states, provider errors, unknown usernames) is audited at most this many
-# times per kind per address per hour, then only logged (README "Bounded audit of refusals").
+# times per kind per address per hour, then only logged (docs/security.md, "Bounded audit of refusals").
 PORTAL_AUDIT_REFUSALS_PER_HOUR = env.int("PORTAL_AUDIT_REFUSALS_PER_HOUR", default=60)
 if PORTAL_AUDIT_REFUSALS_PER_HOUR < 1:
     raise ImproperlyConfigured("PORTAL_AUDIT_REFUSALS_PER_HOUR must be at least 1.")
@@ -312,7 +312,7 @@ if PORTAL_SIGN_IN_FAILURE_LIMIT < 1 or PORTAL_SIGN_IN_LOCKOUT_MINUTES < 1:
 AXES_FAILURE_LIMIT = PORTAL_SIGN_IN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(minutes=PORTAL_SIGN_IN_LOCKOUT_MINUTES)
 # Username and address together: one client cannot lock a person out from elsewhere, and a
-# shared office address does not lock out everyone behind it (README, "Sign-in throttling").
+# shared office address does not lock out everyone behind it (docs/security.md, "Sign-in throttling").
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 # The address the audit log records: REMOTE_ADDR, or what PORTAL_TRUSTED_PROXY_HOPS proxies saw.
 AXES_CLIENT_IP_CALLABLE = "portal.audit.chain.client_ip"

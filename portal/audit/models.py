@@ -56,7 +56,7 @@ class AuditEvent(models.Model):
         POLICY_DELETED = "policy.deleted"
         TEMPLATE_CHANGED = "template.changed"
         TEMPLATE_DELETED = "template.deleted"
-        # Edits in Django's admin that change who may do what (keys/admin.py).
+        # Edits in Django's admin that change who may do what (portal/accounts/admin.py).
         USER_ACCESS_CHANGED = "user.access_changed"
         USER_PASSWORD_CHANGED = "user.password_changed"  # noqa: S105 (an action name)
         USER_DELETED = "user.deleted"

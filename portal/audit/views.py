@@ -50,7 +50,7 @@ def filtered(data: dict) -> QuerySet:
 
 def _any_newer(qs: QuerySet, seq: int) -> bool:
     # Ordered on purpose: a bare exists() drops the ORDER BY and PostgreSQL may scan the table
-    # from the start (docs/audit-performance.md); ordered, it is one index probe.
+    # from the start (docs/performance.md); ordered, it is one index probe.
     return qs.filter(seq__gt=seq).order_by("seq").values_list("seq", flat=True).first() is not None
 
 

@@ -1,4 +1,4 @@
-"""The checks every system scenario and load run ends with: the invariant (shared/security.md I3
+"""The checks every system scenario and load run ends with: the invariant (docs/security.md I3
 plus "no duplicate mints"), the leak sweeps (I1) over the database, the logs and the pages, and
 what the server log says (500s, unhandled exceptions)."""
 

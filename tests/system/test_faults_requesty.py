@@ -1,4 +1,4 @@
-"""Requesty misbehaving, against the real server: every Requesty fault of shared/security.md
+"""Requesty misbehaving, against the real server: every Requesty fault of docs/security.md
 ("Faults to inject") with the portal under gunicorn (production command, gthread workers, DEBUG
 off) on its own PostgreSQL database, talking to the stand-in over HTTP.
 
