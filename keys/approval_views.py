@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from portal.accounts.permissions import is_portal_admin
+from portal.accounts.permissions import portal_admin_required
 from portal.audit import chain
 from portal.audit.models import AuditEvent
 from portal.htmx import render_htmx
@@ -23,11 +23,6 @@ from .onboarding import safe_return_url
 
 Action, Outcome = AuditEvent.Action, AuditEvent.Outcome
 log = logging.getLogger(__name__)
-
-
-def _require_admin(request) -> None:
-    if not is_portal_admin(request.user):
-        raise PermissionDenied
 
 
 def _audit(request, approval: ApprovalRequest, action: str, outcome: str, detail: str) -> None:
@@ -61,8 +56,8 @@ def approval_request(request):
 
 
 @require_GET
+@portal_admin_required
 def approvals(request):
-    _require_admin(request)
     pending = ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING).select_related("requester")
     decided = ApprovalRequest.objects.exclude(status=ApprovalRequest.Status.PENDING).select_related(
         "requester", "decided_by"
@@ -73,8 +68,8 @@ def approvals(request):
 
 
 @require_POST
+@portal_admin_required
 def approval_decide(request, pk: int):
-    _require_admin(request)
     approval = get_object_or_404(ApprovalRequest, pk=pk)
     if approval.requester_id == request.user.pk:
         _audit(request, approval, Action.APPROVAL_REFUSED, Outcome.DENIED, ": nobody may decide their own request")
@@ -126,9 +121,9 @@ def _notify(request, approval: ApprovalRequest) -> None:
 
 
 @require_GET
+@portal_admin_required
 def onboarding_links(request):
     """Every onboarding template with its link, ready to copy into onboarding material."""
-    _require_admin(request)
     base = request.build_absolute_uri(reverse("keys:new"))
     rows = [
         {
