@@ -121,7 +121,7 @@ def change_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None) -
     try:
         requesty.update_limit(key.api_key_id, new_limit)
     except requesty.NotFound:
-        _mark_deleted_upstream(key, actor=actor, source_ip=source_ip, detail="limit change: key no longer exists")
+        mark_deleted_upstream(key, actor=actor, source_ip=source_ip, detail="limit change: key no longer exists")
         raise LifecycleError("This key no longer exists in Requesty; it was deleted outside the portal.", 404) from None
     except requesty.RequestyError as exc:
         _log_failure(exc, "limit change", key)
@@ -233,7 +233,7 @@ def revoke(key: IssuedKey, *, actor, source_ip=None, reason: str = "revoked by u
     try:
         requesty.delete_key(key.api_key_id)
     except requesty.NotFound:
-        _mark_deleted_upstream(key, actor=actor, source_ip=source_ip, detail=f"{reason}: already gone upstream")
+        mark_deleted_upstream(key, actor=actor, source_ip=source_ip, detail=f"{reason}: already gone upstream")
         return Status.DELETED_UPSTREAM
     except requesty.RequestyError as exc:
         _log_failure(exc, "revocation", key)
@@ -253,7 +253,7 @@ def revoke(key: IssuedKey, *, actor, source_ip=None, reason: str = "revoked by u
     return Status.REVOKED
 
 
-def _mark_deleted_upstream(key: IssuedKey, *, actor, source_ip=None, detail: str) -> None:
+def mark_deleted_upstream(key: IssuedKey, *, actor, source_ip=None, detail: str) -> None:
     with transaction.atomic():
         key.mark_deleted_upstream()
         _audit_confirmed(Action.KEY_DELETED_UPSTREAM, key, 404, detail, actor=actor, source_ip=source_ip)

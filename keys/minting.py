@@ -63,11 +63,8 @@ def mint_key(
     nonce: str,
     source_ip: str | None,
     approval_id: int | None = None,
-    resolved: policy.Policy | None = None,
 ) -> Minted:
-    """`resolved`: the actor's policy as this request already read it (the form's); the headroom is
-    always read again under the lock."""
-    issuance = _open_issuance(actor, cleaned, nonce, source_ip, approval_id, resolved)
+    issuance = _open_issuance(actor, cleaned, nonce, source_ip, approval_id)
     try:
         reached("before_upstream")
         created = requesty.create_key(issuance.upstream_name, issuance.monthly_limit, issuance.permissions)
@@ -102,9 +99,7 @@ def mint_key(
     return Minted(key=key, secret=created.api_key)
 
 
-def _open_issuance(
-    actor, cleaned: dict, nonce: str, source_ip: str | None, approval_id: int | None, resolved: policy.Policy | None
-) -> Issuance:
+def _open_issuance(actor, cleaned: dict, nonce: str, source_ip: str | None, approval_id: int | None) -> Issuance:
     """Check the rate limit and the policy (or the approval) and write the issuance record in one
     transaction, under a per-user lock, so parallel requests cannot together exceed a cap."""
     try:
@@ -112,10 +107,10 @@ def _open_issuance(
             policy.lock_user(actor)
             _check_rate_limit(actor)
             approval = _claim_approval(actor, cleaned, approval_id) if approval_id else None
-            # The headroom is read again here, under the lock, so parallel mints cannot together
-            # exceed a cap (threat 11). The policy is the one this request read moments ago, if given:
-            # group changes are not serialised with mints, so reading it again only narrows a race.
-            if approval is None and (problems := policy.violations(actor, cleaned, resolved)):
+            # Policy and headroom are read again here, under the lock: parallel mints cannot
+            # together exceed a cap (threat 11), and a group change made while this request waited
+            # for the lock applies to it.
+            if approval is None and (problems := policy.violations(actor, cleaned)):
                 raise MintError("beyond_policy", " ".join(problems), 403)
             issuance = Issuance.objects.create(
                 nonce=nonce, actor=actor, name=cleaned["name"], source_ip=source_ip, **_asked(cleaned)

@@ -294,7 +294,7 @@ def _mark_deleted_outside(report, by_id, active_before, dry_run) -> None:
     for key in gone.select_related("issuance"):
         report.deleted_upstream.append(f"{key.api_key_id} “{key.name}”")
         if not dry_run:
-            lifecycle._mark_deleted_upstream(key, actor=None, detail="reconciliation: not in Requesty's key list")
+            lifecycle.mark_deleted_upstream(key, actor=None, detail="reconciliation: not in Requesty's key list")
 
 
 def _offboard_inactive(report, dry_run) -> None:

@@ -1,4 +1,4 @@
-"""The Requesty key-management client: the only module that imports `requests`.
+"""The Requesty key-management client: the rest of the code never calls Requesty but through here.
 
 Strict in what it sends, tolerant in what it reads (see docs/requesty-api.md). Every failure
 becomes one of a few typed errors, split by what the caller may conclude:

@@ -63,7 +63,6 @@ def new_key(request):
             nonce=form.cleaned_data["nonce"],
             source_ip=chain.client_ip(request),
             approval_id=form.cleaned_data.get("approval"),
-            resolved=form.policy,
         )
     except MintError as exc:
         retry = exc.kind in ("rejected", "failed", "unavailable", "beyond_policy")

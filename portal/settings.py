@@ -95,7 +95,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.csp",
-                "keys.context_processors.portal",
+                "portal.context_processors.navigation",
             ],
         },
     },

@@ -22,6 +22,7 @@ JWKS. The portal adds what it lacks or leaves open, and nothing else, one job pe
 from __future__ import annotations
 
 import hashlib
+import os
 
 import requests
 from django.conf import settings
@@ -74,9 +75,13 @@ def provider_name() -> str:
 
 def http() -> requests.Session:
     """A session for calls to the provider (discovery, token, JWKS, userinfo): OIDC_TIMEOUT to
-    connect and again to read, nothing from the environment (portal/http.py). One per sign-in, so
+    connect and again to read, no proxy from the environment (portal/http.py), the CA bundle
+    REQUESTS_CA_BUNDLE names if set. A new one for each call, so
     no cookie the provider sets reaches anyone else's."""
-    return portal_http.session(timeout=lambda: (settings.OIDC_TIMEOUT, settings.OIDC_TIMEOUT))
+    session = portal_http.session(timeout=lambda: (settings.OIDC_TIMEOUT, settings.OIDC_TIMEOUT))
+    # A provider on an internal CA: the bundle requests itself would honour, still honoured here.
+    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or True
+    return session
 
 
 def discovery() -> dict:

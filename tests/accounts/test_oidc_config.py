@@ -165,3 +165,18 @@ def test_calls_to_the_provider_ignore_proxies_from_the_environment(client, oidc,
     response = client.get(path_of(back))  # discovery, token, JWKS and userinfo, each straight there
     assert response.status_code == 302 and client.get("/").status_code == 200
     assert events("auth.signed_in")
+
+
+def test_the_provider_certificate_is_checked_against_requests_ca_bundle_when_set(monkeypatch, tmp_path):
+    """A provider on an internal CA keeps working: REQUESTS_CA_BUNDLE is honoured for it (and only
+    for it: the Requesty client's session never reads the environment)."""
+    from keys import requesty
+
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    assert portal.accounts.oidc.http().verify is True
+    bundle = tmp_path / "internal-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    session = portal.accounts.oidc.http()
+    assert session.verify == str(bundle) and session.trust_env is False
+    assert requesty._session.verify is True and requesty._session.trust_env is False

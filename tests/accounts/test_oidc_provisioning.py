@@ -76,7 +76,7 @@ def test_group_claims_map_to_admin_and_policy_groups(client, oidc):
     user = alice()
     assert group_names(user) == {"Portal admins", "data-team"}
     assert permissions.is_portal_admin(User.objects.get(pk=user.pk))
-    assert client.get("/audit/").status_code == 200  # the group carries keys.view_audit_log
+    assert client.get("/audit/").status_code == 200  # the group carries audit.view_audit_log
     assert set(SSOGroupGrant.objects.filter(user=user).values_list("group__name", flat=True)) == {
         "Portal admins",
         "data-team",

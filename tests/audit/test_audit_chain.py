@@ -5,6 +5,9 @@ after another."""
 from __future__ import annotations
 
 import io
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -184,3 +187,36 @@ def test_postgresql_transactions_are_read_committed_whatever_the_server_default(
             assert cursor.fetchone()[0] == "read committed"
     finally:
         connection.close()  # the session setting goes with the connection
+
+
+# --- The canonical form is a contract with every chain already written -----------------------------
+def test_the_canonical_form_and_hash_are_pinned(settings):
+    """Rows hashed by earlier releases must verify forever: this event's canonical form and HMAC
+    were computed by the code before the audit app existed (keys/audit.py at d23c4db)."""
+    settings.AUDIT_HMAC_KEY = "pinned-key"
+    event = AuditEvent(
+        seq=7,
+        created_at=datetime(2026, 11, 1, 12, 0, 0, 123456, tzinfo=UTC),
+        actor_id=3,
+        actor_username="rita",
+        actor_email="rita@example.com",
+        action="mint.issued",
+        outcome="success",
+        issuance_id=uuid.UUID(int=7),
+        key_name="laptop <b> \u202e",
+        api_key_id="key-1",
+        monthly_limit=Decimal("25"),
+        manage="none",
+        completions="read",
+        source_ip="10.0.0.1",
+        upstream_status=201,
+        detail="d",
+    )
+    assert chain.canonical(event) == (
+        '{"action":"mint.issued","actor_email":"rita@example.com","actor_id":3,"actor_username":"rita",'
+        '"api_key_id":"key-1","completions":"read","created_at":"2026-11-01T12:00:00.123456+00:00",'
+        '"detail":"d","issuance_id":"00000000-0000-0000-0000-000000000007","key_name":"laptop <b> \\u202e",'
+        '"manage":"none","monthly_limit":"25.00","outcome":"success","seq":7,"source_ip":"10.0.0.1",'
+        '"upstream_status":201}'
+    )
+    assert chain.compute_hash("a" * 64, event) == "474c96d165a4dd595bc79595507ca5dce84b4005e40879e996dd44432fd16f91"

@@ -4,6 +4,7 @@ the hash chain, permissions and group grants survive `migrate` alone, and verify
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -125,6 +126,37 @@ def test_migrate_alone_upgrades_a_keys_only_database():
     if connection.vendor == "postgresql":  # the trigger still guards the same table
         with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("UPDATE keys_auditevent SET detail = 'rewritten' WHERE seq = 1")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_people_signed_in_before_the_upgrade_stay_signed_in():
+    """Sessions name their sign-in backend, which moved (keys.sso -> portal.accounts.backends)."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.auth.models import User
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.test import Client
+
+    executor = migrate(BEFORE)
+    user = User.objects.create_user("still-here", password="pw-still-here")
+    session = SessionStore()
+    session.update(
+        {
+            SESSION_KEY: str(user.pk),
+            BACKEND_SESSION_KEY: "keys.sso.PasswordBackend",
+            HASH_SESSION_KEY: user.get_session_auth_hash(),
+            "portal_signed_in_at": int(time.time()),
+            "portal_sign_in_method": "password",
+        }
+    )
+    session.create()
+    migrate(executor.loader.graph.leaf_nodes())
+
+    client = Client()
+    client.cookies["sessionid"] = session.session_key
+    response = client.get("/keys/")
+    assert response.status_code == 200 and "still-here" in response.content.decode()
+    stored = SessionStore(session_key=session.session_key).load()
+    assert stored[BACKEND_SESSION_KEY] == "portal.accounts.backends.PasswordBackend"
 
 
 @pytest.mark.django_db(transaction=True)

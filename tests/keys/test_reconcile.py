@@ -1,4 +1,4 @@
-"""reconcile_keys against the stand-in seeded with each case (issue 4, security.md step 4)."""
+"""reconcile_keys against the stand-in seeded with each case (issue 4, docs/security.md, issuance step 4)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 // A real OpenID Connect provider for the portal's tests (the npm package `oidc-provider`).
 //
-// tests/oidc_idp.py starts it with `node provider.js` and these environment variables:
+// tests/accounts/oidc_idp.py starts it with `node provider.js` and these environment variables:
 //   OIDC_TEST_CLIENT_ID, OIDC_TEST_CLIENT_SECRET  the one confidential client (the portal)
 //   OIDC_TEST_ACCOUNTS                             JSON file of accounts, re-read on every use:
 //       {"alice": {"password": "...", "sub": "...", "email": "...", "name": "...", "groups": [...]}}

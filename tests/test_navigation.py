@@ -1,4 +1,4 @@
-"""What every page's navigation needs (keys.context_processors.portal), read only when shown."""
+"""What every page's navigation needs (portal.context_processors.navigation), read only when shown."""
 
 from __future__ import annotations
 
