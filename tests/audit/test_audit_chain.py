@@ -17,6 +17,7 @@ from django.test import Client
 from portal.audit import chain
 from portal.audit.models import AuditEvent
 from tests.audit.helpers import event, unprotected
+from tests.polling import wait_until
 
 
 def five_events():
@@ -136,7 +137,6 @@ def test_an_append_waiting_for_the_lock_chains_onto_what_committed_meanwhile():
     """The lock-then-read-head call (migration 0008) must read the head *after* the lock is
     granted: B starts while A holds the lock, and must follow A's event, not fork beside it."""
     import threading
-    import time
 
     from django.db import connections
 
@@ -158,15 +158,13 @@ def test_an_append_waiting_for_the_lock_chains_onto_what_committed_meanwhile():
     assert a_holds.wait(10)
     b = threading.Thread(target=append, args=("b", False))
     b.start()
-    deadline = time.monotonic() + 10
     with connection.cursor() as cursor:  # wait until B is queued on the advisory lock
-        while time.monotonic() < deadline:
+
+        def b_waits() -> bool:
             cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-            if cursor.fetchone()[0]:
-                break
-            time.sleep(0.01)
-        else:
-            pytest.fail("the second append never waited for the chain's lock")
+            return bool(cursor.fetchone()[0])
+
+        wait_until(b_waits, timeout=10, interval=0.01, message="the second append never waited for the chain's lock")
     a_may_commit.set()
     a.join(10)
     b.join(10)

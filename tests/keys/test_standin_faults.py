@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from standin import Fault, StandIn
+from tests.polling import wait_until
 
 from .standin_client import CANARY, KEYS, TOKEN, create, fixtures
 
@@ -74,7 +75,7 @@ def test_delay_then_acts_or_times_out(standin, api):
     standin.inject(Fault.delay(0.3))
     with pytest.raises(requests.ReadTimeout):
         create(api, timeout=(1, 0.1))
-    assert _eventually(lambda: len(standin.keys) == 1)  # the action still ran after the delay
+    wait_until(lambda: len(standin.keys) == 1, timeout=5)  # the action still ran after the delay
     standin.inject(Fault.delay(0.1))
     started = time.monotonic()
     assert api("GET", "/v1/manage/org").status_code == 200
@@ -151,20 +152,10 @@ def test_stop_does_not_wait_for_injected_delays():
     threading.Thread(
         target=lambda: _swallow(lambda: requests.get(server.base_url + "/v1/manage/org", timeout=5)), daemon=True
     ).start()
-    assert _eventually(lambda: len(server.calls) == 1)  # the request is in, waiting out its delay
+    wait_until(lambda: len(server.calls) == 1, timeout=5)  # the request is in, waiting out its delay
     started = time.monotonic()
     server.stop()
     assert time.monotonic() - started < 2
-
-
-def _eventually(condition, timeout: float = 5.0) -> bool:
-    """Poll until `condition()` holds (True) or `timeout` seconds pass (False)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def _swallow(fn) -> None:

@@ -9,7 +9,7 @@ log or the reconciliation's output, no page the users can reach and no response 
 
 from __future__ import annotations
 
-import time
+from tests.polling import wait_until
 
 from .browser import shows_secret
 from .checks import (
@@ -39,10 +39,7 @@ def upstream_names(system) -> set[str]:
 
 
 def wait_until_created(system, name: str) -> None:
-    deadline = time.monotonic() + 10
-    while name not in upstream_names(system):
-        assert time.monotonic() < deadline, "the create never reached the stand-in"
-        time.sleep(0.02)
+    wait_until(lambda: name in upstream_names(system), timeout=10, message="the create never reached the stand-in")
 
 
 def settle(system, canary, *clients):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 import requests
 
 from standin import Fault
+from tests.polling import wait_until
 
 from .browser import shows_secret
 from .checks import issuance
@@ -136,10 +136,8 @@ def database_gone(system, user):
         yield
     finally:
         system.db.allow_connections(True)
-    deadline = time.monotonic() + 20
-    while user.get("/healthz").status_code != 200:
-        assert time.monotonic() < deadline, "the portal did not recover when the database came back"
-        time.sleep(0.2)
+    recovered = "the portal did not recover when the database came back"
+    wait_until(lambda: user.get("/healthz").status_code == 200, timeout=20, interval=0.2, message=recovered)
     assert {portal.pid, *portal.workers()} == pids  # the same processes: recovered without a restart
 
 
