@@ -227,3 +227,17 @@ class OnboardingTemplate(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+
+class HousekeepingJob(models.Model):
+    """One row per scheduled job (keys/housekeeping.py): when it last ran, and a short lease so
+    that several portal instances running `manage.py housekeeping` at once do each job once."""
+
+    name = models.CharField(max_length=40, primary_key=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_started = models.DateTimeField(null=True, blank=True)
+    last_succeeded = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+
+    def __str__(self) -> str:
+        return self.name

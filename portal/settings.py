@@ -241,6 +241,10 @@ if PORTAL_AUDIT_REFUSALS_PER_HOUR < 1:
     raise ImproperlyConfigured("PORTAL_AUDIT_REFUSALS_PER_HOUR must be at least 1.")
 # How long an approved request may be used to mint.
 PORTAL_APPROVAL_DAYS = env.int("PORTAL_APPROVAL_DAYS", default=7)
+# How often `manage.py housekeeping` runs reconciliation (keys/housekeeping.py).
+PORTAL_RECONCILE_MINUTES = env.int("PORTAL_RECONCILE_MINUTES", default=15)
+if PORTAL_RECONCILE_MINUTES < 1:
+    raise ImproperlyConfigured("PORTAL_RECONCILE_MINUTES must be at least 1.")
 # Hosts "Continue onboarding" may lead to (HTTPS only), comma-separated.
 ONBOARDING_RETURN_HOSTS = env.list("ONBOARDING_RETURN_HOSTS", default=[])
 # How many reverse proxies in front of the portal append to X-Forwarded-For (0: use REMOTE_ADDR).
