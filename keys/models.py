@@ -161,6 +161,16 @@ class ApprovalRequest(models.Model):
         DENIED = "denied"
         USED = "used"
 
+    class Kind(models.TextChoices):
+        NEW_KEY = "new", "new key"
+        LIMIT = "limit", "higher limit for an existing key"
+        EXPIRY = "expiry", "later expiry for an existing key"
+
+    kind = models.CharField(max_length=6, choices=Kind.choices, default=Kind.NEW_KEY)
+    # The existing key a LIMIT or EXPIRY request is about; None for a new key.
+    key = models.ForeignKey(
+        "IssuedKey", null=True, blank=True, on_delete=models.CASCADE, related_name="approval_requests"
+    )
     requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="approval_requests")
     name = models.CharField(max_length=64)
     monthly_limit = models.DecimalField(max_digits=12, decimal_places=2)
