@@ -1,6 +1,6 @@
 """The authentication backends (AUTHENTICATION_BACKENDS, after the sign-in throttle's): Django's
 username and password, and mozilla-django-oidc's single sign-on. Both are Django's `ModelBackend`
-for loading the signed-in user and their permissions."""
+for loading the signed-in user, and read their permissions in one query (OnePermissionQuery)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import jwt
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import SuspiciousOperation
+from django.db.models import Q
 from django.views.decorators.debug import sensitive_variables
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from requests.auth import HTTPBasicAuth
@@ -24,7 +26,28 @@ from .provisioning import provision
 CLOCK_LEEWAY_SECONDS = 60
 
 
-class PasswordBackend(ModelBackend):
+class OnePermissionQuery:
+    """Every signed-in page asks for the person's permissions (navigation, spending policy).
+    ModelBackend reads their own and their groups' in two queries; this reads both in one, through
+    the backend API's public `get_all_permissions`, cached on the user object for the request as
+    ModelBackend does. The answer is the same set (tests/accounts/test_permissions_query.py)."""
+
+    def get_all_permissions(self, user_obj, obj=None):
+        if not user_obj.is_active or user_obj.is_anonymous or obj is not None:
+            return set()
+        if not hasattr(user_obj, "_portal_permissions"):
+            perms = Permission.objects.all()
+            if not user_obj.is_superuser:  # two indexed subqueries, not joins that multiply rows
+                own = get_user_model().user_permissions.through.objects.filter(user_id=user_obj.pk)
+                own = own.values("permission_id")
+                grouped = Group.permissions.through.objects.filter(group__user=user_obj).values("permission_id")
+                perms = perms.filter(Q(pk__in=own) | Q(pk__in=grouped))
+            rows = perms.values_list("content_type__app_label", "codename").order_by()
+            user_obj._portal_permissions = {f"{app}.{codename}" for app, codename in rows}
+        return user_obj._portal_permissions
+
+
+class PasswordBackend(OnePermissionQuery, ModelBackend):
     """Django's username and password. While SSO is on, only superusers may use it (break-glass),
     and nobody once OIDC_BREAK_GLASS is off; Django's admin sign-in goes through here too."""
 
@@ -35,7 +58,7 @@ class PasswordBackend(ModelBackend):
         return user
 
 
-class OIDCBackend(OIDCAuthenticationBackend):
+class OIDCBackend(OnePermissionQuery, OIDCAuthenticationBackend):
     """mozilla-django-oidc's backend, with lazy discovery, audience checks, the portal's users,
     and every call to the provider through `oidc.http()`."""
 

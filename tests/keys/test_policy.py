@@ -64,7 +64,7 @@ def test_several_groups_take_the_most_generous_value_of_each(requester):
 def test_resolution_reads_exact_cents_and_only_the_users_own_groups(requester, requester2, django_assert_num_queries):
     requester.groups.add(group_policy("cents", max_key_limit=Decimal("12.34"), max_total_limit=Decimal("56.78")))
     requester2.groups.add(group_policy("other", max_key_limit=999, max_total_limit=999, manage_requestable=True))
-    with django_assert_num_queries(3):  # the user's permissions (ModelBackend: own, groups'), then their policies
+    with django_assert_num_queries(2):  # the user's permissions (own and groups', one query), then their policies
         p = policy.resolve(requester)
     assert (p.max_key_limit, p.max_total_limit) == (Decimal("12.34"), Decimal("56.78"))
     assert isinstance(p.max_key_limit, Decimal) and p.manage_requestable is False
