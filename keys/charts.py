@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from . import requesty
 from .models import IssuedKey
+from .usage import key_usage_points
 
 DAYS = 30
 WIDTH, HEIGHT, GAP = 600, 160, 2
 
 
-def usage_chart(key: IssuedKey, today=None) -> dict:
-    """Daily spend and requests for the last 30 days (missing days are zero), with bar geometry."""
+def usage_chart(key: IssuedKey, user, today=None) -> tuple[dict | None, str]:
+    """Daily spend and requests for the last 30 days (missing days are zero), with bar geometry;
+    or None and why not. From Requesty through the cache (keys/usage.py)."""
     today = today or datetime.now(UTC).date()
     first = today - timedelta(days=DAYS - 1)
-    points = requesty.get_usage(
-        key.api_key_id,
-        datetime.combine(first, time.min, UTC),
-        datetime.combine(today + timedelta(days=1), time.min, UTC),
-    )
+    answer = key_usage_points(key.api_key_id, first, today, user)
+    if answer.points is None:
+        return None, answer.error
+    return _chart(answer.points, first), ""
+
+
+def _chart(points, first) -> dict:
     by_day = {p.period: p for p in points}
     days = []
     for offset in range(DAYS):

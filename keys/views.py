@@ -235,15 +235,8 @@ def key_detail(request, pk: int):
 @require_GET
 def key_usage(request, pk: int):
     key = _key_or_404(request, pk)
-    context = {"key": key, "chart": None, "usage_error": ""}
-    try:
-        context["chart"] = usage_chart(key)
-    except requesty.RequestyError as exc:
-        context["usage_error"] = (
-            lifecycle.failure_message(exc, "report usage")
-            if not isinstance(exc, requesty.NotFound)
-            else "This key no longer exists in Requesty."
-        )
+    chart, error = usage_chart(key, request.user)
+    context = {"key": key, "chart": chart, "usage_error": error}
     return render_htmx(request, "keys/detail.html", "usage", context, fragment_only=True)
 
 
