@@ -32,15 +32,9 @@ def _chart(points, first) -> dict:
         days.append(
             {"day": day, "spend": point.spend if point else Decimal(0), "requests": point.requests if point else 0}
         )
-    peak = max(d["spend"] for d in days)
-    scale = peak or Decimal(1)
-    bar = WIDTH / DAYS
-    for index, d in enumerate(days):
-        height = int(d["spend"] / scale * (HEIGHT - 20))
-        d.update(x=round(index * bar, 1), width=round(bar - GAP, 1), height=height, y=HEIGHT - height)
     return {
-        "days": days,
-        "peak": peak,
+        "days": bars(days),
+        "peak": max(d["spend"] for d in days),
         "total_spend": sum((d["spend"] for d in days), Decimal(0)),
         "total_requests": sum(d["requests"] for d in days),
         "width": WIDTH,
@@ -48,3 +42,19 @@ def _chart(points, first) -> dict:
         "first": days[0]["day"],
         "last": days[-1]["day"],
     }
+
+
+def bars(items: list[dict]) -> list[dict]:
+    """Adds each bar's geometry (x, y, width, height) to items with a "spend", scaled to the highest."""
+    scale = max((d["spend"] for d in items), default=0) or Decimal(1)
+    bar = WIDTH / max(len(items), 1)
+    for index, d in enumerate(items):
+        height = int(d["spend"] / scale * (HEIGHT - 20))
+        d.update(x=round(index * bar, 1), width=round(bar - GAP, 1), height=height, y=HEIGHT - height)
+    return items
+
+
+def trend_chart(months: list[tuple[str, Decimal]]) -> dict:
+    """The spend page's monthly bars (keys/spend.py's trend)."""
+    items = bars([{"month": m, "spend": spend} for m, spend in months])
+    return {"months": items, "peak": max((d["spend"] for d in items), default=0), "width": WIDTH, "height": HEIGHT}

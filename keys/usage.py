@@ -60,6 +60,10 @@ class OrgUsage:
         return not self.error
 
     @property
+    def days_covered(self) -> int:
+        return (self.today - self.start).days + 1
+
+    @property
     def month(self) -> str:
         return self.today.strftime("%Y-%m")
 
@@ -159,6 +163,19 @@ def cached(name: str, fetch: Callable[[], Any], *, now: datetime, may_call: Call
         if entry is not None:
             return entry[1]
     return None
+
+
+def attach(keys) -> OrgUsage:
+    """Give each key its `usage` (KeyUsage, None when the organization call failed) and `last_used`
+    (that, or the day the portal last saw; None if never): what the lists and the key page show."""
+    org = org_usage()
+    for key in keys:
+        key.usage = org.key(key.api_key_id) if org.ok else None
+        limit = key.monthly_limit
+        key.spend_percent = max(0, min(100, int(key.usage.month_spend * 100 / limit))) if key.usage and limit else 0
+        seen = [d for d in (key.usage.last_used if key.usage else None, key.last_used_on) if d]
+        key.last_used = max(seen) if seen else None
+    return org
 
 
 # --- A key's 30-day chart -------------------------------------------------------------------------

@@ -5,8 +5,9 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import BadRequest
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -17,7 +18,7 @@ from portal.audit import bounds, chain
 from portal.audit.models import AuditEvent
 from portal.htmx import render_htmx, wants_partial
 
-from . import lifecycle, listing, policy, requesty
+from . import lifecycle, listing, policy, requesty, usage
 from .charts import usage_chart
 from .forms import ApprovalRequestForm, KeyPageForm, KeyRequestForm, LimitForm, new_nonce
 from .minting import MintError, in_minutes, mint_key, seconds_until_an_hour_after
@@ -197,6 +198,7 @@ def key_list(request):
         status = ""
     context = listing.key_page(keys, visible, form.cleaned_data, {"owner": owner, "status": status})
     context.update(listing.unsettled(unknown, context["first_page"]))
+    context["org_usage"] = usage.attach(context["keys"])
     context.update(
         is_admin=is_admin,
         owner=owner,
@@ -214,9 +216,13 @@ def key_list(request):
 
 @require_GET
 def key_spend(request, pk: int):
+    """One row's spend: from the organization usage, or (only when that failed) from the key itself."""
     key = _key_or_404(request, pk)
     context = {"key": key, "spend": None, "spend_error": ""}
-    if key.status == IssuedKey.Status.ACTIVE:
+    org = usage.org_usage()
+    if org.ok:
+        context["spend"] = lifecycle.Spend(org.key(key.api_key_id).month_spend, key.monthly_limit, org.fetched_at)
+    elif key.status == IssuedKey.Status.ACTIVE:
         try:
             context["spend"] = lifecycle.current_spend(key)
         except lifecycle.LifecycleError as exc:
@@ -229,7 +235,26 @@ def key_spend(request, pk: int):
 @require_GET
 def key_detail(request, pk: int):
     key = _key_or_404(request, pk)
-    return render(request, "keys/detail.html", {"key": key, "limit_form": LimitForm(key=key, user=request.user)})
+    context = {"key": key, "limit_form": LimitForm(key=key, user=request.user), "org_usage": usage.attach([key])}
+    return render(request, "keys/detail.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def key_keep(request, pk: int):
+    """The idle e-mail's Keep link: GET asks (mail scanners follow links), POST keeps and resets the clock."""
+    key = _key_or_404(request, pk)
+    if request.method == "GET" or key.status != IssuedKey.Status.ACTIVE:
+        return render(request, "keys/keep.html", {"key": key, "idle_days": settings.PORTAL_IDLE_DAYS})
+    with transaction.atomic():
+        IssuedKey.objects.filter(pk=key.pk).update(kept_at=timezone.now(), idle_notified_at=None)
+        chain.record_request(
+            request,
+            AuditEvent.Action.KEY_KEPT,
+            issuance=key.issuance,
+            detail="kept: still needed (resets the idle clock)",
+        )
+    messages.success(request, f"The key “{key.name}” is kept. You will be asked again if it stays unused.")
+    return redirect("keys:detail", pk=key.pk)
 
 
 @require_GET
@@ -281,6 +306,7 @@ def key_revoke(request, pk: int):
             error = exc.message
     if wants_partial(request):  # the list's row, swapped in place of the one that was asked about
         context = {
+            "org_usage": usage.attach([key]),
             "key": key,
             "row_error": error,
             "just_changed": not error,

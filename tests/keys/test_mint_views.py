@@ -116,6 +116,7 @@ def test_htmx_mint_shows_secret_once(rclient, requester, standin, canary):
     assert actions == [
         ("mint.requested", "pending", "rita", "127.0.0.1"),
         ("mint.issued", "success", "rita", "127.0.0.1"),
+        ("key.labelled", "success", "rita", "127.0.0.1"),
     ]
 
 
@@ -264,7 +265,7 @@ def test_record_failure_after_create_compensates_and_shows_no_secret(
 
     import keys.minting
 
-    def broken(issuance, api_key_id):
+    def broken(issuance, api_key_id, template=""):
         raise DatabaseError("audit insert failed")
 
     monkeypatch.setattr(keys.minting, "_record_issued", broken)
@@ -337,10 +338,11 @@ def test_an_unhandled_database_outage_answers_503(requester, monkeypatch):
 def test_a_mint_stays_within_its_statement_budget(rclient, requester, standin, django_assert_max_num_queries):
     """The session and the user; recent refusals are counted; Django's ModelBackend reads the
     user's own and their groups' permissions (two statements); the form resolves the policy and
-    reads the headroom; the check under the lock resolves the policy and reads the headroom again:
-    21 statements on SQLite, 22 on PostgreSQL (advisory locks), as counted here, inside the test's
-    transaction (4 of them are savepoints)."""
+    reads the headroom; the check under the lock resolves the policy and reads the headroom again;
+    labelling the new key reads the owner's team, records the labels and audits them: 25 statements
+    on SQLite, 26 on PostgreSQL (advisory locks), as counted here, inside the test's transaction
+    (4 of them are savepoints)."""
     rclient.post(URL, form_data(requester, name="warm"), **HTMX)  # first-use queries (content types)
-    with django_assert_max_num_queries(22):
+    with django_assert_max_num_queries(26):
         response = rclient.post(URL, form_data(requester, name="counted"), **HTMX)
     assert response.status_code == 200 and IssuedKey.objects.filter(name="counted").exists()
