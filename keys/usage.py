@@ -122,10 +122,15 @@ def _fetch_org(now: datetime) -> OrgUsage:
     return OrgUsage(now, today, start, by_month, last_used)
 
 
-def _failure(exc: requesty.RequestyError) -> str:
-    from .lifecycle import failure_message
-
-    return failure_message(exc, "report the organization's usage")
+def _failure(exc: requesty.RequestyError, what: str = "the organization's usage") -> str:
+    """A failed read, said plainly (a read changes nothing, so there is no "unknown outcome")."""
+    if isinstance(exc, requesty.AuthFailed):
+        return f"The portal is misconfigured and could not read {what} from Requesty; tell the portal admins."
+    if isinstance(exc, requesty.RateLimited):
+        return f"Requesty is busy and did not send {what}; the portal asks again in a minute."
+    if isinstance(exc, requesty.NotSent):
+        return f"Requesty could not be reached for {what}; the portal asks again in a minute."
+    return f"Requesty did not send {what} ({exc.message}); the portal asks again in a minute."
 
 
 def org_usage() -> OrgUsage:
@@ -201,9 +206,7 @@ def key_usage_points(api_key_id: str, first: date, last: date, user) -> ChartAns
         except requesty.NotFound:
             return ChartAnswer(None, "This key no longer exists in Requesty.")
         except requesty.RequestyError as exc:
-            from .lifecycle import failure_message
-
-            return ChartAnswer(None, failure_message(exc, "report usage"))
+            return ChartAnswer(None, _failure(exc, "this key's usage"))
 
     answer = cached(f"spend:chart:{api_key_id}:{last}", fetch, now=now, may_call=lambda: _person_may_call(user, now))
     return answer if answer is not None else ChartAnswer(None, BUSY)
