@@ -243,8 +243,14 @@ def key_detail(request, pk: int):
 def key_keep(request, pk: int):
     """The idle e-mail's Keep link: GET asks (mail scanners follow links), POST keeps and resets the clock."""
     key = _key_or_404(request, pk)
-    if request.method == "GET" or key.status != IssuedKey.Status.ACTIVE:
-        return render(request, "keys/keep.html", {"key": key, "idle_days": settings.PORTAL_IDLE_DAYS})
+    context = {"key": key, "idle_days": settings.PORTAL_IDLE_DAYS}
+    if request.method == "GET":
+        return render(request, "keys/keep.html", context)
+    if key.status != IssuedKey.Status.ACTIVE:
+        chain.record_request(
+            request, AuditEvent.Action.KEY_KEPT, AuditEvent.Outcome.DENIED, issuance=key.issuance, detail="not active"
+        )
+        return render(request, "keys/keep.html", context, status=409)
     with transaction.atomic():
         IssuedKey.objects.filter(pk=key.pk).update(kept_at=timezone.now(), idle_notified_at=None)
         chain.record_request(

@@ -95,8 +95,9 @@ def test_keep_is_for_the_owner_and_admins_only(standin, requester, r2client, acl
 def test_a_revoked_key_cannot_be_kept(standin, requester, rclient, clock):
     key = issued(standin, requester, "gone", status="revoked")
     response = rclient.post(f"/keys/{key.pk}/keep/")
-    assert response.status_code == 200 and re.search(r'role="alert">[^<]*nothing to keep', response.content.decode())
-    assert IssuedKey.objects.get().kept_at is None and not AuditEvent.objects.filter(action="key.kept").exists()
+    assert response.status_code == 409 and re.search(r'role="alert">[^<]*nothing to keep', response.content.decode())
+    assert IssuedKey.objects.get().kept_at is None
+    assert AuditEvent.objects.get(action="key.kept").outcome == "denied"  # the refusal is audited
 
 
 def test_still_idle_after_the_revoke_days_is_revoked_and_the_owner_told(standin, requester, clock, settings):
