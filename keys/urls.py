@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from . import approval_views, spend_views, views
+from . import approval_views, idle_views, spend_views, views
 
 key_patterns = [
     path("", views.key_list, name="list"),
@@ -11,7 +11,7 @@ key_patterns = [
     path("<int:pk>/usage/", views.key_usage, name="usage"),
     path("<int:pk>/limit/", views.key_limit, name="limit"),
     path("<int:pk>/revoke/", views.key_revoke, name="revoke"),
-    path("<int:pk>/keep/", views.key_keep, name="keep"),
+    path("<int:pk>/keep/", idle_views.key_keep, name="keep"),
 ]
 
 urlpatterns = [
