@@ -125,3 +125,23 @@ def test_last_used_in_my_keys_all_keys_and_the_key_page(standin, requester, rcli
         html = page.content.decode()
         assert "Last used (UTC)" in html and shown in html
     assert "Not in the last" in rclient.get(f"/keys/{unused.pk}/").content.decode()
+
+
+def test_housekeeping_shares_the_one_call_and_keeps_last_used(standin, requester):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from keys.models import IssuedKey
+
+    standin.fake_usage = False
+    key = issued(standin, requester, "k", "10")
+    day = timezone.now().date() - timedelta(days=2)
+    spend(standin, key, "1.00", day)
+    out = StringIO()
+    call_command("housekeeping", stdout=out, stderr=out)
+    report = out.getvalue()
+    for job in ("spend_history: done", "budget_alerts: done", "idle_keys: done", "labels: done"):
+        assert job in report
+    assert org_calls(standin) == 1  # three jobs, one organization usage call
+    assert IssuedKey.objects.get().last_used_on == day
