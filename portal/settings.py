@@ -121,6 +121,10 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 # must hold across processes. Without CACHE_URL it is a table in the portal's own database, which
 # `migrate` creates (keys/apps.py runs createcachetable after it); Redis is optional.
 CACHES = {"default": env.cache("CACHE_URL", default="dbcache://portal_cache")}
+if CACHES["default"]["BACKEND"].endswith("DatabaseCache"):
+    # Django culls a third of the entries past 300 (by key order, so maybe the spend gate): room for
+    # a chart per key and day instead; expired rows are culled first.
+    CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 100_000)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
