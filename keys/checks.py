@@ -52,3 +52,35 @@ def reliability_kill_points(app_configs, **kwargs):
             )
         ]
     return []
+
+
+@register(Tags.caches, deploy=True)
+def shared_cache(app_configs, **kwargs):
+    """The spend figures' one-call-per-period gate (keys/usage.py) lives in the default cache: a
+    per-process cache would let every worker and instance call Requesty on its own."""
+    backend = settings.CACHES["default"]["BACKEND"]
+    if backend.endswith(("LocMemCache", "DummyCache")):
+        return [
+            Warning(
+                f"The default cache ({backend.rsplit('.', 1)[-1]}) is not shared between processes, so each "
+                "would call Requesty for spend on its own. Leave CACHE_URL unset (a table in the database) "
+                "or point it at Redis.",
+                id="keys.W020",
+            )
+        ]
+    return []
+
+
+@register(Tags.security, deploy=True)
+def email_links(app_configs, **kwargs):
+    """Budget alerts and idle-key e-mails are sent by `manage.py housekeeping`, which has no request
+    to take the portal's address from."""
+    if not settings.PORTAL_BASE_URL.startswith("https://") and not settings.DEBUG and not settings.PORTAL_SANDBOX:
+        return [
+            Warning(
+                "PORTAL_BASE_URL is not an https:// address (e.g. https://keys.example.com): links in budget "
+                "alert and idle-key e-mails would not lead to the portal.",
+                id="keys.W021",
+            )
+        ]
+    return []

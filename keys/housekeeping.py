@@ -56,10 +56,47 @@ def _reconcile(now: datetime) -> str:
     return "; ".join(report.lines())
 
 
+def _labels(now: datetime) -> str:
+    from .labels import label_due
+
+    return label_due().summary()
+
+
+def _spend_history(now: datetime) -> str:
+    from .spend import remember
+    from .usage import org_usage
+
+    org = org_usage()
+    if not org.ok:
+        raise RuntimeError(org.error)
+    return remember(org)
+
+
+def _budget_alerts(now: datetime) -> str:
+    from .alerts import check
+
+    return check(now)
+
+
+def _idle_keys(now: datetime) -> str:
+    from .idle import check
+
+    return check(now)
+
+
 def jobs() -> list[Job]:
     """The jobs, in the order they run."""
     return [
         Job("reconcile", _reconcile, lambda: timedelta(minutes=settings.PORTAL_RECONCILE_MINUTES)),
+        Job("labels", _labels, lambda: timedelta(minutes=5)),
+        # The three below share one cached organization usage call (keys/usage.py).
+        Job("spend_history", _spend_history, lambda: timedelta(hours=1)),
+        Job(
+            "budget_alerts",
+            _budget_alerts,
+            lambda: max(MIN_INTERVAL, timedelta(seconds=settings.PORTAL_SPEND_CACHE_SECONDS)),
+        ),
+        Job("idle_keys", _idle_keys, lambda: timedelta(hours=1)),
     ]
 
 

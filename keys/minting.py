@@ -23,7 +23,7 @@ from django.views.decorators.debug import sensitive_variables
 from portal.audit import chain
 from portal.audit.models import AuditEvent
 
-from . import policy, requesty
+from . import labels, policy, requesty
 from .faultpoints import reached
 from .models import ApprovalRequest, Issuance, IssuedKey
 
@@ -81,7 +81,7 @@ def mint_key(
         raise MintError("unknown", UNKNOWN_MESSAGE.format(ref=issuance.reference), 202, issuance.reference) from None
 
     try:
-        key = _record_issued(issuance, created.api_key_id)
+        key = _record_issued(issuance, created.api_key_id, cleaned.get("template") or "")
         reached("after_commit")
     except Exception:
         log.exception("Recording issued key failed; compensating", extra={"reference": issuance.reference})
@@ -96,6 +96,7 @@ def mint_key(
             f"Please try again later and quote reference {issuance.reference} if it persists."
         )
         raise MintError("failed", message, 503, issuance.reference) from None
+    labels.label_new_key(key)  # never raises: a failed label call is retried by housekeeping
     return Minted(key=key, secret=created.api_key)
 
 
@@ -217,7 +218,7 @@ def _audit_refusal(actor, cleaned: dict, source_ip: str | None, exc: MintError) 
 
 
 @sensitive_variables()
-def _record_issued(issuance: Issuance, api_key_id: str) -> IssuedKey:
+def _record_issued(issuance: Issuance, api_key_id: str, template: str = "") -> IssuedKey:
     with transaction.atomic():
         issuance.state, issuance.api_key_id, issuance.upstream_status = State.ISSUED, api_key_id, 201
         issuance.save(update_fields=["state", "api_key_id", "upstream_status", "updated_at"])
@@ -229,6 +230,7 @@ def _record_issued(issuance: Issuance, api_key_id: str) -> IssuedKey:
             monthly_limit=issuance.monthly_limit,
             manage=issuance.manage,
             completions=issuance.completions,
+            template=template[:50],
         )
         chain.record(Action.MINT_ISSUED, Outcome.SUCCESS, issuance=issuance, upstream_status=201)
     return key

@@ -92,6 +92,16 @@ class IssuedKey(models.Model):
     # an unknown outcome cannot be used to exceed the caps; reconcile_keys settles it from the list.
     pending_limit = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
     pending_limit_at = models.DateTimeField(null=True, blank=True)
+    # The onboarding template the key was made from (its slug), for the `template` label.
+    template = models.CharField(max_length=50, blank=True)
+    # The portal's labels as Requesty last confirmed them (keys/labels.py); None: never confirmed,
+    # so `housekeeping` labels it. A different wanted set (a new team) is sent again.
+    labels_applied = models.JSONField(null=True, blank=True)
+    # The last day with requests, as the organization's usage last showed it (keys/usage.py).
+    last_used_on = models.DateField(null=True, blank=True)
+    # Idle keys (keys/idle.py): when the owner was asked "still needed?", and when they said keep.
+    idle_notified_at = models.DateTimeField(null=True, blank=True)
+    kept_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]  # newest first; the id breaks ties (keys/listing.py pages so)
@@ -101,7 +111,10 @@ class IssuedKey(models.Model):
             models.Index(fields=["created_at", "id"], name="issuedkey_created"),
             models.Index(fields=["owner", "created_at", "id"], name="issuedkey_owner_created"),
         ]
-        permissions = [("portal_admin", "Can act as a portal admin (manage rights, any limit)")]
+        permissions = [
+            ("portal_admin", "Can act as a portal admin (manage rights, any limit)"),
+            ("view_spend", "Can view spend (the spend page and its export)"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.api_key_id})"
@@ -251,3 +264,50 @@ class HousekeepingJob(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class BudgetAlert(models.Model):
+    """One budget alert sent: a key's (or a person's total) month spend crossed a threshold. The
+    unique constraints make it once per key (or person), threshold and month, whoever runs the check."""
+
+    class Kind(models.TextChoices):
+        KEY = "key"
+        PERSON = "person"
+
+    kind = models.CharField(max_length=6, choices=Kind.choices)
+    key = models.ForeignKey(IssuedKey, null=True, blank=True, on_delete=models.CASCADE, related_name="budget_alerts")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budget_alerts")
+    threshold = models.PositiveSmallIntegerField()  # percent of the limit
+    month = models.DateField()  # the first day of the month (UTC)
+    spend = models.DecimalField(max_digits=16, decimal_places=6)
+    limit = models.DecimalField(max_digits=12, decimal_places=2)
+    sent_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "threshold", "month"], condition=models.Q(kind="key"), name="budgetalert_key_once"
+            ),
+            models.UniqueConstraint(
+                fields=["user", "threshold", "month"], condition=models.Q(kind="person"), name="budgetalert_person_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} alert at {self.threshold}% for {self.month:%Y-%m}"
+
+
+class SpendMonth(models.Model):
+    """A finished month's spend per Requesty key, kept so the spend page's six-month trend needs no
+    more than the one organization call (whose answers span at most 100 days)."""
+
+    month = models.DateField()  # the first day of the month (UTC)
+    api_key_id = models.CharField(max_length=64)
+    spend = models.DecimalField(max_digits=16, decimal_places=6)
+    requests = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["month", "api_key_id"], name="spendmonth_once")]
+
+    def __str__(self) -> str:
+        return f"{self.api_key_id} {self.month:%Y-%m}: {self.spend}"

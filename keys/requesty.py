@@ -18,7 +18,7 @@ import socket
 import threading
 import uuid
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -127,6 +127,7 @@ class KeyInfo:
     monthly_limit: Decimal | None
     monthly_spend: Decimal | None
     permissions: dict[str, str]
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 # --- Parsing helpers ------------------------------------------------------------------------------
@@ -251,7 +252,9 @@ def _deadline(seconds: float):
 
 
 @sensitive_variables()
-def _call(method: str, path: str, body: dict | None = None, params: dict | None = None) -> tuple[int, bytes]:
+def _call(
+    method: str, path: str, body: dict | None = None, params: dict | None = None, max_body: int = _MAX_BODY
+) -> tuple[int, bytes]:
     """One HTTP call: connect and read timeouts, and connect + read as a hard overall deadline."""
     connect, read = settings.REQUESTY_CONNECT_TIMEOUT, settings.REQUESTY_READ_TIMEOUT
     headers = {"Authorization": f"Bearer {settings.REQUESTY_ADMIN_TOKEN}", "Accept": "application/json"}
@@ -286,7 +289,7 @@ def _call(method: str, path: str, body: dict | None = None, params: dict | None 
                 while chunk := response.raw.read1(8192, decode_content=True):
                     chunks.append(chunk)
                     size += len(chunk)
-                    if size > _MAX_BODY:
+                    if size > max_body:
                         raise MalformedResponse("Requesty's answer was too large.", response.status_code)
             except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 raise Unavailable("The connection to Requesty broke mid-answer.", response.status_code) from _plain(exc)
@@ -394,6 +397,7 @@ def _key_info(item: Any, status: int) -> KeyInfo:
         monthly_limit=parse_money(item.get("monthly_limit")),
         monthly_spend=parse_money(item.get("monthly_spend", item.get("spend"))),
         permissions={k: str(perms.get(k, "")) for k in ("manage", "completions")},
+        labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels := item.get("labels"), dict) else {},
     )
 
 
@@ -440,12 +444,51 @@ def get_usage(api_key_id: str, start, end, resolution: str = "day") -> list[Usag
     for period, values in usage.items():
         if not isinstance(values, dict):
             continue
-        requests_ = values.get("total_requests", values.get("requests", 0))
         points.append(
             UsagePoint(
-                period=str(period)[:10],
-                spend=parse_money(values.get("spend")) or Decimal(0),
-                requests=requests_ if isinstance(requests_, int) and not isinstance(requests_, bool) else 0,
+                period=str(period)[:10], spend=parse_money(values.get("spend")) or Decimal(0), requests=_count(values)
             )
         )
     return sorted(points, key=lambda p: p.period)
+
+
+def set_labels(api_key_id: str, labels: dict[str, str]) -> None:
+    """POST /v1/manage/apikey/{id}/label (204): replaces the key's whole set of labels."""
+    _call("POST", f"/v1/manage/apikey/{_path_id(api_key_id)}/label", {"labels": dict(labels)})
+
+
+@dataclass(frozen=True)
+class KeyDay:
+    api_key_id: str
+    day: str  # YYYY-MM-DD
+    spend: Decimal
+    requests: int
+
+
+# The organization's usage per key and day can be large (keys x days); a bigger bound than one key's answers.
+_MAX_ORG_BODY = 64_000_000
+
+
+def org_usage_by_key(start, end) -> list[KeyDay]:
+    """GET /v1/manage/org/usage?group_by=api_key_id&resolution=day: every key's spend and requests
+    per day in one call (what the spend figures, alerts and "last used" are made of)."""
+    params = {"start": start.isoformat(), "end": end.isoformat(), "resolution": "day", "group_by": "api_key_id"}
+    status, content = _call("GET", "/v1/manage/org/usage", params=params, max_body=_MAX_ORG_BODY)
+    data = _json(content, status)
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        raise MalformedResponse("Requesty's usage answer had no usage.", status)
+    days = []
+    for period, values in usage.items():
+        groups = values.get("grouped_data") if isinstance(values, dict) else None
+        for group in groups if isinstance(groups, list) else []:
+            key_id = group.get("group_by_values", {}).get("api_key_id") if isinstance(group, dict) else None
+            if not isinstance(key_id, str):
+                continue
+            days.append(KeyDay(key_id, str(period)[:10], parse_money(group.get("spend")) or Decimal(0), _count(group)))
+    return days
+
+
+def _count(values: dict) -> int:
+    requests_ = values.get("total_requests", values.get("requests", 0))
+    return requests_ if isinstance(requests_, int) and not isinstance(requests_, bool) else 0

@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from . import approval_views, views
+from . import approval_views, idle_views, spend_views, views
 
 key_patterns = [
     path("", views.key_list, name="list"),
@@ -11,6 +11,7 @@ key_patterns = [
     path("<int:pk>/usage/", views.key_usage, name="usage"),
     path("<int:pk>/limit/", views.key_limit, name="limit"),
     path("<int:pk>/revoke/", views.key_revoke, name="revoke"),
+    path("<int:pk>/keep/", idle_views.key_keep, name="keep"),
 ]
 
 urlpatterns = [
@@ -20,4 +21,6 @@ urlpatterns = [
     path("approvals/request/", approval_views.approval_request, name="approval-request"),
     path("approvals/<int:pk>/decide/", approval_views.approval_decide, name="approval-decide"),
     path("onboarding/", approval_views.onboarding_links, name="onboarding"),
+    path("spend/", spend_views.spend_page, name="spend"),
+    path("spend/export.csv", spend_views.spend_export, name="spend-export"),
 ]

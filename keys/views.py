@@ -17,7 +17,7 @@ from portal.audit import bounds, chain
 from portal.audit.models import AuditEvent
 from portal.htmx import render_htmx, wants_partial
 
-from . import lifecycle, listing, policy, requesty
+from . import lifecycle, listing, policy, requesty, usage
 from .charts import usage_chart
 from .forms import ApprovalRequestForm, KeyPageForm, KeyRequestForm, LimitForm, new_nonce
 from .minting import MintError, in_minutes, mint_key, seconds_until_an_hour_after
@@ -197,6 +197,7 @@ def key_list(request):
         status = ""
     context = listing.key_page(keys, visible, form.cleaned_data, {"owner": owner, "status": status})
     context.update(listing.unsettled(unknown, context["first_page"]))
+    context["org_usage"] = usage.attach(context["keys"])
     context.update(
         is_admin=is_admin,
         owner=owner,
@@ -214,9 +215,13 @@ def key_list(request):
 
 @require_GET
 def key_spend(request, pk: int):
+    """One row's spend: from the organization usage, or (only when that failed) from the key itself."""
     key = _key_or_404(request, pk)
     context = {"key": key, "spend": None, "spend_error": ""}
-    if key.status == IssuedKey.Status.ACTIVE:
+    org = usage.org_usage()
+    if org.ok:
+        context["spend"] = lifecycle.Spend(org.key(key.api_key_id).month_spend, key.monthly_limit, org.fetched_at)
+    elif key.status == IssuedKey.Status.ACTIVE:
         try:
             context["spend"] = lifecycle.current_spend(key)
         except lifecycle.LifecycleError as exc:
@@ -229,21 +234,15 @@ def key_spend(request, pk: int):
 @require_GET
 def key_detail(request, pk: int):
     key = _key_or_404(request, pk)
-    return render(request, "keys/detail.html", {"key": key, "limit_form": LimitForm(key=key, user=request.user)})
+    context = {"key": key, "limit_form": LimitForm(key=key, user=request.user), "org_usage": usage.attach([key])}
+    return render(request, "keys/detail.html", context)
 
 
 @require_GET
 def key_usage(request, pk: int):
     key = _key_or_404(request, pk)
-    context = {"key": key, "chart": None, "usage_error": ""}
-    try:
-        context["chart"] = usage_chart(key)
-    except requesty.RequestyError as exc:
-        context["usage_error"] = (
-            lifecycle.failure_message(exc, "report usage")
-            if not isinstance(exc, requesty.NotFound)
-            else "This key no longer exists in Requesty."
-        )
+    chart, error = usage_chart(key, request.user)
+    context = {"key": key, "chart": chart, "usage_error": error}
     return render_htmx(request, "keys/detail.html", "usage", context, fragment_only=True)
 
 
@@ -288,6 +287,7 @@ def key_revoke(request, pk: int):
             error = exc.message
     if wants_partial(request):  # the list's row, swapped in place of the one that was asked about
         context = {
+            "org_usage": usage.attach([key]),
             "key": key,
             "row_error": error,
             "just_changed": not error,

@@ -5,7 +5,7 @@ that render no navigation cost no query."""
 from django.conf import settings
 from django.utils.functional import SimpleLazyObject
 
-from portal.accounts.permissions import can_view_audit, is_portal_admin
+from portal.accounts.permissions import can_view_audit, can_view_spend, is_portal_admin
 
 
 def navigation(request) -> dict:
@@ -25,5 +25,6 @@ def navigation(request) -> dict:
         "sandbox": settings.PORTAL_SANDBOX,
         "can_view_audit": SimpleLazyObject(lambda: signed_in() and can_view_audit(user)),
         "is_portal_admin": SimpleLazyObject(lambda: signed_in() and is_portal_admin(user)),
+        "can_view_spend": SimpleLazyObject(lambda: signed_in() and can_view_spend(user)),
         "pending_approvals": SimpleLazyObject(pending_approvals),
     }

@@ -10,6 +10,7 @@ Two rules, the same for every such call:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import requests
@@ -34,3 +35,22 @@ class Session(requests.Session):
 def session(timeout: Callable[[], Timeouts]) -> Session:
     """A new session for one service; `timeout()` gives its default (connect, read) seconds."""
     return Session(timeout)
+
+
+_log = logging.getLogger(__name__)
+_webhooks = session(timeout=lambda: (3.0, 5.0))
+
+
+def post_json(url: str, payload: dict, *, what: str = "webhook") -> bool:
+    """POST `payload` once (never retried: an alert storm must not become a request storm) within
+    the session's short timeouts. A failure is logged, never raised: the caller carries on."""
+    try:
+        response = _webhooks.post(url, json=payload, allow_redirects=False)
+    except requests.RequestException as exc:
+        _log.warning("%s POST failed: %s", what, type(exc).__name__)
+        return False
+    with response:
+        if 200 <= response.status_code < 300:
+            return True
+    _log.warning("%s POST answered HTTP %s", what, response.status_code)
+    return False

@@ -117,7 +117,14 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # seeing what committed before it (READ COMMITTED), whatever the server's default is.
     DATABASES["default"].setdefault("OPTIONS", {})["isolation_level"] = IsolationLevel.READ_COMMITTED
 
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Shared by every worker and instance: the spend figures' one-call-per-period gate (keys/usage.py)
+# must hold across processes. Without CACHE_URL it is a table in the portal's own database, which
+# `migrate` creates (keys/apps.py runs createcachetable after it); Redis is optional.
+CACHES = {"default": env.cache("CACHE_URL", default="dbcache://portal_cache")}
+if CACHES["default"]["BACKEND"].endswith("DatabaseCache"):
+    # Django culls a third of the entries past 300 (by key order, so maybe the spend gate): room for
+    # a chart per key and day instead; expired rows are culled first.
+    CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 100_000)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -245,6 +252,31 @@ PORTAL_APPROVAL_DAYS = env.int("PORTAL_APPROVAL_DAYS", default=7)
 PORTAL_RECONCILE_MINUTES = env.int("PORTAL_RECONCILE_MINUTES", default=15)
 if PORTAL_RECONCILE_MINUTES < 1:
     raise ImproperlyConfigured("PORTAL_RECONCILE_MINUTES must be at least 1.")
+# --- Spend (keys/usage.py, keys/alerts.py, keys/idle.py) -------------------------------------------
+# The organization's usage is fetched from Requesty at most once per this many seconds for the whole
+# portal (lists, the spend page, alerts); a key's 30-day chart at most once per key in that time.
+PORTAL_SPEND_CACHE_SECONDS = env.int("PORTAL_SPEND_CACHE_SECONDS", default=60)
+if PORTAL_SPEND_CACHE_SECONDS < 1:
+    raise ImproperlyConfigured("PORTAL_SPEND_CACHE_SECONDS must be at least 1.")
+# Percentages of a key's (and a person's total) monthly limit at which its owner is e-mailed.
+PORTAL_BUDGET_ALERTS = sorted({int(p) for p in env.list("PORTAL_BUDGET_ALERTS", default=["80", "100"])})
+if any(p < 1 for p in PORTAL_BUDGET_ALERTS):
+    raise ImproperlyConfigured("PORTAL_BUDGET_ALERTS must be whole percentages of at least 1, e.g. 80,100.")
+# Each alert is also POSTed here as Slack-compatible JSON ({"text": ...}); empty: e-mail only.
+PORTAL_ALERT_WEBHOOK_URL = env.str("PORTAL_ALERT_WEBHOOK_URL", default="")
+# A key with no requests for this many days (from its creation if never used) gets one "still
+# needed?" e-mail; at most 90, as Requesty's usage answers span at most 100 days.
+PORTAL_IDLE_DAYS = env.int("PORTAL_IDLE_DAYS", default=60)
+if not 1 <= PORTAL_IDLE_DAYS <= 90:
+    raise ImproperlyConfigured("PORTAL_IDLE_DAYS must be between 1 and 90.")
+# Revoke a key still idle this many days after that e-mail (0: never).
+PORTAL_IDLE_REVOKE_DAYS = env.int("PORTAL_IDLE_REVOKE_DAYS", default=0)
+if PORTAL_IDLE_REVOKE_DAYS < 0:
+    raise ImproperlyConfigured("PORTAL_IDLE_REVOKE_DAYS must be 0 (never) or more.")
+# The portal's address as people reach it (https://keys.example.com), for links in e-mails sent by
+# `manage.py housekeeping`, which has no request to take it from.
+PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://localhost:8000" if _relaxed else "").rstrip("/")
+
 # Hosts "Continue onboarding" may lead to (HTTPS only), comma-separated.
 ONBOARDING_RETURN_HOSTS = env.list("ONBOARDING_RETURN_HOSTS", default=[])
 # How many reverse proxies in front of the portal append to X-Forwarded-For (0: use REMOTE_ADDR).

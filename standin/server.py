@@ -205,6 +205,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"/v1/manage/apikey/([^/]+)/label"), "label"),
     ("POST", re.compile(r"/v1/manage/apikey/([^/]+)/expiry"), "expiry"),
     ("GET", re.compile(r"/v1/manage/org"), "org"),
+    ("GET", re.compile(r"/v1/manage/org/usage"), "org_usage"),
 ]
 FAULT_KINDS = frozenset(name for name, attr in vars(Fault).items() if isinstance(attr, classmethod))
 
@@ -219,6 +220,7 @@ class StandIn:
         admin_token: str = "standin-admin-token",  # noqa: S107 -- a fake upstream's well-known token
         latency: float = 0.0,
         control: bool = False,
+        fake_usage: bool = True,
     ) -> None:
         if not admin_token:
             raise ValueError("admin_token must be non-empty")
@@ -228,6 +230,9 @@ class StandIn:
         self.admin_token = admin_token
         self.control = control
         self.latency = self._initial_latency = latency
+        # Usage: made-up but deterministic figures for every key and day (the sandbox's charts), or,
+        # with fake_usage off, only what tests recorded with record_usage (known spend, idle keys).
+        self.fake_usage = self._initial_fake_usage = fake_usage
         self.secret_factory: Callable[[], str] = default_secret
         self._lock = threading.RLock()
         self._keys: dict[str, dict[str, Any]] = {}
@@ -276,6 +281,7 @@ class StandIn:
             self._calls.clear()
             self._faults.clear()
             self.latency = self._initial_latency
+            self.fake_usage = self._initial_fake_usage
 
     # ---- test helpers --------------------------------------------------------------------------
     @property
@@ -307,6 +313,7 @@ class StandIn:
             "monthly_spend": Decimal(monthly_spend),
             "permissions": dict(permissions or DEFAULT_PERMISSIONS),
             "labels": {},
+            "usage": {},  # day (YYYY-MM-DD) -> {"spend": Decimal, "requests": int}, from record_usage
             "expires_at": None,
             "created_at": _now(),
             "created_by": dict(ADMIN_USER),
@@ -314,6 +321,28 @@ class StandIn:
         with self._lock:
             self._keys[key["id"]] = key
         return key
+
+    def record_usage(self, key_id: str, day: str, spend: Decimal | str, requests: int = 1) -> None:
+        """Add spend and requests to a key's day (YYYY-MM-DD); a day of the current month also adds
+        to its `monthly_spend`, as Requesty's figures would agree."""
+        with self._lock:
+            key = self._keys[key_id]
+            entry = key["usage"].setdefault(day, {"spend": Decimal(0), "requests": 0})
+            entry["spend"] += Decimal(spend)
+            entry["requests"] += requests
+            if day[:7] == datetime.now(UTC).strftime("%Y-%m"):
+                key["monthly_spend"] += Decimal(spend)
+
+    def _usage_of(self, key_id: str, period: str, resolution: str) -> dict[str, Any]:
+        if self.fake_usage:
+            return _fake_usage(key_id, period)
+        recorded = self._keys[key_id]["usage"] if key_id in self._keys else {}
+        prefix = {"hour": None, "day": period[:10], "month": period[:7]}[resolution]
+        spend, requests = Decimal(0), 0
+        for day, entry in recorded.items():
+            if prefix is not None and day.startswith(prefix):
+                spend, requests = spend + entry["spend"], requests + entry["requests"]
+        return {"total_requests": requests, "spend": spend, "input_tokens": 0, "output_tokens": 0}
 
     def inject(self, fault: Fault, method: str | None = None, path: str | None = None, times: int = 1) -> None:
         if times < 1:
@@ -482,17 +511,32 @@ class StandIn:
     def _api_usage(self, key_id: str, raw: bytes, query: str) -> Reply:
         if key_id != "self":
             self._key(key_id)
-        params = {k: v[-1] for k, v in parse_qs(query).items()}
-        if "start" not in params:
-            raise ApiError(400, "start is required")
-        start = _timestamp(params["start"], "start")
-        end = _timestamp(params["end"], "end") if "end" in params else start + timedelta(days=1)
-        if end <= start or end - start > timedelta(days=100):
-            raise ApiError(400, "end must be after start and within 100 days")
-        resolution = params.get("resolution", "day")
-        if resolution not in ("hour", "day", "month"):
-            raise ApiError(400, "resolution must be hour, day or month")
-        return Reply(200, {"usage": {p: _fake_usage(key_id, p) for p in _periods(start, end, resolution)}})
+        periods, resolution, _ = _usage_query(query)
+        return Reply(200, {"usage": {p: self._usage_of(key_id, p, resolution) for p in periods}})
+
+    def _api_org_usage(self, raw: bytes, query: str) -> Reply:
+        """The organization's usage; with group_by=api_key_id each period lists every key that had
+        requests (`grouped_data`), money as strings, as Requesty's CLI tests show."""
+        periods, resolution, group_by = _usage_query(query)
+        usage = {}
+        for period in periods:
+            rows = [(key_id, self._usage_of(key_id, period, resolution)) for key_id in self._keys]
+            rows = [(key_id, figures) for key_id, figures in rows if figures["total_requests"]]
+            entry = {
+                "total_requests": sum(f["total_requests"] for _, f in rows),
+                "spend": str(sum((f["spend"] for _, f in rows), Decimal(0))),
+            }
+            if "api_key_id" in group_by:
+                entry["grouped_data"] = [
+                    {
+                        "group_by_values": {"api_key_id": key_id},
+                        "total_requests": f["total_requests"],
+                        "spend": str(f["spend"]),
+                    }
+                    for key_id, f in rows
+                ]
+            usage[period] = entry
+        return Reply(200, {"usage": usage})
 
     def _api_org(self, raw: bytes, query: str) -> Reply:
         return Reply(200, {"name": "Stand-in Org", "balance": 1000})
@@ -531,6 +575,22 @@ class StandIn:
             return Reply(204)
         except ApiError as exc:
             return Reply(exc.status, _error(exc.message))
+
+
+def _usage_query(query: str) -> tuple[list[str], str, list[str]]:
+    """The periods, resolution and group_by of a usage query, checked as Requesty checks them."""
+    parsed = parse_qs(query)
+    params = {k: v[-1] for k, v in parsed.items()}
+    if "start" not in params:
+        raise ApiError(400, "start is required")
+    start = _timestamp(params["start"], "start")
+    end = _timestamp(params["end"], "end") if "end" in params else start + timedelta(days=1)
+    if end <= start or end - start > timedelta(days=100):
+        raise ApiError(400, "end must be after start and within 100 days")
+    resolution = params.get("resolution", "day")
+    if resolution not in ("hour", "day", "month"):
+        raise ApiError(400, "resolution must be hour, day or month")
+    return _periods(start, end, resolution), resolution, parsed.get("group_by", [])
 
 
 def _periods(start: datetime, end: datetime, resolution: str) -> list[str]:

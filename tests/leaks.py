@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import pickle
 
 from django.contrib.messages.storage.cookie import CookieStorage
 from django.contrib.sessions.models import Session
 from django.core import mail
 from django.core.cache import caches
+from django.core.cache.backends.db import DatabaseCache
 from django.db import connection
 from django.http import HttpRequest
 
@@ -24,8 +26,13 @@ def sweep(canary: str, *, logs=None, responses=()) -> list[str]:
         if canary in repr(session.get_decoded()):
             found.append("a session")
     for cache in caches.all(initialized_only=True):
-        store = getattr(cache, "_cache", {})
-        for value in list(store.values()):
+        if isinstance(cache, DatabaseCache):  # rows hold base64 pickles: decode them
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT value FROM {connection.ops.quote_name(cache._table)}")  # noqa: S608
+                values = [base64.b64decode(row[0]) for row in cursor.fetchall()]
+        else:
+            values = list(getattr(cache, "_cache", {}).values())
+        for value in values:
             if canary in repr(pickle.loads(value)) or canary.encode() in value:  # noqa: S301 (our own cache)
                 found.append("the cache")
     for message in mail.outbox:

@@ -22,6 +22,7 @@ PROD = {
     "ALLOWED_HOSTS": "keys.example.com",
     "REQUESTY_BASE_URL": "https://api.requesty.ai",
     "DATABASE_URL": "sqlite:////tmp/portal-deploy-check.sqlite3",
+    "PORTAL_BASE_URL": "https://keys.example.com",
 }
 
 
@@ -106,6 +107,8 @@ def test_production_defaults_are_secure():
         ({"GUNICORN_TIMEOUT": "10"}, "keys.E002"),
         ({"REQUESTY_BASE_URL": "http://api.requesty.ai"}, "keys.W001"),
         ({"PORTAL_MAX_MONTHLY_LIMIT": "0"}, "keys.E003"),
+        ({"CACHE_URL": "locmemcache://"}, "keys.W020"),
+        ({"PORTAL_BASE_URL": ""}, "keys.W021"),
     ],
 )
 def test_custom_checks_fire_on_broken_settings(env, check_id):

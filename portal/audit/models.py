@@ -61,6 +61,13 @@ class AuditEvent(models.Model):
         USER_PASSWORD_CHANGED = "user.password_changed"  # noqa: S105 (an action name)
         USER_DELETED = "user.deleted"
         GROUP_PERMISSIONS_CHANGED = "group.permissions_changed"
+        # Spend (keys/labels.py, keys/alerts.py, keys/idle.py, keys/spend_views.py).
+        KEY_LABELLED = "key.labelled"
+        KEY_LABEL_FAILED = "key.label_failed"
+        SPEND_ALERT_SENT = "spend.alert_sent"
+        SPEND_EXPORTED = "spend.exported"
+        KEY_IDLE_NOTIFIED = "key.idle_notified"
+        KEY_KEPT = "key.kept"
 
     class Outcome(models.TextChoices):
         PENDING = "pending"

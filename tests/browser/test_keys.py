@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from playwright.sync_api import expect
@@ -16,12 +18,13 @@ def test_requester_sees_spend_lowers_the_limit_and_revokes(page, requester, stan
     sign_in(page)
     mint(page, name="lifecycle", limit="40")
     (key_id,) = standin.keys
-    standin.keys[key_id]["monthly_spend"] = __import__("decimal").Decimal("10")
+    standin.fake_usage = False
+    standin.record_usage(key_id, datetime.now(UTC).date().isoformat(), Decimal("10"))
 
     page.get_by_role("link", name="My keys").first.click()
     row = page.locator("tr", has_text="lifecycle")
-    expect(row.locator("progress")).to_have_attribute("value", "25")  # $10 of $40, loaded through htmx
-    expect(row).to_contain_text("$10 of $40.00")
+    expect(row.locator("progress")).to_have_attribute("value", "25")  # $10 of $40, from the organization usage
+    expect(row).to_contain_text("$10.00 of $40.00")
     expect(row).to_contain_text("active")
 
     row.get_by_role("link", name="lifecycle", exact=True).click()

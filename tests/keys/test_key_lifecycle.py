@@ -53,18 +53,26 @@ def test_csrf_is_enforced_on_limit_and_revoke(rkey, requester, standin):
 
 
 # --- Spend ----------------------------------------------------------------------------------------
-def test_spend_bar_comes_from_requesty_and_is_cached(rkey, rclient, standin):
+ORG_USAGE = "/v1/manage/org/usage"
+
+
+def test_without_org_usage_the_spend_bar_comes_from_the_key_and_is_cached(rkey, rclient, standin):
+    """The fallback (keys/usage.py): only when the organization call failed, one call per key."""
+    standin.inject(Fault.status(500), method="GET", path=ORG_USAGE)
     standin.keys[rkey.api_key_id]["monthly_spend"] = Decimal("5")
     html = rclient.get(f"/keys/{rkey.pk}/spend/", **HTMX).content.decode()
     assert '<progress max="100" value="20"' in html and "$5" in html and "of $25" in html
     rclient.get(f"/keys/{rkey.pk}/spend/", **HTMX)
     assert len(standin.calls_to("GET", f"/v1/manage/apikey/{rkey.api_key_id}")) == 1  # second load was cached
+    assert len(standin.calls_to("GET", ORG_USAGE)) == 1  # the failed call is not retried within the period
 
 
-def test_list_loads_spend_per_row_lazily(rkey, rclient, standin):
+def test_without_org_usage_the_list_loads_spend_per_row_lazily_and_says_so(rkey, rclient, standin):
+    standin.inject(Fault.status(503), method="GET", path=ORG_USAGE)
     html = rclient.get("/keys/").content.decode()
     assert f'hx-get="/keys/{rkey.pk}/spend/" hx-trigger="load"' in html
-    assert standin.calls_to("GET", "/v1/manage/apikey/") == []  # the page itself never waits on Requesty
+    assert "organization usage could not be loaded" in html and "key by key" in html
+    assert standin.calls_to("GET", "/v1/manage/apikey/") == []  # the page itself never waits on a key's call
 
 
 @pytest.mark.parametrize(
@@ -72,13 +80,14 @@ def test_list_loads_spend_per_row_lazily(rkey, rclient, standin):
 )
 def test_spend_failure_offers_a_retry(rkey, rclient, standin, settings, fault):
     settings.REQUESTY_READ_TIMEOUT = 0.5  # the slow answer is given up on in 0.5 s, not 3
-    standin.inject(fault, method="GET")
+    standin.inject(fault, method="GET", times=2)  # the organization's usage, then the key's spend
     html = rclient.get(f"/keys/{rkey.pk}/spend/", **HTMX).content.decode()
     assert 'role="alert"' in html and "Retry" in html
     assert IssuedKey.objects.get().status == "active"
 
 
 def test_spend_of_a_key_requesty_does_not_know(rkey, rclient, standin):
+    standin.inject(Fault.status(500), method="GET", path=ORG_USAGE)
     standin.inject(Fault.status(404), method="GET")
     html = rclient.get(f"/keys/{rkey.pk}/spend/", **HTMX).content.decode()
     assert "does not know this key" in html

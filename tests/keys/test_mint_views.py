@@ -117,6 +117,7 @@ def test_htmx_mint_shows_secret_once(rclient, requester, standin, canary):
     assert actions == [
         ("mint.requested", "pending", "rita", "127.0.0.1"),
         ("mint.issued", "success", "rita", "127.0.0.1"),
+        ("key.labelled", "success", "rita", "127.0.0.1"),
     ]
 
 
@@ -265,7 +266,7 @@ def test_record_failure_after_create_compensates_and_shows_no_secret(
 
     import keys.minting
 
-    def broken(issuance, api_key_id):
+    def broken(issuance, api_key_id, template=""):
         raise DatabaseError("audit insert failed")
 
     monkeypatch.setattr(keys.minting, "_record_issued", broken)
@@ -339,9 +340,10 @@ def test_a_mint_stays_within_its_statement_budget(rclient, requester, standin, d
     """The session and the user; recent refusals are counted; the user's own and their groups'
     permissions are read (one statement, portal/accounts/backends.py); the form resolves the policy
     and reads the headroom; the check under the lock resolves the policy and reads the headroom
-    again: 20 statements on SQLite, 21 on PostgreSQL (advisory locks), as counted here, inside the
-    test's transaction (4 of them are savepoints)."""
+    again; labelling the new key reads the owner's team, records the labels and audits them: 24
+    statements on SQLite, 25 on PostgreSQL (advisory locks), as counted here, inside the test's
+    transaction (4 of them are savepoints)."""
     rclient.post(URL, form_data(requester, name="warm"), **HTMX)  # first-use queries (content types)
-    with django_assert_max_num_queries(21 if connection.vendor == "postgresql" else 20):
+    with django_assert_max_num_queries(25 if connection.vendor == "postgresql" else 24):
         response = rclient.post(URL, form_data(requester, name="counted"), **HTMX)
     assert response.status_code == 200 and IssuedKey.objects.filter(name="counted").exists()

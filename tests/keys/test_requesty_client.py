@@ -146,3 +146,39 @@ def test_no_redirects_are_followed(standin):
     standin.inject(Fault.status(302, headers={"Location": "http://127.0.0.1:9/steal"}), method="GET")
     with pytest.raises(requesty.Unavailable):
         requesty.get_key("self")
+
+
+def test_org_usage_reads_numbers_or_strings_and_skips_what_it_cannot_read(standin):
+    from datetime import UTC, datetime
+
+    body = {
+        "usage": {
+            "2026-11-01T00:00:00Z": {
+                "grouped_data": [
+                    {"group_by_values": {"api_key_id": "a"}, "total_requests": 3, "spend": "1.25"},
+                    {"group_by_values": {"api_key_id": "b"}, "total_requests": 1, "spend": 0.5},
+                    {"group_by_values": {}, "spend": "9"},
+                    "junk",
+                ]
+            },
+            "2026-11-02": "junk",
+        }
+    }
+    standin.inject(Fault.after_action_body(json.dumps(body), status=200), path="/v1/manage/org/usage")
+    days = requesty.org_usage_by_key(datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC))
+    assert [(d.api_key_id, d.day, d.spend, d.requests) for d in days] == [
+        ("a", "2026-11-01", Decimal("1.25"), 3),
+        ("b", "2026-11-01", Decimal("0.5"), 1),
+    ]
+    standin.inject(Fault.after_action_body("[]", status=200), path="/v1/manage/org/usage")
+    with pytest.raises(requesty.MalformedResponse):
+        requesty.org_usage_by_key(datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC))
+
+
+def test_set_labels_sends_the_whole_set(standin):
+    key = standin.add_key("k")
+    requesty.set_labels(key["id"], {"owner": "rita"})
+    assert standin.keys[key["id"]]["labels"] == {"owner": "rita"}
+    (call,) = standin.calls_to("POST", f"/v1/manage/apikey/{key['id']}/label")
+    assert call.body == {"labels": {"owner": "rita"}}
+    assert requesty.list_keys()[1].labels == {"owner": "rita"}

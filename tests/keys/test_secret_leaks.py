@@ -78,7 +78,7 @@ def test_record_failure_after_create_mails_admins_without_secrets(rclient, reque
 
     import keys.minting
 
-    def broken(issuance, api_key_id):
+    def broken(issuance, api_key_id, template=""):
         raise DatabaseError("insert into audit failed")
 
     monkeypatch.setattr(keys.minting, "_record_issued", broken)

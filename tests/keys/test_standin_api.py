@@ -127,6 +127,33 @@ def test_usage_is_deterministic_and_validated(standin, api):
     assert api("GET", f"{KEYS}/unknown/usage", params=query).status_code == 404
 
 
+def test_org_usage_grouped_by_key_as_requesty_shows_it(standin, api):
+    """requesty-api.md: each period's `grouped_data` names the key in `group_by_values`, money as strings."""
+    standin.fake_usage = False
+    first, second = (create(api).json()["api_key_id"] for _ in range(2))
+    standin.record_usage(first, "2024-01-02", Decimal("1.25"), 7)
+    standin.record_usage(second, "2024-01-02", Decimal("0.5"), 1)
+    query = {"start": "2024-01-01T00:00:00Z", "end": "2024-01-03T00:00:00Z", "resolution": "day"}
+    usage = api("GET", "/v1/manage/org/usage", params={**query, "group_by": "api_key_id"}).json()["usage"]
+    assert usage["2024-01-01"] == {"total_requests": 0, "spend": "0", "grouped_data": []}
+    day = usage["2024-01-02"]
+    assert day["total_requests"] == 8 and day["spend"] == "1.75"
+    assert {"group_by_values": {"api_key_id": first}, "total_requests": 7, "spend": "1.25"} in day["grouped_data"]
+    assert "grouped_data" not in api("GET", "/v1/manage/org/usage", params=query).json()["usage"]["2024-01-02"]
+    assert api("GET", "/v1/manage/org/usage").status_code == 400
+    # The key's own usage agrees.
+    own = api("GET", f"{KEYS}/{first}/usage", params=query).json()["usage"]
+    assert own["2024-01-02"]["total_requests"] == 7 and own["2024-01-01"]["total_requests"] == 0
+
+
+def test_labels_replace_the_whole_set_and_show_in_the_list(standin, api):
+    key_id = create(api).json()["api_key_id"]
+    assert api("POST", f"{KEYS}/{key_id}/label", json={"labels": {"a": "1", "b": "2"}}).status_code == 204
+    assert api("POST", f"{KEYS}/{key_id}/label", json={"labels": {"b": "3"}}).status_code == 204
+    listed = {k["id"]: k for k in api("GET", KEYS).json()["keys"]}
+    assert listed[key_id]["labels"] == {"b": "3"}
+
+
 @pytest.mark.parametrize(
     ("headers", "status"),
     [

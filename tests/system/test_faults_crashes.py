@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from standin import Fault
+from tests.keys.helpers import creates
 from tests.polling import wait_until
 
 from .browser import shows_secret
@@ -46,7 +47,7 @@ def test_worker_killed_at_a_kill_point(system, user, canary, point, state, upstr
     name = f"killed-{point}"
     try:
         workers = portal.workers()
-        creates_before = len(system.standin.calls_to(*CREATE))
+        creates_before = len(creates(system.standin))
         _killed_mint(user.clone(portal.base_url), name)
         assert len(portal.wait_for_replacement(workers)) == 1  # exactly one worker died
         assert "SIGKILL" in portal.log_text()
@@ -54,7 +55,7 @@ def test_worker_killed_at_a_kill_point(system, user, canary, point, state, upstr
         portal.stop()
     record = issuance(system.db, name)
     assert record["state"] == ("issued" if point == "after_commit" else "requested")
-    assert len(system.standin.calls_to(*CREATE)) == creates_before + (point != "before_upstream")
+    assert len(creates(system.standin)) == creates_before + (point != "before_upstream")
 
     settle(system, canary, user)
     assert issuance(system.db, name)["state"] == state
@@ -145,13 +146,13 @@ def test_database_refusing_the_record_before_requesty_gives_503(system, user, ca
     """The portal's role may no longer insert issuance records: the record cannot be written, so
     Requesty is never called."""
     form = user.form()
-    creates_before = len(system.standin.calls_to(*CREATE))
+    creates_before = len(creates(system.standin))
     system.db.set_table_rights("keys_issuance", "INSERT", granted=False)
     try:
         response = user.mint("db-refuses-record", form)
     finally:
         system.db.set_table_rights("keys_issuance", "INSERT", granted=True)
-    assert len(system.standin.calls_to(*CREATE)) == creates_before
+    assert len(creates(system.standin)) == creates_before
     assert issuance(system.db, "db-refuses-record") == {}
     assert response.status_code == 503, response.text[-2000:]
     assert "cannot reach its database" in response.text and not shows_secret(response)
@@ -201,11 +202,11 @@ def test_database_gone_mid_flow_shows_no_secret_and_answers_503(system, user, ca
 
 def test_database_gone_before_the_request_answers_503_without_calling_requesty(system, user, canary):
     form = user.form()
-    creates_before = len(system.standin.calls_to(*CREATE))
+    creates_before = len(creates(system.standin))
     with database_gone(system, user):
         assert user.get("/healthz").status_code == 503
         response = user.mint("db-gone-before", form)
-    assert len(system.standin.calls_to(*CREATE)) == creates_before  # Requesty never called
+    assert len(creates(system.standin)) == creates_before  # Requesty never called
     assert not shows_secret(response)
     assert response.status_code == 503, f"HTTP {response.status_code}: the database error was not answered as 503"
     settle(system, canary, user)

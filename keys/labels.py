@@ -1,0 +1,140 @@
+"""Cost attribution in Requesty itself: every key the portal creates carries labels saying whose it is.
+
+`owner`, `owner_email`, `team` (the owner's policy group), `portal_ref` (the issuance reference) and
+`template` (the onboarding slug) are the portal's labels. Requesty's label call replaces the whole
+set, so labels set elsewhere (Requesty's dashboard) are merged in from the key list; a portal label
+with no value (no team) is removed. A failed call never costs anyone their key: the key simply
+stays unconfirmed (`IssuedKey.labels_applied`), and `housekeeping` (or `manage.py label_keys`) sends
+it again, as it does when the wanted set changes (an owner moved to another team).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from django.contrib.auth.models import Group
+
+from portal.audit import chain
+from portal.audit.models import AuditEvent
+
+from . import requesty
+from .models import IssuedKey
+
+log = logging.getLogger(__name__)
+PORTAL_LABELS = ("owner", "owner_email", "team", "portal_ref", "template")
+PER_RUN = 200  # keys labelled per housekeeping run, so a backlog never becomes a burst of calls
+
+
+def teams(user_ids) -> dict[int, str]:
+    """Each user's team: the first (by name) of their groups that has a spending policy."""
+    found: dict[int, str] = {}
+    rows = Group.objects.filter(spending_policy__isnull=False, user__in=user_ids).order_by("name")
+    for user_id, name in rows.values_list("user", "name"):
+        found.setdefault(user_id, name)
+    return found
+
+
+def wanted(key: IssuedKey, team: str) -> dict[str, str]:
+    """The portal's labels for a key; empty values mean "remove this label"."""
+    owner = key.owner
+    return {
+        "owner": owner.get_username() if owner else "",
+        "owner_email": owner.email if owner else "",
+        "team": team,
+        "portal_ref": key.issuance.reference,
+        "template": key.template,
+    }
+
+
+def merged(upstream: dict[str, str], portal: dict[str, str]) -> dict[str, str]:
+    """Labels set elsewhere are kept; the portal's own replace theirs, and empty ones go."""
+    labels = {k: v for k, v in upstream.items() if k not in PORTAL_LABELS}
+    labels.update({k: v for k, v in portal.items() if v})
+    return labels
+
+
+def apply(key: IssuedKey, portal: dict[str, str], upstream: dict[str, str], *, actor=None) -> bool:
+    """Send the merged labels; on success remember them. Audited either way; never raises for Requesty."""
+    labels = merged(upstream, portal)
+    detail = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))[:400]
+    try:
+        requesty.set_labels(key.api_key_id, labels)
+    except (requesty.RequestyError, ValueError) as exc:
+        log.warning("Requesty label call failed: %s", type(exc).__name__, extra={"api_key_id": key.api_key_id})
+        unknown = isinstance(exc, requesty.OutcomeUnknown)
+        chain.record(
+            AuditEvent.Action.KEY_LABEL_FAILED,
+            AuditEvent.Outcome.UNKNOWN if unknown else AuditEvent.Outcome.FAILURE,
+            actor=actor,
+            issuance=key.issuance,
+            api_key_id=key.api_key_id,
+            upstream_status=getattr(exc, "status", None),
+            detail=f"{type(exc).__name__}; will be retried: {detail}"[:500],
+        )
+        return False
+    IssuedKey.objects.filter(pk=key.pk).update(labels_applied=portal)
+    key.labels_applied = portal
+    chain.record(
+        AuditEvent.Action.KEY_LABELLED,
+        AuditEvent.Outcome.SUCCESS,
+        actor=actor,
+        issuance=key.issuance,
+        api_key_id=key.api_key_id,
+        upstream_status=204,
+        detail=detail,
+    )
+    return True
+
+
+def label_new_key(key: IssuedKey) -> None:
+    """Right after minting: a new key has no labels from elsewhere yet, so no list call is needed."""
+    try:
+        team = teams([key.owner_id]).get(key.owner_id, "") if key.owner_id else ""
+        apply(key, wanted(key, team), {}, actor=key.owner)
+    except Exception:  # the person already has their key: nothing here may take it from them
+        log.exception("Labelling a new key failed; housekeeping will retry", extra={"api_key_id": key.api_key_id})
+
+
+@dataclass
+class Outcome:
+    labelled: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    due: list[tuple[IssuedKey, dict[str, str]]] = field(default_factory=list)
+    more: int = 0
+
+    def summary(self, dry_run: bool = False) -> str:
+        if dry_run:
+            return f"{len(self.due) + self.more} key(s) would be labelled"
+        text = f"{len(self.labelled)} labelled, {len(self.failed)} failed"
+        return text + (f", {self.more} left for the next run" if self.more else "")
+
+
+def due(limit: int | None = PER_RUN) -> Outcome:
+    """Active keys whose confirmed labels differ from what the portal wants (never sent, failed,
+    or the owner's team or e-mail changed)."""
+    keys = list(IssuedKey.objects.filter(status=IssuedKey.Status.ACTIVE).select_related("owner", "issuance"))
+    team_of = teams({k.owner_id for k in keys if k.owner_id})
+    outcome = Outcome()
+    for key in keys:
+        portal = wanted(key, team_of.get(key.owner_id, ""))
+        if key.labels_applied != portal:
+            if limit is not None and len(outcome.due) >= limit:
+                outcome.more += 1
+            else:
+                outcome.due.append((key, portal))
+    return outcome
+
+
+def label_due(*, dry_run: bool = False, limit: int | None = PER_RUN) -> Outcome:
+    """Label every key that needs it, merging with the labels Requesty's list shows (one list call)."""
+    outcome = due(limit)
+    if dry_run or not outcome.due:
+        return outcome
+    upstream = {info.id: info.labels for info in requesty.list_keys()}  # raises: the job fails, retried
+    for key, portal in outcome.due:
+        if key.api_key_id not in upstream:
+            continue  # gone upstream: reconciliation deals with it
+        ok = apply(key, portal, upstream[key.api_key_id])
+        (outcome.labelled if ok else outcome.failed).append(key.name)
+    return outcome
