@@ -245,6 +245,17 @@ PORTAL_APPROVAL_DAYS = env.int("PORTAL_APPROVAL_DAYS", default=7)
 PORTAL_RECONCILE_MINUTES = env.int("PORTAL_RECONCILE_MINUTES", default=15)
 if PORTAL_RECONCILE_MINUTES < 1:
     raise ImproperlyConfigured("PORTAL_RECONCILE_MINUTES must be at least 1.")
+# Key expiry (keys/expiry.py): the longest lifetime for people without a group policy (0: none),
+# the reminder e-mails' days before expiry, and a rotation's longest grace period (at most 7 days).
+PORTAL_MAX_KEY_DAYS = env.int("PORTAL_MAX_KEY_DAYS", default=90)
+PORTAL_EXPIRY_REMINDER_DAYS = sorted({int(d) for d in env.list("PORTAL_EXPIRY_REMINDER_DAYS", default=["14", "3"])})
+PORTAL_ROTATION_GRACE_HOURS = env.int("PORTAL_ROTATION_GRACE_HOURS", default=24)
+if PORTAL_MAX_KEY_DAYS < 0 or any(d < 1 for d in PORTAL_EXPIRY_REMINDER_DAYS):
+    raise ImproperlyConfigured("PORTAL_MAX_KEY_DAYS must be 0 or more, PORTAL_EXPIRY_REMINDER_DAYS days 1 or more.")
+if not 1 <= PORTAL_ROTATION_GRACE_HOURS <= 7 * 24:
+    raise ImproperlyConfigured("PORTAL_ROTATION_GRACE_HOURS must be between 1 and 168 (7 days).")
+# Where e-mails sent outside a request (reminders) link to, e.g. https://keys.example.com
+PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://localhost:8000" if _relaxed else "").rstrip("/")
 # Hosts "Continue onboarding" may lead to (HTTPS only), comma-separated.
 ONBOARDING_RETURN_HOSTS = env.list("ONBOARDING_RETURN_HOSTS", default=[])
 # How many reverse proxies in front of the portal append to X-Forwarded-For (0: use REMOTE_ADDR).

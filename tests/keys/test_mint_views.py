@@ -116,6 +116,7 @@ def test_htmx_mint_shows_secret_once(rclient, requester, standin, canary):
     assert actions == [
         ("mint.requested", "pending", "rita", "127.0.0.1"),
         ("mint.issued", "success", "rita", "127.0.0.1"),
+        ("key.expiry_set", "success", "rita", "127.0.0.1"),  # the default lifetime, set after the create
     ]
 
 
@@ -337,10 +338,11 @@ def test_an_unhandled_database_outage_answers_503(requester, monkeypatch):
 def test_a_mint_stays_within_its_statement_budget(rclient, requester, standin, django_assert_max_num_queries):
     """The session and the user; recent refusals are counted; Django's ModelBackend reads the
     user's own and their groups' permissions (two statements); the form resolves the policy and
-    reads the headroom; the check under the lock resolves the policy and reads the headroom again:
-    21 statements on SQLite, 22 on PostgreSQL (advisory locks), as counted here, inside the test's
-    transaction (4 of them are savepoints)."""
+    reads the headroom; the check under the lock resolves the policy and reads the headroom again;
+    after the create, the expiry Requesty confirmed is audited (the chain's head, the insert, and a
+    savepoint around them): 25 statements on SQLite, 26 on PostgreSQL (advisory locks), as counted
+    here, inside the test's transaction (6 of them are savepoints)."""
     rclient.post(URL, form_data(requester, name="warm"), **HTMX)  # first-use queries (content types)
-    with django_assert_max_num_queries(22):
+    with django_assert_max_num_queries(26):
         response = rclient.post(URL, form_data(requester, name="counted"), **HTMX)
     assert response.status_code == 200 and IssuedKey.objects.filter(name="counted").exists()
