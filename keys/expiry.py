@@ -175,7 +175,8 @@ def extend(key: IssuedKey, new_expiry: datetime | None, *, actor, source_ip=None
         )
         key.expires_at, key.expiry_retry_at, key.expiry_failures, key.reminded_days = new_expiry, None, 0, None
         if approval is not None:
-            ApprovalRequest.objects.filter(pk=approval.pk).update(status=ApprovalRequest.Status.USED)
+            approved = ApprovalRequest.Status.APPROVED
+            ApprovalRequest.objects.filter(pk=approval.pk, status=approved).update(status=ApprovalRequest.Status.USED)
             detail += f" (approval #{approval.pk})"
         _audit_set(key, actor, source_ip, f"extended: {detail}")
 

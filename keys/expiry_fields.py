@@ -54,6 +54,19 @@ def clamp(pol: policy.Policy, wanted: int | None) -> tuple[int | None, str]:
     return limit, f"The link asked for {asked}; your policy allows at most {limit} days, so that is filled in."
 
 
+def from_link(raw, pol: policy.Policy, today: date) -> tuple[dict[str, str] | None, str]:
+    """A link's or template's lifetime (`expires=<days>` or `never`), clamped: (form values, note)."""
+    text = str(raw).strip().lower()
+    if text == NEVER:
+        days = None
+    elif text.isdigit() and 0 < int(text) <= 3650:
+        days = int(text)
+    else:
+        return None, "The expiry in the link was not usable; the default is shown."
+    days, note = clamp(pol, days)
+    return initial_for(days, today), note
+
+
 def parse(choice: str, on: str, now: datetime | None = None) -> datetime | None:
     """The moment a submitted choice means (None: never). Raises ValidationError for what no
     option could have sent; whether the policy allows it is policy.lifetime_problem's question."""
@@ -84,6 +97,12 @@ class ExpiresFields(forms.Form):
     def expiry_choices(self) -> list[tuple[str, str]]:
         return choices(self.policy)
 
+    def expiry_date_range(self) -> tuple[date, date | None]:
+        """The earliest and latest date the date field offers (None: no latest)."""
+        today = timezone.now().date()
+        limit = self.policy.max_key_days
+        return today + timedelta(days=1), None if limit is None else today + timedelta(days=limit)
+
     def expires_at_value(self, *, default_when_empty: bool) -> datetime | None:
         """Parse the choice, adding a field error (and returning None) when it is unusable. An
         empty choice means the default lifetime where the caller allows it (the create form: old
@@ -96,3 +115,31 @@ class ExpiresFields(forms.Form):
         except forms.ValidationError as exc:
             self.add_error("expires_on" if choice == DATE else "expires", exc)
             return None
+
+
+class ExtendForm(ExpiresFields):
+    """A later expiry for an existing key. `beyond`: the policy's reason when the choice needs an
+    admin's approval (the authoritative check runs in expiry.extend, under the owner's lock)."""
+
+    reason = forms.CharField(label="Why do you need this?", max_length=1000, required=False, widget=forms.Textarea)
+
+    def __init__(self, *args, key, user, asking: bool = False, **kwargs):
+        kwargs.setdefault("initial", initial_for(default_days(policy.resolve(user)), timezone.now().date()))
+        super().__init__(*args, **kwargs)
+        self.key, self.user, self.asking = key, user, asking
+        self.policy = policy.resolve(user)
+        self.beyond = ""
+
+    def clean(self):
+        data = super().clean()
+        expires_at = self.expires_at_value(default_when_empty=False)
+        if self.has_error("expires") or self.has_error("expires_on"):
+            return data
+        data["expires_at"] = expires_at
+        self.beyond = policy.lifetime_problem(self.policy, expires_at, timezone.now())
+        if self.asking:
+            if not self.beyond:
+                raise forms.ValidationError("That expiry is within your policy: you can extend the key yourself.")
+            if len(data.get("reason", "").strip()) < 10:
+                self.add_error("reason", "Tell the admins in a sentence why you need this (at least 10 characters).")
+        return data

@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from . import approval_views, views
+from . import approval_views, expiry_views, views
 
 key_patterns = [
     path("", views.key_list, name="list"),
@@ -11,6 +11,9 @@ key_patterns = [
     path("<int:pk>/usage/", views.key_usage, name="usage"),
     path("<int:pk>/limit/", views.key_limit, name="limit"),
     path("<int:pk>/revoke/", views.key_revoke, name="revoke"),
+    path("<int:pk>/extend/", expiry_views.key_extend, name="extend"),
+    path("<int:pk>/extend/request/", expiry_views.key_extend_request, name="extend-request"),
+    path("<int:pk>/rotate/", expiry_views.key_rotate, name="rotate"),
 ]
 
 urlpatterns = [
