@@ -87,7 +87,9 @@ def test_unusable_choices_are_field_errors_and_create_nothing(rclient, requester
     assert creates(standin) == [] and not IssuedKey.objects.exists()
 
 
-@pytest.mark.parametrize("fields", [{"expires": "180"}, {"expires": "never"}, {"expires": "date", "expires_on": "2030-12-31"}])
+@pytest.mark.parametrize(
+    "fields", [{"expires": "180"}, {"expires": "never"}, {"expires": "date", "expires_on": "2030-12-31"}]
+)
 def test_beyond_the_policys_maximum_is_refused_audited_and_creates_nothing(rclient, requester, standin, clock, fields):
     response = rclient.post("/keys/new/", form_data(requester, **fields), **HTMX)
     assert response.status_code == 403
@@ -126,7 +128,9 @@ def test_links_and_templates_preset_the_expiry_clamped_to_the_policy(rclient, re
 
 
 # --- Requesty's expiry call fails: the key is still shown, retried, enforced ---------------------
-def test_a_failed_expiry_call_still_shows_the_key_and_housekeeping_retries_it(rclient, requester, standin, clock, canary):
+def test_a_failed_expiry_call_still_shows_the_key_and_housekeeping_retries_it(
+    rclient, requester, standin, clock, canary
+):
     standin.inject(Fault.status(503), method="POST", path="/v1/manage/apikey/", times=2)
     response = rclient.post("/keys/new/", form_data(requester, expires="30"), **HTMX)
     html = response.content.decode()
@@ -170,7 +174,8 @@ def test_the_portal_deletes_a_key_at_its_due_time_even_if_requesty_never_took_th
 def test_a_key_already_gone_upstream_counts_as_expired_and_a_failed_delete_is_retried(
     rclient, requester, standin, clock
 ):
-    gone, stuck = mint(rclient, requester, name="gone", expires="30"), mint(rclient, requester, name="stuck", expires="30")
+    gone = mint(rclient, requester, name="gone", expires="30")
+    stuck = mint(rclient, requester, name="stuck", expires="30")
     standin.reset()  # both vanish upstream...
     standin.add_key("other")
     clock.shift(timedelta(days=30))
@@ -200,7 +205,7 @@ def test_an_expired_key_offers_a_prefilled_replacement_and_cannot_be_extended(rc
     form = rclient.get(link.replace("&amp;", "&")).content.decode()
     assert 'id="id_name" name="name" value="ci"' in form and 'value="12.50"' in form
     assert '<option value="30" selected>' in form
-    assert 'action="/keys/%d/extend/"' % key.pk not in html and "Rotate" not in html
+    assert f'action="/keys/{key.pk}/extend/"' not in html and "Rotate" not in html
     response = rclient.post(f"/keys/{key.pk}/extend/", {"expires": "30"}, **HTMX)
     assert "cannot be revived" in alert_text(response)
     assert events(key)[-1] == ("key.expiry_failed", "denied")
