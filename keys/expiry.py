@@ -189,12 +189,13 @@ def _extend_problem(key: IssuedKey, new_expiry: datetime | None, actor, approval
         return "This key never expires; there is nothing to extend."
     if key.expires_at <= now:
         return "This key has reached its expiry and is being removed; create a replacement instead."
-    if new_expiry is not None and new_expiry <= key.expires_at:
-        return f"Choose a later expiry than the current one ({describe(key.expires_at)})."
     if approval is not None:
         if not (approval.is_usable and approval.kind == ApprovalRequest.Kind.EXPIRY and approval.key_id == key.pk):
             return "This approval is not valid any more (used, expired or for another key)."
         if approval.key_expires_at != new_expiry:
             return "An approval is only good for exactly the expiry that was approved."
+    if new_expiry is not None and new_expiry <= key.expires_at:
+        return f"Choose a later expiry than the current one ({describe(key.expires_at)})."
+    if approval is not None:
         return ""
     return policy.lifetime_problem(policy.resolve(actor), new_expiry, now)
