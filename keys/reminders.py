@@ -79,7 +79,7 @@ def run(now: datetime) -> str:
 def _send(key: IssuedKey, window: int, now: datetime) -> None:
     page = f"{settings.PORTAL_BASE_URL}{reverse('keys:detail', args=[key.pk])}"
     left = key.expires_at - now
-    when = f"in {left.days} days" if left.days >= 1 else "within a day"
+    when = "within a day" if left.days < 1 else f"in {left.days} day{'s' if left.days != 1 else ''}"
     body = (
         f"Your Requesty API key “{key.name}” expires {when}, on {describe(key.expires_at)}.\n"
         "After that it stops working and cannot be revived.\n\n"
