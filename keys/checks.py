@@ -31,6 +31,13 @@ def requesty_settings(app_configs, **kwargs):
         problems.append(Warning("PORTAL_SANDBOX is on: keys come from the stand-in Requesty.", id="keys.W002"))
     if settings.PORTAL_MAX_MONTHLY_LIMIT <= 0:
         problems.append(Error("PORTAL_MAX_MONTHLY_LIMIT must be more than 0.", id="keys.E003"))
+    if not settings.PORTAL_BASE_URL.startswith("https://") and not settings.PORTAL_SANDBOX:
+        problems.append(
+            Warning(
+                "PORTAL_BASE_URL is not an https:// address: expiry reminder e-mails would link nowhere useful.",
+                id="keys.W008",
+            )
+        )
     return problems
 
 

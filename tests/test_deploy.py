@@ -22,6 +22,7 @@ PROD = {
     "ALLOWED_HOSTS": "keys.example.com",
     "REQUESTY_BASE_URL": "https://api.requesty.ai",
     "DATABASE_URL": "sqlite:////tmp/portal-deploy-check.sqlite3",
+    "PORTAL_BASE_URL": "https://keys.example.com",
 }
 
 
@@ -48,6 +49,14 @@ def test_missing_secret_stops_start_up_naming_it(missing):
     result = manage("check", **env)
     assert result.returncode != 0
     assert f"{missing} must be set" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "env", [{"PORTAL_ROTATION_GRACE_HOURS": "169"}, {"PORTAL_ROTATION_GRACE_HOURS": "0"}, {"PORTAL_MAX_KEY_DAYS": "-1"}]
+)
+def test_expiry_settings_out_of_range_stop_start_up(env):
+    refused = manage("check", **PROD, **env)
+    assert refused.returncode != 0 and next(iter(env)) in refused.stderr
 
 
 def test_a_provider_name_that_looks_like_an_audit_tag_is_refused():
@@ -106,6 +115,7 @@ def test_production_defaults_are_secure():
         ({"GUNICORN_TIMEOUT": "10"}, "keys.E002"),
         ({"REQUESTY_BASE_URL": "http://api.requesty.ai"}, "keys.W001"),
         ({"PORTAL_MAX_MONTHLY_LIMIT": "0"}, "keys.E003"),
+        ({"PORTAL_BASE_URL": ""}, "keys.W008"),
     ],
 )
 def test_custom_checks_fire_on_broken_settings(env, check_id):

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import CREATE
 from tests.browser.helpers import create_button, sign_in, sign_out
+from tests.keys.helpers import creates
 
 pytestmark = pytest.mark.browser
 
@@ -53,7 +53,7 @@ def test_approval_then_mint_then_continue_onboarding(page, requester, superuser,
     expect(page.get_by_label("Monthly limit (USD)")).to_have_value("400.00")
     create_button(page).click()
     expect(page.locator("#secret-value")).to_have_text(canary)
-    (call,) = standin.calls_to(*CREATE)
+    (call,) = creates(standin)
     assert call.body["monthly_limit"] == 400
     page.get_by_role("link", name="Continue onboarding").click()
     expect(page.get_by_role("heading", name="Onboarding step 3")).to_be_visible()

@@ -3,12 +3,15 @@ JavaScript, and under the strict CSP."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
+from keys.models import IssuedKey
 from standin import Fault
-from tests.browser.conftest import CREATE, HOME, ON_FORM, TIMEOUT_MS, URL
+from tests.browser.conftest import HOME, ON_FORM, TIMEOUT_MS, URL
 from tests.browser.helpers import (
     browser_storage,
     create_button,
@@ -21,6 +24,7 @@ from tests.browser.helpers import (
     sign_in,
     tab_to,
 )
+from tests.keys.helpers import creates
 
 pytestmark = pytest.mark.browser
 
@@ -36,7 +40,7 @@ def test_sign_in_mint_and_copy(page, requester, standin, canary):
     (key_id,) = standin.keys
     shown_id = panel.locator("dt", has_text="Key id").locator("xpath=following-sibling::dd[1]")
     expect(shown_id).to_have_text(key_id)
-    (call,) = standin.calls_to(*CREATE)
+    (call,) = creates(standin)
     assert call.body["permissions"] == {"manage": "none", "completions": "read"}
     assert call.body["monthly_limit"] == 25
 
@@ -65,7 +69,7 @@ def test_secret_is_gone_after_back_and_reload(page, requester, standin, canary):
     assert canary not in browser_storage(page)
     history = page.evaluate("() => localStorage.getItem('htmx-history-cache')")
     assert history is None or canary not in history
-    assert len(standin.calls_to(*CREATE)) == 1  # going back re-submitted nothing
+    assert len(creates(standin)) == 1  # going back re-submitted nothing
 
 
 def test_ive_stored_it_removes_the_secret(page, requester, standin, canary):
@@ -83,7 +87,7 @@ def test_ive_stored_it_removes_the_secret(page, requester, standin, canary):
     page.keyboard.press("Enter")
     expect(page).to_have_url(ON_FORM)
     expect(create_button(page)).to_be_enabled()
-    assert len(standin.calls_to(*CREATE)) == 1
+    assert len(creates(standin)) == 1
 
 
 def test_keyboard_only_sign_in_and_mint(page, requester, standin, canary):
@@ -114,6 +118,12 @@ def test_keyboard_only_sign_in_and_mint(page, requester, standin, canary):
     page.keyboard.type("r")  # type-ahead picks "read"
     expect(page.get_by_label("Completions permission")).to_have_value("read")
     page.keyboard.press("Tab")
+    expires = page.get_by_label("Expires", exact=True)
+    expect(expires).to_be_focused()
+    assert focus_outline(page) != "none"
+    page.keyboard.type("in 3")  # type-ahead picks "in 30 days"
+    expect(expires).to_have_value("30")
+    tab_to(page, create_button(page), presses=6)  # past the date field (its parts are tab stops)
     expect(create_button(page)).to_be_focused()
     assert focus_outline(page) != "none"
     mark_document(page)
@@ -124,9 +134,11 @@ def test_keyboard_only_sign_in_and_mint(page, requester, standin, canary):
     expect(panel).to_be_focused()  # keyboard and screen-reader users land on the new secret
     assert same_document(page)
     expect(page.locator("#secret-value")).to_have_text(canary)
-    (call,) = standin.calls_to(*CREATE)
+    (call,) = creates(standin)
     assert call.body["monthly_limit"] == 7.5
     assert call.body["permissions"]["completions"] == "read"
+    key = IssuedKey.objects.get(name="kbd-only")
+    assert timedelta(days=29, hours=23) < key.expires_at - key.created_at <= timedelta(days=30)
 
     page.keyboard.press("Tab")
     expect(panel.get_by_role("button", name="Copy to clipboard")).to_be_focused()
@@ -144,7 +156,7 @@ def test_keyboard_only_sign_in_and_mint(page, requester, standin, canary):
     page.keyboard.press("Enter")
     expect(page).to_have_url(ON_FORM)
     expect(create_button(page)).to_be_visible()
-    assert len(standin.calls_to(*CREATE)) == 1
+    assert len(creates(standin)) == 1
 
 
 def test_validation_error_through_htmx(page, requester, standin):
@@ -161,7 +173,7 @@ def test_validation_error_through_htmx(page, requester, standin):
     expect(page.get_by_label("Monthly limit (USD)")).to_have_value("1e2")
     expect(page.get_by_label("Monthly limit (USD)")).to_have_attribute("aria-invalid", "true")
     expect(create_button(page)).to_be_enabled()
-    assert standin.calls_to(*CREATE) == []
+    assert creates(standin) == []
 
 
 def test_form_works_without_javascript(browser, live_server, requester, standin, canary):
@@ -177,7 +189,7 @@ def test_form_works_without_javascript(browser, live_server, requester, standin,
         expect(page).to_have_url(ON_FORM)
         expect(secret_panel(page)).to_be_visible()
         expect(page.locator("#secret-value")).to_have_text(canary)
-        (call,) = standin.calls_to(*CREATE)
+        (call,) = creates(standin)
         assert call.body["name"].startswith("no-js [portal:")
 
         # Without JavaScript "I've stored it" is a plain GET of a fresh form.
@@ -194,7 +206,7 @@ def test_form_works_without_javascript(browser, live_server, requester, standin,
             assert "ERR_CACHE_MISS" in str(exc)
             page.wait_for_url("chrome-error://**")
         assert canary not in page.content()
-        assert len(standin.calls_to(*CREATE)) == 1
+        assert len(creates(standin)) == 1
     finally:
         context.close()
 
@@ -252,7 +264,7 @@ def test_button_is_disabled_while_in_flight(page, requester, standin, canary):
     assert same_document(page)
     page.wait_for_load_state("networkidle")  # any queued second request would have landed by now
     expect(page.locator("#secret-value")).to_have_text(canary)  # not replaced by "already submitted"
-    assert len(standin.calls_to(*CREATE)) == 1
+    assert len(creates(standin)) == 1
 
 
 def test_leaving_the_page_wipes_the_secret(page, requester, standin, canary):
