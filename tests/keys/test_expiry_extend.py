@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.core import mail
+from django.test import Client
 
+from keys.forms import new_nonce
 from keys.models import ApprovalRequest, IssuedKey
 from portal.audit.models import AuditEvent
 from standin import Fault
@@ -129,3 +131,13 @@ def test_the_views_permissions_methods_and_pages(client, rclient, r2client, acli
     assert page.status_code == 200 and "<html" in page.content.decode()  # without htmx: the whole page
     assert IssuedKey.objects.get(pk=key.pk).expires_at is None and standin.keys[key.api_key_id]["expires_at"] is None
     assert AuditEvent.objects.filter(action="key.expiry_set").latest("seq").actor_username == "ada"
+
+
+def test_csrf_is_enforced_on_extend_and_rotate(key, requester, standin):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(requester)
+    calls = len(standin.calls)
+    assert client.post(f"/keys/{key.pk}/extend/", {"expires": "90"}, **HTMX).status_code == 403
+    rotate = {"grace": "1", "nonce": new_nonce(requester)}
+    assert client.post(f"/keys/{key.pk}/rotate/", rotate, **HTMX).status_code == 403
+    assert len(standin.calls) == calls and IssuedKey.objects.count() == 1
