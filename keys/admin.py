@@ -18,7 +18,9 @@ class IssuanceAdmin(ReadOnlyAdmin):
 
 @admin.register(IssuedKey)
 class IssuedKeyAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "name", "owner", "api_key_id", "monthly_limit", "manage", "completions", "status"]
+    list_display = [
+        "created_at", "name", "owner", "api_key_id", "monthly_limit", "manage", "completions", "status", "expires_at"
+    ]  # fmt: skip
     list_filter = ["status", "manage"]
     search_fields = ["name", "api_key_id"]
 
@@ -34,6 +36,7 @@ class SpendingPolicyAdmin(AuditedAdmin):
         "max_active_keys",
         "max_completions",
         "manage_requestable",
+        "max_key_days",
     ]
 
     def audit_subject(self, obj) -> str:
@@ -44,7 +47,7 @@ class SpendingPolicyAdmin(AuditedAdmin):
 class OnboardingTemplateAdmin(AuditedAdmin):
     changed_action = AuditEvent.Action.TEMPLATE_CHANGED
     deleted_action = AuditEvent.Action.TEMPLATE_DELETED
-    list_display = ["slug", "name_pattern", "monthly_limit", "manage", "completions", "return_url"]
+    list_display = ["slug", "name_pattern", "monthly_limit", "manage", "completions", "expiry_days", "return_url"]
     prepopulated_fields = {"slug": ["description"]}
 
     def audit_subject(self, obj) -> str:
@@ -55,5 +58,5 @@ class OnboardingTemplateAdmin(AuditedAdmin):
 class ApprovalRequestAdmin(ReadOnlyAdmin):
     """Decided in the portal at /approvals/, where each decision is audited and e-mailed."""
 
-    list_display = ["created_at", "name", "requester", "monthly_limit", "manage", "completions", "status", "decided_by"]
-    list_filter = ["status"]
+    list_display = ["created_at", "kind", "name", "requester", "monthly_limit", "status", "decided_by"]
+    list_filter = ["status", "kind"]

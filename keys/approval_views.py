@@ -101,7 +101,15 @@ def _notify(request, approval: ApprovalRequest) -> None:
     """Tell the requester. The e-mail carries the decision and a link, never a key."""
     if not approval.requester.email:
         return
-    if approval.status == ApprovalRequest.Status.APPROVED:
+    if approval.status == ApprovalRequest.Status.APPROVED and approval.kind == ApprovalRequest.Kind.EXPIRY:
+        link = request.build_absolute_uri(reverse("keys:detail", args=[approval.key_id]) + "#expiry")
+        until = "never" if approval.key_expires_at is None else f"{approval.key_expires_at:%Y-%m-%d %H:%M} UTC"
+        body = (
+            f"Your request to extend the key “{approval.name}” to {until} was approved by "
+            f"{approval.decided_by.get_username()}.\n\nApply it on the key's page before "
+            f"{approval.expires_at:%Y-%m-%d %H:%M} UTC:\n{link}\n"
+        )
+    elif approval.status == ApprovalRequest.Status.APPROVED:
         link = request.build_absolute_uri(reverse("keys:new") + f"?approval={approval.pk}")
         body = (
             f"Your request for the key “{approval.name}” (monthly limit ${approval.monthly_limit}, "

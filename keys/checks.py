@@ -73,13 +73,13 @@ def shared_cache(app_configs, **kwargs):
 
 @register(Tags.security, deploy=True)
 def email_links(app_configs, **kwargs):
-    """Budget alerts and idle-key e-mails are sent by `manage.py housekeeping`, which has no request
-    to take the portal's address from."""
+    """Expiry reminders, budget alerts and idle-key e-mails are sent by `manage.py housekeeping`,
+    which has no request to take the portal's address from."""
     if not settings.PORTAL_BASE_URL.startswith("https://") and not settings.DEBUG and not settings.PORTAL_SANDBOX:
         return [
             Warning(
-                "PORTAL_BASE_URL is not an https:// address (e.g. https://keys.example.com): links in budget "
-                "alert and idle-key e-mails would not lead to the portal.",
+                "PORTAL_BASE_URL is not an https:// address (e.g. https://keys.example.com): links in expiry "
+                "reminder, budget alert and idle-key e-mails would not lead to the portal.",
                 id="keys.W021",
             )
         ]

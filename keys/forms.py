@@ -14,8 +14,10 @@ from decimal import Decimal
 from django import forms
 from django.conf import settings
 from django.core import signing
+from django.utils import timezone
 
 from . import policy
+from .expiry_fields import ExpiresFields
 from .lifecycle import PENDING_LIMIT_MESSAGE
 
 _AMOUNT = re.compile(r"\d{1,10}(\.\d{1,2})?")
@@ -123,7 +125,7 @@ class KeyValuesForm(forms.Form):
         return clean_level(self.data, "completions")
 
 
-class KeyRequestForm(KeyValuesForm):
+class KeyRequestForm(ExpiresFields, KeyValuesForm):
     nonce = forms.CharField(widget=forms.HiddenInput)
     approval = forms.IntegerField(widget=forms.HiddenInput, required=False)
     template = forms.SlugField(widget=forms.HiddenInput, required=False)
@@ -136,6 +138,13 @@ class KeyRequestForm(KeyValuesForm):
 
     def clean(self):
         data = super().clean()
+        expires_at = self.expires_at_value(default_when_empty=True)
+        if not self.has_error("expires") and not self.has_error("expires_on"):
+            if problem := policy.lifetime_problem(self.policy, expires_at, timezone.now()):
+                self.denials.append(f"expires: {problem}")  # never offered: audited as denied
+                self.add_error("expires", problem)
+            else:
+                data["expires_at"] = expires_at
         if self.errors or data.get("approval"):
             return data  # an approved request is checked against its approval when minting
         self.beyond = policy.violations(self.user, data, self.policy, self.headroom)

@@ -84,9 +84,23 @@ def _idle_keys(now: datetime) -> str:
     return check(now)
 
 
+def _expiry(now: datetime) -> str:
+    from .expiry import run_due
+
+    return run_due(now)
+
+
+def _reminders(now: datetime) -> str:
+    from .reminders import run
+
+    return run(now)
+
+
 def jobs() -> list[Job]:
     """The jobs, in the order they run."""
     return [
+        Job("expiry", _expiry),  # end due keys, retry expiries Requesty has not confirmed
+        Job("reminders", _reminders),
         Job("reconcile", _reconcile, lambda: timedelta(minutes=settings.PORTAL_RECONCILE_MINUTES)),
         Job("labels", _labels, lambda: timedelta(minutes=5)),
         # The three below share one cached organization usage call (keys/usage.py).

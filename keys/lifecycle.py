@@ -65,6 +65,9 @@ def _audit_key(action, outcome, key: IssuedKey, *, actor, source_ip=None, upstre
     )
 
 
+audit_key = _audit_key  # the same, for keys/expiry.py and keys/rotation.py
+
+
 def _audit_confirmed(action, key: IssuedKey, upstream_status: int, detail: str, *, actor, source_ip=None):
     """A change Requesty confirmed (`upstream_status`), audited in the transaction that records it."""
     _audit_key(

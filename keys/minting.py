@@ -23,7 +23,7 @@ from django.views.decorators.debug import sensitive_variables
 from portal.audit import chain
 from portal.audit.models import AuditEvent
 
-from . import labels, policy, requesty
+from . import expiry, labels, policy, requesty
 from .faultpoints import reached
 from .models import ApprovalRequest, Issuance, IssuedKey
 
@@ -63,8 +63,12 @@ def mint_key(
     nonce: str,
     source_ip: str | None,
     approval_id: int | None = None,
+    rotates: IssuedKey | None = None,
 ) -> Minted:
-    issuance = _open_issuance(actor, cleaned, nonce, source_ip, approval_id)
+    """`cleaned["expires_at"]`: when the key ends (None: never; absent: the policy's longest).
+    `rotates`: the key this one replaces (keys/rotation.py), which then does not count against
+    the caps; it is not touched here."""
+    issuance = _open_issuance(actor, cleaned, nonce, source_ip, approval_id, rotates)
     try:
         reached("before_upstream")
         created = requesty.create_key(issuance.upstream_name, issuance.monthly_limit, issuance.permissions)
@@ -96,11 +100,17 @@ def mint_key(
             f"Please try again later and quote reference {issuance.reference} if it persists."
         )
         raise MintError("failed", message, 503, issuance.reference) from None
+    if key.expires_at is not None:
+        # The key exists and works whatever happens now: a failure here only marks it "expiry not
+        # yet set in Requesty", which housekeeping retries (and it enforces the expiry itself).
+        expiry.push(key, actor=actor, source_ip=source_ip)
     labels.label_new_key(key)  # never raises: a failed label call is retried by housekeeping
     return Minted(key=key, secret=created.api_key)
 
 
-def _open_issuance(actor, cleaned: dict, nonce: str, source_ip: str | None, approval_id: int | None) -> Issuance:
+def _open_issuance(
+    actor, cleaned: dict, nonce: str, source_ip: str | None, approval_id: int | None, rotates: IssuedKey | None
+) -> Issuance:
     """Check the rate limit and the policy (or the approval) and write the issuance record in one
     transaction, under a per-user lock, so parallel requests cannot together exceed a cap."""
     try:
@@ -111,10 +121,21 @@ def _open_issuance(actor, cleaned: dict, nonce: str, source_ip: str | None, appr
             # Policy and headroom are read again here, under the lock: parallel mints cannot
             # together exceed a cap (threat 11), and a group change made while this request waited
             # for the lock applies to it.
-            if approval is None and (problems := policy.violations(actor, cleaned)):
+            pol = policy.resolve(actor)
+            expires_at = cleaned.get("expires_at", policy.latest_expiry(pol, timezone.now()))
+            if problem := policy.lifetime_problem(pol, expires_at, timezone.now()):
+                raise MintError("beyond_policy", problem, 403)  # an approval covers values, never lifetime
+            room = _room_for_rotation(actor, pol, rotates) if rotates is not None else None
+            if approval is None and (problems := policy.violations(actor, cleaned, pol, room)):
                 raise MintError("beyond_policy", " ".join(problems), 403)
             issuance = Issuance.objects.create(
-                nonce=nonce, actor=actor, name=cleaned["name"], source_ip=source_ip, **_asked(cleaned)
+                nonce=nonce,
+                actor=actor,
+                name=cleaned["name"],
+                source_ip=source_ip,
+                expires_at=expires_at,
+                rotates=rotates,
+                **_asked(cleaned),
             )
             chain.record(Action.MINT_REQUESTED, Outcome.PENDING, issuance=issuance)
             if approval is not None:
@@ -144,6 +165,17 @@ def _open_issuance(actor, cleaned: dict, nonce: str, source_ip: str | None, appr
             503,
         ) from None
     return issuance
+
+
+def _room_for_rotation(actor, pol: policy.Policy, old: IssuedKey) -> policy.Headroom:
+    """A rotation may briefly take the person over their caps: the old key is about to end, so it
+    does not count. Only the owner's active, not yet rotated key can be rotated, once."""
+    old = IssuedKey.objects.filter(pk=old.pk).first()
+    if old is None or old.owner_id != actor.pk or old.status != IssuedKey.Status.ACTIVE:
+        raise MintError("rejected", "Only your own active keys can be rotated; nothing was created.", 409)
+    if old.rotations.filter(state__in=[State.REQUESTED, State.UNKNOWN, State.ISSUED]).exists():
+        raise MintError("duplicate", "This key was already rotated (or its rotation is being checked).", 409)
+    return policy.headroom(actor, pol).without(old)
 
 
 def _check_rate_limit(actor) -> None:
@@ -231,6 +263,7 @@ def _record_issued(issuance: Issuance, api_key_id: str, template: str = "") -> I
             manage=issuance.manage,
             completions=issuance.completions,
             template=template[:50],
+            expires_at=issuance.expires_at,
         )
         chain.record(Action.MINT_ISSUED, Outcome.SUCCESS, issuance=issuance, upstream_status=201)
     return key

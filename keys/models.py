@@ -14,6 +14,11 @@ from django.utils import timezone
 LEVELS = [("none", "none"), ("read", "read"), ("write", "write")]
 
 
+def default_max_key_days() -> int | None:
+    """A new spending policy's maximum key lifetime: PORTAL_MAX_KEY_DAYS (0 there: no maximum)."""
+    return settings.PORTAL_MAX_KEY_DAYS or None
+
+
 class Issuance(models.Model):
     """One attempt to mint a key, committed *before* Requesty is called (the state machine in
     docs/security.md). Its id doubles as the reference shown to users and as the marker in the
@@ -40,6 +45,10 @@ class Issuance(models.Model):
     source_ip = models.GenericIPAddressField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # When the key is to stop working (None: never); set upstream after the create (keys/expiry.py).
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # A rotation's replacement: the key it replaces, which is untouched unless this one is issued.
+    rotates = models.ForeignKey("IssuedKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="rotations")
 
     class Meta:
         indexes = [models.Index(fields=["state", "created_at"])]
@@ -68,6 +77,7 @@ class IssuedKey(models.Model):
         ACTIVE = "active", "active"
         REVOKED = "revoked", "revoked"
         DELETED_UPSTREAM = "deleted", "deleted outside the portal"
+        EXPIRED = "expired", "expired"
 
     api_key_id = models.CharField(max_length=64, unique=True)
     issuance = models.OneToOneField(Issuance, on_delete=models.PROTECT, related_name="issued_key")
@@ -102,6 +112,14 @@ class IssuedKey(models.Model):
     # Idle keys (keys/idle.py): when the owner was asked "still needed?", and when they said keep.
     idle_notified_at = models.DateTimeField(null=True, blank=True)
     kept_at = models.DateTimeField(null=True, blank=True)
+    # The portal's own record of when the key ends (None: never), which it enforces whatever
+    # Requesty does (docs/security.md, I6). `expiry_retry_at` is set while Requesty has not
+    # confirmed `expires_at`: "expiry not yet set in Requesty", retried by housekeeping from then.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    expiry_retry_at = models.DateTimeField(null=True, blank=True)
+    expiry_failures = models.PositiveSmallIntegerField(default=0)
+    # The smallest reminder window (days before expiry) already e-mailed for this expiry.
+    reminded_days = models.PositiveSmallIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]  # newest first; the id breaks ties (keys/listing.py pages so)
@@ -110,6 +128,9 @@ class IssuedKey(models.Model):
             # The key list's keyset pages, for everyone ("All keys") and per owner ("My keys").
             models.Index(fields=["created_at", "id"], name="issuedkey_created"),
             models.Index(fields=["owner", "created_at", "id"], name="issuedkey_owner_created"),
+            # Housekeeping's due work: keys to end, and keys whose expiry Requesty has not confirmed.
+            models.Index(fields=["status", "expires_at"], name="issuedkey_expiry"),
+            models.Index(fields=["status", "expiry_retry_at"], name="issuedkey_expiry_retry"),
         ]
         permissions = [
             ("portal_admin", "Can act as a portal admin (manage rights, any limit)"),
@@ -122,6 +143,11 @@ class IssuedKey(models.Model):
     def mark_revoked(self) -> None:
         """Record that Requesty deleted the key at the portal's request (lifecycle.revoke asks it first)."""
         self._end(self.Status.REVOKED)
+
+    @property
+    def expiry_unconfirmed(self) -> bool:
+        """Requesty has not confirmed this key's expiry yet (the portal still enforces it)."""
+        return self.expiry_retry_at is not None and self.status == self.Status.ACTIVE
 
     def mark_deleted_upstream(self) -> None:
         """Record that the key is gone from Requesty without the portal revoking it: nothing is left
@@ -155,6 +181,13 @@ class SpendingPolicy(models.Model):
         "may request manage rights",
         default=False,
         help_text="Whether members may ask (through an approval) for a key with manage other than none.",
+    )
+    max_key_days = models.PositiveIntegerField(
+        "maximum key lifetime (days)",
+        null=True,
+        blank=True,
+        default=default_max_key_days,
+        help_text="Empty: keys may be created without an expiry (“Never”).",
     )
 
     class Meta:
@@ -199,6 +232,8 @@ class ApprovalRequest(models.Model):
     comment = models.TextField(max_length=1000, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     issuance = models.OneToOneField(Issuance, null=True, blank=True, on_delete=models.SET_NULL, related_name="approval")
+    # An EXPIRY request: the expiry asked for (None: never expires).
+    key_expires_at = models.DateTimeField(null=True, blank=True)
     # Asked for from an onboarding link: after minting, "Continue onboarding" still applies.
     onboarding_template = models.ForeignKey(
         "OnboardingTemplate", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -244,6 +279,12 @@ class OnboardingTemplate(models.Model):
         blank=True, help_text="Where “Continue onboarding” leads; its host must be in ONBOARDING_RETURN_HOSTS."
     )
     description = models.CharField(max_length=200, blank=True)
+    expiry_days = models.PositiveIntegerField(
+        "key lifetime (days)",
+        null=True,
+        blank=True,
+        help_text="Days until the key expires, clamped to the person's policy. Empty: the policy's default.",
+    )
 
     class Meta:
         ordering = ["slug"]

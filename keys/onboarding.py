@@ -7,9 +7,10 @@ from urllib.parse import urlsplit
 
 from django import forms
 from django.conf import settings
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from . import policy
+from . import expiry_fields, policy
 from .forms import clean_name, parse_amount
 from .models import OnboardingTemplate
 
@@ -45,6 +46,8 @@ def prefill(params, user, pol: policy.Policy, room: policy.Headroom) -> tuple[di
         "manage": "none",
         "completions": "write",
     }
+    today = timezone.now().date()
+    initial.update(expiry_fields.initial_for(expiry_fields.default_days(pol), today))
     if "write" not in pol.completions_levels:
         initial["completions"] = pol.completions_levels[-1]
     notes: list[str] = []
@@ -60,9 +63,11 @@ def prefill(params, user, pol: policy.Policy, room: policy.Headroom) -> tuple[di
             "completions": template.completions,
             "manage": template.manage,
         }
+        if template.expiry_days:
+            wanted["expires"] = template.expiry_days
         notes.append(f"Values come from the onboarding template “{template.slug}”.")
     else:
-        wanted = {k: params[k] for k in ("name", "monthly_limit", "completions") if k in params}
+        wanted = {k: params[k] for k in ("name", "monthly_limit", "completions", "expires") if k in params}
         if wanted:
             notes.append("Values were filled in from the link you followed.")
         if "manage" in params:
@@ -85,6 +90,11 @@ def prefill(params, user, pol: policy.Policy, room: policy.Headroom) -> tuple[di
             initial["monthly_limit"] = amount
         except forms.ValidationError:
             notes.append("The monthly limit in the link was not usable; the default is shown.")
+    if "expires" in wanted:
+        values, note = expiry_fields.from_link(wanted["expires"], pol, today)
+        initial.update(values or {})
+        if note:
+            notes.append(note)
     if wanted.get("completions") in pol.completions_levels:
         initial["completions"] = wanted["completions"]
     elif wanted.get("completions") in policy.LEVELS:

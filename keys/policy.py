@@ -8,6 +8,7 @@ from settings if none of their groups has one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -28,6 +29,7 @@ class Policy:
     max_active_keys: int | None
     max_completions: str
     manage_requestable: bool
+    max_key_days: int | None = None  # longest key lifetime; None: keys may never expire
     is_admin: bool = False
 
     @property
@@ -51,7 +53,14 @@ ADMIN_POLICY = Policy(None, None, None, "write", True, is_admin=True)
 def resolve(user) -> Policy:
     if is_portal_admin(user):
         return ADMIN_POLICY
-    fields = ("max_key_limit", "max_total_limit", "max_active_keys", "max_completions", "manage_requestable")
+    fields = (
+        "max_key_limit",
+        "max_total_limit",
+        "max_active_keys",
+        "max_completions",
+        "manage_requestable",
+        "max_key_days",
+    )
     policies = list(SpendingPolicy.objects.filter(group__user=user).values_list(*fields))
     if not policies:
         return Policy(
@@ -60,9 +69,34 @@ def resolve(user) -> Policy:
             settings.PORTAL_MAX_ACTIVE_KEYS,
             settings.PORTAL_MAX_COMPLETIONS,
             settings.PORTAL_ALLOW_MANAGE_REQUESTS,
+            settings.PORTAL_MAX_KEY_DAYS or None,
         )
-    key_limits, total_limits, key_counts, completions, manage = zip(*policies, strict=True)
-    return Policy(max(key_limits), max(total_limits), max(key_counts), max(completions, key=LEVELS.index), any(manage))
+    key_limits, total_limits, key_counts, completions, manage, days = zip(*policies, strict=True)
+    return Policy(
+        max(key_limits),
+        max(total_limits),
+        max(key_counts),
+        max(completions, key=LEVELS.index),
+        any(manage),
+        None if None in days else max(days),  # the most generous: "no maximum" beats any number
+    )
+
+
+def latest_expiry(pol: Policy, now: datetime) -> datetime | None:
+    """The latest expiry a key may get now without approval (None: no limit, "Never" allowed)."""
+    return None if pol.max_key_days is None else now + timedelta(days=pol.max_key_days)
+
+
+def lifetime_problem(pol: Policy, expires_at: datetime | None, now: datetime) -> str:
+    """Why this expiry is beyond the policy's maximum lifetime ("" when it is within)."""
+    latest = latest_expiry(pol, now)
+    if latest is None:
+        return ""
+    if expires_at is None:
+        return f"Your policy does not allow keys that never expire; the longest is {pol.max_key_days} days."
+    if expires_at > latest:
+        return f"Your policy allows a key to last at most {pol.max_key_days} days (until {latest:%Y-%m-%d})."
+    return ""
 
 
 _USER_LOCK_CLASS = 0x6D696E74  # "mint": advisory locks (class, user id), one per user
@@ -86,6 +120,16 @@ class Headroom:
     # attempts still in flight
     keys_left: int | None
     money_left: Decimal | None
+
+    def without(self, key: IssuedKey) -> Headroom:
+        """What is left if `key` (one of the active ones counted) did not count: a rotation's old key."""
+        counted = max(key.monthly_limit, key.pending_limit or 0)
+        return Headroom(
+            active_keys=self.active_keys - 1,
+            committed=self.committed - counted,
+            keys_left=None if self.keys_left is None else self.keys_left + 1,
+            money_left=None if self.money_left is None else self.money_left + counted,
+        )
 
     def key_cap(self, policy: Policy) -> Decimal | None:
         """The highest limit one more key may have right now."""

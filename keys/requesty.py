@@ -19,6 +19,7 @@ import threading
 import uuid
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -423,6 +424,13 @@ def _path_id(api_key_id: str) -> str:
 def update_limit(api_key_id: str, monthly_limit: Decimal) -> None:
     """POST /v1/manage/apikey/{id}/limit (204)."""
     _call("POST", f"/v1/manage/apikey/{_path_id(api_key_id)}/limit", {"monthly_limit": _json_number(monthly_limit)})
+
+
+def set_expiry(api_key_id: str, expires_at: datetime | None) -> None:
+    """POST /v1/manage/apikey/{id}/expiry (204): `expires_at` as RFC3339 in UTC, None for never.
+    Setting the same moment twice is harmless, so unlike a create this call may be retried."""
+    value = None if expires_at is None else expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    _call("POST", f"/v1/manage/apikey/{_path_id(api_key_id)}/expiry", {"expires_at": value})
 
 
 @dataclass(frozen=True)

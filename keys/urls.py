@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from . import approval_views, idle_views, spend_views, views
+from . import approval_views, expiry_views, idle_views, spend_views, views
 
 key_patterns = [
     path("", views.key_list, name="list"),
@@ -12,6 +12,9 @@ key_patterns = [
     path("<int:pk>/limit/", views.key_limit, name="limit"),
     path("<int:pk>/revoke/", views.key_revoke, name="revoke"),
     path("<int:pk>/keep/", idle_views.key_keep, name="keep"),
+    path("<int:pk>/extend/", expiry_views.key_extend, name="extend"),
+    path("<int:pk>/extend/request/", expiry_views.key_extend_request, name="extend-request"),
+    path("<int:pk>/rotate/", expiry_views.key_rotate, name="rotate"),
 ]
 
 urlpatterns = [

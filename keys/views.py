@@ -7,6 +7,7 @@ from django.contrib import messages
 from django.core.exceptions import BadRequest
 from django.db import DatabaseError
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -17,7 +18,7 @@ from portal.audit import bounds, chain
 from portal.audit.models import AuditEvent
 from portal.htmx import render_htmx, wants_partial
 
-from . import lifecycle, listing, policy, requesty, usage
+from . import expiry_fields, expiry_views, lifecycle, listing, policy, reminders, requesty, usage
 from .charts import usage_chart
 from .forms import ApprovalRequestForm, KeyPageForm, KeyRequestForm, LimitForm, new_nonce
 from .minting import MintError, in_minutes, mint_key, seconds_until_an_hour_after
@@ -90,12 +91,13 @@ def _form_context(request, values: dict | None = None) -> dict:
     room = policy.headroom(user, pol)
     notes, approval_offer, approval = [], None, None
     if values is not None:
-        keep = ("name", "monthly_limit", "manage", "completions", "approval", "template")
+        keep = ("name", "monthly_limit", "manage", "completions", "approval", "template", "expires", "expires_on")
         initial = {k: values.get(k) for k in keep}
     elif request.GET.get("approval", "").isdigit():
         approval = ApprovalRequest.objects.filter(pk=int(request.GET["approval"]), requester=user).first()
         if approval is not None and approval.is_usable:
             initial = {k: getattr(approval, k) for k in ("name", "monthly_limit", "manage", "completions")}
+            initial.update(expiry_fields.initial_for(expiry_fields.default_days(pol), timezone.now().date()))
             initial["approval"] = approval.pk
             if approval.onboarding_template is not None:
                 initial["template"] = approval.onboarding_template.slug
@@ -204,6 +206,7 @@ def key_list(request):
         status=status,
         statuses=[*IssuedKey.Status.choices, ("unknown", "outcome unknown")],
         approval_requests=ApprovalRequest.objects.filter(requester=request.user).select_related("decided_by")[:20],
+        expiring_soon=reminders.expiring_soon(request.user, timezone.now()),
         revocation_failures=IssuedKey.objects.filter(
             status=IssuedKey.Status.ACTIVE, revocation_failed_at__isnull=False
         ).select_related("owner")
@@ -233,9 +236,7 @@ def key_spend(request, pk: int):
 
 @require_GET
 def key_detail(request, pk: int):
-    key = _key_or_404(request, pk)
-    context = {"key": key, "limit_form": LimitForm(key=key, user=request.user), "org_usage": usage.attach([key])}
-    return render(request, "keys/detail.html", context)
+    return expiry_views.key_page(request, _key_or_404(request, pk))
 
 
 @require_GET

@@ -274,9 +274,18 @@ PORTAL_IDLE_REVOKE_DAYS = env.int("PORTAL_IDLE_REVOKE_DAYS", default=0)
 if PORTAL_IDLE_REVOKE_DAYS < 0:
     raise ImproperlyConfigured("PORTAL_IDLE_REVOKE_DAYS must be 0 (never) or more.")
 # The portal's address as people reach it (https://keys.example.com), for links in e-mails sent by
-# `manage.py housekeeping`, which has no request to take it from.
+# `manage.py housekeeping` (expiry reminders, budget alerts, idle keys), which has no request to take it from.
 PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://localhost:8000" if _relaxed else "").rstrip("/")
 
+# Key expiry (keys/expiry.py): the longest lifetime for people without a group policy (0: none),
+# the reminder e-mails' days before expiry, and a rotation's longest grace period (at most 7 days).
+PORTAL_MAX_KEY_DAYS = env.int("PORTAL_MAX_KEY_DAYS", default=90)
+PORTAL_EXPIRY_REMINDER_DAYS = sorted({int(d) for d in env.list("PORTAL_EXPIRY_REMINDER_DAYS", default=["14", "3"])})
+PORTAL_ROTATION_GRACE_HOURS = env.int("PORTAL_ROTATION_GRACE_HOURS", default=24)
+if PORTAL_MAX_KEY_DAYS < 0 or any(d < 1 for d in PORTAL_EXPIRY_REMINDER_DAYS):
+    raise ImproperlyConfigured("PORTAL_MAX_KEY_DAYS must be 0 or more, PORTAL_EXPIRY_REMINDER_DAYS days 1 or more.")
+if not 1 <= PORTAL_ROTATION_GRACE_HOURS <= 7 * 24:
+    raise ImproperlyConfigured("PORTAL_ROTATION_GRACE_HOURS must be between 1 and 168 (7 days).")
 # Hosts "Continue onboarding" may lead to (HTTPS only), comma-separated.
 ONBOARDING_RETURN_HOSTS = env.list("ONBOARDING_RETURN_HOSTS", default=[])
 # How many reverse proxies in front of the portal append to X-Forwarded-For (0: use REMOTE_ADDR).

@@ -413,6 +413,15 @@ class StandIn:
             raise ApiError(404, "API key not found")
         return self._keys[key_id]
 
+    def _live_key(self, key_id: str) -> dict[str, Any]:
+        """A key that may still be changed: Requesty refuses every update of an expired key
+        (its limit, labels and expiry alike), so an expired key can never be revived."""
+        key = self._key(key_id)
+        expires_at = key["expires_at"]
+        if expires_at is not None and _timestamp(expires_at, "expires_at") <= datetime.now(UTC):
+            raise ApiError(400, "API key has expired and cannot be updated")
+        return key
+
     # ---- endpoints (called with the lock held) -----------------------------------------------
     def _api_create(self, raw: bytes, query: str) -> Reply:
         body = self._json_object(raw)
@@ -479,13 +488,13 @@ class StandIn:
         return Reply(204)
 
     def _api_limit(self, key_id: str, raw: bytes, query: str) -> Reply:
-        key = self._key(key_id)
+        key = self._live_key(key_id)
         body = self._json_object(raw)
         key["monthly_limit"] = _money(body.get("monthly_limit"))
         return Reply(204)
 
     def _api_label(self, key_id: str, raw: bytes, query: str) -> Reply:
-        key = self._key(key_id)
+        key = self._live_key(key_id)
         labels = self._json_object(raw).get("labels")
         if not isinstance(labels, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
@@ -495,16 +504,13 @@ class StandIn:
         return Reply(204)
 
     def _api_expiry(self, key_id: str, raw: bytes, query: str) -> Reply:
-        key = self._key(key_id)
+        key = self._live_key(key_id)
         body = self._json_object(raw)
         if "expires_at" not in body:
             raise ApiError(400, "expires_at is required")
         value = body["expires_at"]
         if value is not None:
             _timestamp(value, "expires_at")
-        current = key["expires_at"]
-        if current is not None and _timestamp(current, "expires_at") <= datetime.now(UTC):
-            raise ApiError(400, "an expired key cannot be revived")
         key["expires_at"] = value
         return Reply(204)
 

@@ -51,6 +51,14 @@ def test_missing_secret_stops_start_up_naming_it(missing):
     assert f"{missing} must be set" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "env", [{"PORTAL_ROTATION_GRACE_HOURS": "169"}, {"PORTAL_ROTATION_GRACE_HOURS": "0"}, {"PORTAL_MAX_KEY_DAYS": "-1"}]
+)
+def test_expiry_settings_out_of_range_stop_start_up(env):
+    refused = manage("check", **PROD, **env)
+    assert refused.returncode != 0 and next(iter(env)) in refused.stderr
+
+
 def test_a_provider_name_that_looks_like_an_audit_tag_is_refused():
     refused = manage("check", **PROD, OIDC_PROVIDER_NAME="[bad state] IdP")
     assert refused.returncode != 0 and "OIDC_PROVIDER_NAME must not start with" in refused.stderr

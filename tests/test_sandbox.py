@@ -1,5 +1,7 @@
 """`make run`'s command: demo users, and refusal outside sandbox mode."""
 
+import sys
+
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
@@ -22,3 +24,14 @@ def test_sandbox_refuses_when_sandbox_mode_is_off(db, settings):
     with pytest.raises(CommandError, match="PORTAL_SANDBOX"):
         call_command("sandbox", "--no-serve")
     assert not User.objects.exists()
+
+
+def test_the_sandbox_runs_housekeeping_every_minute_beside_the_server(monkeypatch):
+    """`make run` shows reminders in its console: housekeeping loops in a process of its own."""
+    from keys.management.commands import sandbox
+
+    started = []
+    monkeypatch.setattr(sandbox.subprocess, "Popen", lambda args: started.append(args) or "process")
+    assert sandbox.housekeeping_process() == "process"
+    ((python, manage, *rest),) = started
+    assert python == sys.executable and manage.endswith("manage.py") and rest == ["housekeeping", "--loop", "60"]

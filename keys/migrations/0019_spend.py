@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('keys', '0017_approval_kind_and_key'),
+        ('keys', '0018_expiry_and_rotation'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -38,6 +38,13 @@ class AuditEvent(models.Model):
         KEY_REVOKED = "key.revoked"
         KEY_REVOKE_FAILED = "key.revoke_failed"
         KEY_DELETED_UPSTREAM = "key.deleted_upstream"
+        # Expiry and rotation (keys/expiry.py, keys/rotation.py, keys/reminders.py).
+        KEY_EXPIRY_SET = "key.expiry_set"
+        KEY_EXPIRY_FAILED = "key.expiry_failed"
+        KEY_EXPIRED = "key.expired"
+        KEY_EXPIRY_REMINDED = "key.expiry_reminded"
+        KEY_ROTATED = "key.rotated"
+        KEY_ROTATION_FAILED = "key.rotation_failed"
         ISSUANCE_ABSENT = "issuance.absent"
         MINT_RATE_LIMITED = "mint.rate_limited"
         APPROVAL_REQUESTED = "approval.requested"

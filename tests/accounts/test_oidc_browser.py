@@ -80,7 +80,14 @@ def test_browser_sign_in_with_the_provider_and_mint(oidc, live_server, standin, 
     user = alice()
     assert list(user.issued_keys.values_list("name", flat=True)) == ["alice-laptop"]  # the stale post minted nothing
     actions = [e.action for e in AuditEvent.objects.order_by("seq")]
-    assert actions == ["auth.signed_in", "mint.requested", "mint.issued", "key.labelled", "auth.signed_in"]
+    assert actions == [
+        "auth.signed_in",
+        "mint.requested",
+        "mint.issued",
+        "key.expiry_set",
+        "key.labelled",
+        "auth.signed_in",
+    ]
 
 
 def _age_all_sessions(seconds: int) -> None:

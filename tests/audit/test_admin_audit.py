@@ -80,7 +80,7 @@ def test_creating_a_policy_is_one_event_with_its_values(suclient, superuser):
     event = assert_one_chained_event(since, "policy.changed", superuser)
     assert event.detail == (
         "policy of group 'Engineering' created: group: 'Engineering'; max_key_limit: 75.00; "
-        "max_total_limit: 300.00; max_active_keys: 4; max_completions: read; manage_requestable: yes"
+        "max_total_limit: 300.00; max_active_keys: 4; max_completions: read; manage_requestable: yes; max_key_days: 90"
     )
 
 

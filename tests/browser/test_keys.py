@@ -1,4 +1,5 @@
-"""A key's life (issue 4): its spend on "My keys", a lower limit, then revoked in place."""
+"""A key's life (issues 4 and 14): its spend on "My keys", a lower limit, revoked in place; extended
+and rotated from its page."""
 
 from __future__ import annotations
 
@@ -43,3 +44,31 @@ def test_requester_sees_spend_lowers_the_limit_and_revokes(page, requester, stan
     row = page.locator("tr", has_text="lifecycle")
     expect(row).to_contain_text("revoked")
     assert key_id not in standin.keys
+
+
+def test_requester_extends_then_rotates_a_key_and_sees_the_new_secret_once(page, requester, standin, canary):
+    sign_in(page)
+    mint(page, name="rotating", limit="20")
+    (old_id,) = standin.keys
+    page.get_by_role("link", name="My keys").first.click()
+    page.locator("tr", has_text="rotating").get_by_role("link", name="rotating", exact=True).click()
+
+    page.get_by_label("Expires", exact=True).select_option("90")
+    page.get_by_role("button", name="Extend").click()
+    expect(page.get_by_role("status").filter(has_text="Requesty confirmed it")).to_be_focused()
+    assert standin.keys[old_id]["expires_at"] is not None
+
+    page.get_by_label("This key ends").select_option(label="in 1 hour")
+    page.get_by_role("button", name="Rotate “rotating”").click()
+    panel = page.locator("[data-secret-panel]")
+    expect(panel).to_be_focused()
+    expect(page.locator("#secret-value")).to_have_text(canary)
+    expect(panel).to_contain_text("keeps working until")
+    (new_id,) = set(standin.keys) - {old_id}
+    assert standin.keys[old_id]["expires_at"] is not None and standin.keys[new_id]["name"].startswith(
+        "rotating [portal:"
+    )
+
+    panel.get_by_role("link", name="“rotating”").click()  # the old key's page links to its replacement
+    expect(page.locator("dt", has_text="Replaced by")).to_be_visible()
+    expect(page.locator("#secret-value")).to_have_count(0)

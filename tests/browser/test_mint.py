@@ -3,10 +3,13 @@ JavaScript, and under the strict CSP."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
+from keys.models import IssuedKey
 from standin import Fault
 from tests.browser.conftest import HOME, ON_FORM, TIMEOUT_MS, URL
 from tests.browser.helpers import (
@@ -115,6 +118,12 @@ def test_keyboard_only_sign_in_and_mint(page, requester, standin, canary):
     page.keyboard.type("r")  # type-ahead picks "read"
     expect(page.get_by_label("Completions permission")).to_have_value("read")
     page.keyboard.press("Tab")
+    expires = page.get_by_label("Expires", exact=True)
+    expect(expires).to_be_focused()
+    assert focus_outline(page) != "none"
+    page.keyboard.type("in 3")  # type-ahead picks "in 30 days"
+    expect(expires).to_have_value("30")
+    tab_to(page, create_button(page), presses=6)  # past the date field (its parts are tab stops)
     expect(create_button(page)).to_be_focused()
     assert focus_outline(page) != "none"
     mark_document(page)
@@ -128,6 +137,8 @@ def test_keyboard_only_sign_in_and_mint(page, requester, standin, canary):
     (call,) = creates(standin)
     assert call.body["monthly_limit"] == 7.5
     assert call.body["permissions"]["completions"] == "read"
+    key = IssuedKey.objects.get(name="kbd-only")
+    assert timedelta(days=29, hours=23) < key.expires_at - key.created_at <= timedelta(days=30)
 
     page.keyboard.press("Tab")
     expect(panel.get_by_role("button", name="Copy to clipboard")).to_be_focused()

@@ -23,14 +23,15 @@ def post_mint(client, user, **values):
     return client.post("/keys/new/", {**data, **values}, **HTMX)
 
 
-def mint(client, user, name="laptop", limit="25") -> IssuedKey:
+def mint(client, user, name="laptop", limit="25", **extra) -> IssuedKey:
+    """Mint through the form; `extra`: more fields, e.g. expires="30"."""
     data = {"name": name, "monthly_limit": limit, "manage": "none", "completions": "write", "nonce": new_nonce(user)}
-    assert client.post("/keys/new/", data, **HTMX).status_code == 200
+    assert client.post("/keys/new/", {**data, **extra}, **HTMX).status_code == 200
     return IssuedKey.objects.get(name=name, owner=user)
 
 
 def creates(standin) -> list:
-    """The create calls (not the label call that follows each: its path starts the same)."""
+    """The create calls (not the expiry and label calls that follow each)."""
     return [c for c in standin.calls_to("POST", "/v1/manage/apikey") if c.path == "/v1/manage/apikey"]
 
 

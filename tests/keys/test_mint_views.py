@@ -117,6 +117,7 @@ def test_htmx_mint_shows_secret_once(rclient, requester, standin, canary):
     assert actions == [
         ("mint.requested", "pending", "rita", "127.0.0.1"),
         ("mint.issued", "success", "rita", "127.0.0.1"),
+        ("key.expiry_set", "success", "rita", "127.0.0.1"),  # the default lifetime, set after the create
         ("key.labelled", "success", "rita", "127.0.0.1"),
     ]
 
@@ -340,10 +341,11 @@ def test_a_mint_stays_within_its_statement_budget(rclient, requester, standin, d
     """The session and the user; recent refusals are counted; the user's own and their groups'
     permissions are read (one statement, portal/accounts/backends.py); the form resolves the policy
     and reads the headroom; the check under the lock resolves the policy and reads the headroom
-    again; labelling the new key reads the owner's team, records the labels and audits them: 24
-    statements on SQLite, 25 on PostgreSQL (advisory locks), as counted here, inside the test's
-    transaction (4 of them are savepoints)."""
+    again; after the create, the expiry Requesty confirmed is audited (the chain's head, the insert,
+    and a savepoint around them), and labelling the new key reads the owner's team, records the
+    labels and audits them: 28 statements on SQLite, 29 on PostgreSQL (advisory locks),
+    as counted here, inside the test's transaction (6 of them are savepoints)."""
     rclient.post(URL, form_data(requester, name="warm"), **HTMX)  # first-use queries (content types)
-    with django_assert_max_num_queries(25 if connection.vendor == "postgresql" else 24):
+    with django_assert_max_num_queries(29 if connection.vendor == "postgresql" else 28):
         response = rclient.post(URL, form_data(requester, name="counted"), **HTMX)
     assert response.status_code == 200 and IssuedKey.objects.filter(name="counted").exists()

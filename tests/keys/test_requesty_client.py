@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -119,6 +120,21 @@ def test_get_list_and_delete(standin):
     requesty.delete_key(seeded["id"])
     with pytest.raises(requesty.NotFound):
         requesty.delete_key(seeded["id"])
+
+
+def test_set_expiry_sends_rfc3339_utc_or_null(standin):
+    seeded = standin.add_key("seeded")
+    berlin = timezone(timedelta(hours=1))
+    requesty.set_expiry(seeded["id"], datetime(2030, 3, 1, 13, 30, 15, 999, tzinfo=berlin))
+    assert standin.keys[seeded["id"]]["expires_at"] == "2030-03-01T12:30:15Z"
+    requesty.set_expiry(seeded["id"], None)
+    assert standin.keys[seeded["id"]]["expires_at"] is None
+    assert [c.body for c in standin.calls_to("POST", "/v1/manage/apikey/")] == [
+        {"expires_at": "2030-03-01T12:30:15Z"},
+        {"expires_at": None},
+    ]
+    with pytest.raises(requesty.NotFound):
+        requesty.set_expiry("00000000-0000-4000-8000-00000000dead", None)
 
 
 def test_key_ids_cannot_rewrite_the_path(standin):

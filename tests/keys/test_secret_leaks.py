@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from io import StringIO
 
 import pytest
 from django.core import mail
@@ -48,6 +49,26 @@ def test_successful_mint_leaves_no_trace(rclient, requester, canary, debug_logs)
     assert canary in response.content.decode()  # shown once, in this response body only
     assert debug_logs.records, "DEBUG logging must be captured for the sweep to mean anything"
     assert any(r.name.startswith("urllib3") for r in debug_logs.records)
+    later = reachable_pages(rclient)
+    assert all(canary not in page.content.decode() for page in later)
+    assert_clean(canary, debug_logs, [response, *later])
+
+
+def test_rotation_and_reminders_leave_no_trace(rclient, requester, canary, debug_logs):
+    """The replacement's secret is shown once, in the rotation's answer, and nowhere else; the
+    old key's end, the expiry calls and a reminder e-mail carry none."""
+    from django.core.management import call_command
+
+    from keys.models import IssuedKey
+
+    mint(rclient, requester)
+    old = IssuedKey.objects.get()
+    response = rclient.post(f"/keys/{old.pk}/rotate/", {"grace": "1", "nonce": new_nonce(requester)}, **HTMX)
+    assert canary in response.content.decode()
+    new = IssuedKey.objects.exclude(pk=old.pk).get()
+    IssuedKey.objects.filter(pk=new.pk).update(expires_at=new.created_at + (new.expires_at - new.created_at) / 30)
+    call_command("housekeeping", "--only", "expiry", "--only", "reminders", stdout=StringIO())  # 3 days left
+    assert mail.outbox, "a reminder must have been sent for the sweep to mean anything"
     later = reachable_pages(rclient)
     assert all(canary not in page.content.decode() for page in later)
     assert_clean(canary, debug_logs, [response, *later])

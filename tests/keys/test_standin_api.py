@@ -7,11 +7,13 @@ import json
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import requests
+import time_machine
 
 from standin import StandIn
 from standin.server import ADMIN_ID
@@ -111,6 +113,27 @@ def test_invalid_json_and_unknown_paths(standin, api):
     assert api("GET", "/v1/nope").status_code == 404
     assert api("GET", "/elsewhere").status_code == 404
     assert api("PUT", KEYS).status_code == 405
+
+
+def test_an_expired_key_refuses_every_update_and_cannot_be_revived(standin, api):
+    key_id = create(api).json()["api_key_id"]
+    with time_machine.travel(datetime(2030, 1, 1, 12, tzinfo=UTC), tick=False) as clock:
+        for value in ("2030-01-02T12:00:00Z", None, "2030-01-02T12:00:00+00:00"):  # None: never
+            assert api("POST", f"{KEYS}/{key_id}/expiry", json={"expires_at": value}).status_code == 204
+        assert api("POST", f"{KEYS}/{key_id}/limit", json={"monthly_limit": 5}).status_code == 204
+        clock.shift(timedelta(days=1))  # exactly the expiry: expired
+        for path, body in [
+            ("limit", {"monthly_limit": 7}),
+            ("label", {"labels": {"team": "ml"}}),
+            ("expiry", {"expires_at": "2031-01-01T00:00:00Z"}),
+            ("expiry", {"expires_at": None}),
+        ]:
+            r = api("POST", f"{KEYS}/{key_id}/{path}", json=body)
+            assert r.status_code == 400, path
+            assert "expired" in r.json()["error"]["message"]
+        key = standin.keys[key_id]
+        assert (key["monthly_limit"], key["labels"], key["expires_at"]) == (Decimal(5), {}, "2030-01-02T12:00:00+00:00")
+        assert api("DELETE", f"{KEYS}/{key_id}").status_code == 204  # it can still be deleted
 
 
 def test_usage_is_deterministic_and_validated(standin, api):

@@ -61,7 +61,12 @@ def test_mint_list_and_revoke_under_gunicorn(system, user, admin, canary):
     assert response.status_code == 200 and shows_secret(response)
     assert canary in response.text  # the canary is what the stand-in minted: the sweeps look for it
     assert "no-store" in response.headers["Cache-Control"]
-    assert issuance(system.db, "baseline")["actions"] == ["mint.requested", "mint.issued", "key.labelled"]
+    assert issuance(system.db, "baseline")["actions"] == [
+        "mint.requested",
+        "mint.issued",
+        "key.expiry_set",
+        "key.labelled",
+    ]
     user.mint("baseline-kept")
 
     revoked = user.revoke(user.keys()["baseline"])

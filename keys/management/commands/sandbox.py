@@ -1,6 +1,10 @@
 """`make run`: the portal in sandbox mode, against the stand-in Requesty, on one command."""
 
 import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -14,6 +18,13 @@ DEMO_USERS = [
     ("requester", "requester-pass", False),
     ("admin", "admin-pass", True),
 ]
+
+
+def housekeeping_process(every: int = 60) -> subprocess.Popen:
+    """`manage.py housekeeping --loop 60` beside the server, as a sidecar would run it in
+    production, with this process's environment (sandbox settings, the console e-mail backend)."""
+    manage = Path(settings.BASE_DIR) / "manage.py"
+    return subprocess.Popen([sys.executable, str(manage), "housekeeping", "--loop", str(every)])  # noqa: S603
 
 
 class Command(BaseCommand):
@@ -45,12 +56,18 @@ class Command(BaseCommand):
             + f"  Open:              http://localhost:{port}/keys/new/\n"
             + "  Sign in as a requester:  requester / requester-pass\n"
             + "  Sign in as an admin:     admin / admin-pass   (also sees the audit log at /audit/)\n"
+            + "  Housekeeping (expiry, reminders, reconciliation) runs every minute; e-mails print here.\n"
             + "  Stop with Ctrl+C.\n"
         )
         os.environ.setdefault("DJANGO_RUNSERVER_HIDE_WARNING", "true")
+        os.environ.setdefault("PORTAL_BASE_URL", f"http://localhost:{port}")  # links in reminder e-mails
+        scheduled = housekeeping_process()
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so `finally` stops the loop on `kill` too
         try:
             call_command("runserver", addr, use_reloader=False, skip_checks=True)
         finally:
+            scheduled.terminate()
+            scheduled.wait(timeout=10)
             standin.stop()
 
     def _demo_users(self) -> None:

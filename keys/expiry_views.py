@@ -1,0 +1,158 @@
+"""The key page's expiry and rotation: extend (within the policy, or as an admin approved), ask
+for a later expiry, rotate. Each answers with the page's `expiry` partial for htmx, else the page."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.db import transaction
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_variables
+from django.views.decorators.http import require_POST
+
+from portal.accounts.permissions import is_portal_admin
+from portal.accounts.reauth import require_recent_sign_in
+from portal.audit import chain
+from portal.audit.models import AuditEvent
+from portal.htmx import render_htmx
+
+from . import expiry, lifecycle, rotation, usage
+from .expiry_fields import ExtendForm
+from .forms import LimitForm, new_nonce, read_nonce
+from .minting import MintError
+from .models import ApprovalRequest, IssuedKey
+
+Action, Outcome, Status, Kind = AuditEvent.Action, AuditEvent.Outcome, IssuedKey.Status, ApprovalRequest.Kind
+
+
+def _visible_key(request, pk: int, *, own: bool = False) -> IssuedKey:
+    """Admins reach every key, others their own (404 otherwise); `own`: the owner only (rotating
+    or asking for approval is something one does for oneself)."""
+    keys = IssuedKey.objects.select_related("owner", "issuance", "issuance__rotates")
+    if own or not is_portal_admin(request.user):
+        keys = keys.filter(owner=request.user)
+    return get_object_or_404(keys, pk=pk)
+
+
+def key_page(request, key: IssuedKey, status: int = 200, **extra):
+    """The key page, or its `expiry` section for htmx, with everything the section shows."""
+    user = request.user
+    own, active = key.owner_id == user.pk, key.status == Status.ACTIVE
+    context = {
+        "key": key,
+        "limit_form": LimitForm(key=key, user=user),
+        "extend_form": ExtendForm(key=key, user=user) if active and key.expires_at else None,
+        "grace_choices": rotation.grace_choices() if own and active else None,
+        "rotate_nonce": new_nonce(user) if own and active else "",
+        "replaces": key.issuance.rotates,
+        "replaced_by": IssuedKey.objects.filter(issuance__rotates=key).first(),
+        "expiry_approvals": [
+            a
+            for a in ApprovalRequest.objects.filter(key=key, kind=Kind.EXPIRY, requester=user)[:5]
+            if a.status == ApprovalRequest.Status.PENDING or a.is_usable
+        ],
+        "replacement_url": _replacement_url(key) if own and key.status == Status.EXPIRED else "",
+        "org_usage": usage.attach([key]),
+        **extra,
+    }
+    return render_htmx(request, "keys/detail.html", "expiry", context, status=status)
+
+
+def _replacement_url(key: IssuedKey) -> str:
+    """The create form, prefilled like an onboarding link with the old key's settings (its
+    lifetime again; the form clamps it to today's policy)."""
+    days = "never" if key.expires_at is None else str(max(1, round((key.expires_at - key.created_at).days)))
+    query = {"name": key.name, "monthly_limit": key.monthly_limit, "completions": key.completions, "expires": days}
+    return f"{reverse('keys:new')}?{urlencode(query)}"
+
+
+@require_POST
+def key_extend(request, pk: int):
+    key = _visible_key(request, pk)
+    approval_id = request.POST.get("approval", "")
+    form = None if approval_id else ExtendForm(request.POST, key=key, user=request.user)
+    extra = {}
+    if form is not None and not form.is_valid():
+        return key_page(request, key, extend_form=form)
+    try:
+        if form is not None:
+            expiry.extend(key, form.cleaned_data["expires_at"], actor=request.user, source_ip=chain.client_ip(request))
+        else:
+            approval = ApprovalRequest.objects.filter(
+                pk=int(approval_id) if approval_id.isdigit() else 0, requester=request.user, key=key, kind=Kind.EXPIRY
+            ).first()
+            if approval is None:
+                raise lifecycle.LifecycleError("That approval cannot be used (not yours, or for another key).", 403)
+            ip = chain.client_ip(request)
+            expiry.extend(key, approval.key_expires_at, actor=request.user, source_ip=ip, approval=approval)
+        extra["extended"] = True
+    except lifecycle.LifecycleError as exc:
+        extra["extend_error"] = exc.message
+        if form is not None:
+            extra["extend_form"] = form
+            # Beyond the policy (not a mistake): the owner may ask an admin, with these values.
+            if exc.status == 403 and form.beyond and key.owner_id == request.user.pk:
+                extra["ask_form"] = form
+    return key_page(request, key, **extra)
+
+
+@require_POST
+def key_extend_request(request, pk: int):
+    """Ask an admin for a later expiry than the policy allows (ApprovalRequest, kind EXPIRY)."""
+    key = _visible_key(request, pk, own=True)
+    if key.status != Status.ACTIVE or key.expires_at is None:
+        return key_page(request, key, extend_error="Only an active key with an expiry can be extended.")
+    form = ExtendForm(request.POST, key=key, user=request.user, asking=True)
+    if not form.is_valid():
+        return key_page(request, key, ask_form=form)
+    new = form.cleaned_data["expires_at"]
+    with transaction.atomic():
+        approval = ApprovalRequest.objects.create(
+            kind=Kind.EXPIRY,
+            key=key,
+            requester=request.user,
+            name=key.name,
+            monthly_limit=key.monthly_limit,
+            manage=key.manage,
+            completions=key.completions,
+            reason=form.cleaned_data["reason"].strip(),
+            key_expires_at=new,
+        )
+        chain.record_request(
+            request,
+            Action.APPROVAL_REQUESTED,
+            Outcome.PENDING,
+            issuance=key.issuance,
+            detail=f"approval #{approval.pk}: expiry {expiry.describe(key.expires_at)} -> {expiry.describe(new)}: "
+            f"{approval.reason}",
+        )
+    return key_page(request, key, approval_sent=approval)
+
+
+@never_cache
+@require_POST
+@require_recent_sign_in
+@sensitive_variables()
+def key_rotate(request, pk: int):
+    """Mint the replacement (its secret shown once, as on the create page) and schedule the old
+    key's end; on any failure the key page says why, and the old key is unchanged."""
+    key = _visible_key(request, pk, own=True)
+    nonce = read_nonce(request.POST.get("nonce", ""), request.user)
+    grace = request.POST.get("grace", "")
+    offered = {str(h): h for h, _ in rotation.grace_choices()}
+    if nonce is None or grace not in offered:
+        problem = "This form has expired. Reload the page." if nonce is None else "Choose when the old key ends."
+        return key_page(request, key, rotate_error=problem)
+    try:
+        minted, ends = rotation.rotate(
+            key, actor=request.user, nonce=nonce, grace_hours=offered[grace], source_ip=chain.client_ip(request)
+        )
+    except MintError as exc:
+        response = key_page(request, key, status=exc.status, rotate_error=exc.message)
+        if exc.retry_after:
+            response["Retry-After"] = str(exc.retry_after)
+        return response
+    context = {"minted": minted, "rotated": {"old": key, "ends": ends, "now": offered[grace] == 0}}
+    return render_htmx(request, "keys/new.html", "mint", context)
