@@ -170,10 +170,9 @@ def copy_statement(qs: QuerySet, fmt: str) -> str:
 
 def copy_body(qs: QuerySet, fmt: str) -> Iterator[bytes]:
     statement = copy_statement(qs, fmt)
-    if fmt == "csv":
-        yield _csv_header()
     with connection.cursor() as cursor, cursor.copy(statement) as copy:
-        rows, size = [], 0
+        # The header goes out with the first rows: the first byte is the database's answer.
+        rows, size = ([_csv_header()] if fmt == "csv" else []), 0
         for row in copy:  # one line per row, as COPY's text format escapes it
             rows.append(row)
             size += len(row)
@@ -185,7 +184,8 @@ def copy_body(qs: QuerySet, fmt: str) -> Iterator[bytes]:
 
 
 def _csv_header() -> bytes:
-    return csv.writer(_Echo()).writerow(EXPORT_FIELDS).encode()
+    """The header as a COPY line (LF-ended), to go through _unescape with the rows."""
+    return csv.writer(_Echo()).writerow(EXPORT_FIELDS).replace("\r\n", "\n").encode()
 
 
 def _unescape(data: bytes, fmt: str) -> bytes:
