@@ -85,7 +85,7 @@ def _row(figure: str, value: float, unit: str, floor: float | None, floor_text: 
     ratio = round(value / floor, 2) if floor else None
     return {
         "figure": figure,
-        "value": f"{value:,.1f} {unit}".strip(),
+        "value": f"{value:,.{0 if value >= 1000 else 1}f} {unit}".strip(),
         "floor": floor_text,
         "ratio": ratio,
         "target": target,
@@ -161,7 +161,15 @@ def table(report: dict, small: dict | None) -> list[dict]:
                 )
             )
             rows.append(
-                _row(f"export {name}: first byte", e["ttfb_s"], "s", None, "", f"< {TTFB_S} s", e["ttfb_s"] < TTFB_S)
+                _row(
+                    f"export {name}: first byte",
+                    e["ttfb_s"] * 1000,
+                    "ms",
+                    None,
+                    "",
+                    f"< {TTFB_S} s",
+                    e["ttfb_s"] < TTFB_S,
+                )
             )
     if (verify := report.get("verify")) and (before := report.get("verify_before")):
         rate, old = verify["events_per_s"], before["events_per_s"]
