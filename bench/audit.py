@@ -23,9 +23,13 @@ REQUESTY_BASE_URL is a closed port: no page measured here may call Requesty.
 2. Export: the portal under gunicorn (one worker x 4 threads); /audit/export.csv and .jsonl
    streamed while the worker's RSS is sampled (and its VmHWM reset first), against
    ``psql -c "COPY (same columns, same rows) TO STDOUT WITH CSV"``.
-3. ``manage.py verify_audit`` over the whole log: its rate.
+3. ``manage.py verify_audit`` over the whole log: its rate; and the walk as it was before issue 17
+   over the first --verify-before events, as its floor.
+4. The pages again on a log of --compare-events events (this script, pages only, its own
+   database), then one table of each figure, its floor and the ratio (bench/audit_floors.py).
 
-    .venv/bin/python bench/audit.py [--events 1000000] [--keys 50] [--requests 50] [--keep-db]
+    .venv/bin/python bench/audit.py [--events 1000000] [--keys 50] [--many-keys 500] [--requests 50]
+        [--compare-events 10000] [--verify-before 200000] [--keep-db]
         [--database-url postgres://postgres@127.0.0.1:5432/postgres] [--json out.json]
 """
 
