@@ -11,6 +11,7 @@ from django.db import connection
 
 from portal.audit import export
 from portal.audit.models import AuditEvent
+from portal.audit.views import filtered
 from tests.audit.helpers import HOSTILE, event, unprotected
 
 TRICKY = [
@@ -70,6 +71,19 @@ def test_copy_writes_the_same_bytes_as_python(db, requester, fmt):
     assert b"".join(export.copy_body(qs, fmt)) == expected
     filtered = AuditEvent.objects.filter(actor_username="rita", seq__lt=10)
     assert b"".join(export.copy_body(filtered, fmt)) == b"".join(export.python_body(filtered, fmt))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("term", ["50%_off", "back\\slash", "it's", "née"])
+def test_copy_binds_the_filters_values_as_the_orm_does(db, requester, term):
+    """The COPY statement carries the ORM's filter values inline (COPY takes no parameters): LIKE
+    wildcards, backslashes, quotes and accents in a search select the same events on both paths."""
+    for name in ["50% off", "50%_off now", "back\\slash", "it's", "née", "nee", "plain"]:
+        event(actor=requester, key_name=name)
+    qs = filtered({"q": term, "own": True})
+    expected = b"".join(export.python_body(qs, "jsonl"))
+    assert expected.count(b"\n") == 1
+    assert b"".join(export.copy_body(qs, "jsonl")) == expected
 
 
 @pytest.mark.postgres
