@@ -29,6 +29,6 @@ def drop_indexes(apps, schema_editor):
 class Migration(migrations.Migration):
     atomic = False  # CREATE INDEX CONCURRENTLY cannot run inside a transaction
 
-    dependencies = [("audit", "0001_initial"), ("keys", "0017_approval_kind_and_key")]
+    dependencies = [("audit", "0003_expiry_actions"), ("keys", "0019_spend")]
 
     operations = [migrations.RunPython(create_indexes, drop_indexes, elidable=False)]
