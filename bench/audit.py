@@ -23,9 +23,13 @@ REQUESTY_BASE_URL is a closed port: no page measured here may call Requesty.
 2. Export: the portal under gunicorn (one worker x 4 threads); /audit/export.csv and .jsonl
    streamed while the worker's RSS is sampled (and its VmHWM reset first), against
    ``psql -c "COPY (same columns, same rows) TO STDOUT WITH CSV"``.
-3. ``manage.py verify_audit`` over the whole log: its rate.
+3. ``manage.py verify_audit`` over the whole log: its rate; and the walk as it was before issue 17
+   over the first --verify-before events, as its floor.
+4. The pages again on a log of --compare-events events (this script, pages only, its own
+   database), then one table of each figure, its floor and the ratio (bench/audit_floors.py).
 
-    .venv/bin/python bench/audit.py [--events 1000000] [--keys 50] [--requests 50] [--keep-db]
+    .venv/bin/python bench/audit.py [--events 1000000] [--keys 50] [--many-keys 500] [--requests 50]
+        [--compare-events 10000] [--verify-before 200000] [--keep-db]
         [--database-url postgres://postgres@127.0.0.1:5432/postgres] [--json out.json]
 """
 
@@ -51,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script: the start-up helper lives in tests/system
 
+from bench import audit_floors  # noqa: E402
 from bench._common import fmt, load_average, log, machine, print_machine, run_script, summary, write_json  # noqa: E402
 from tests.system import harness  # noqa: E402
 from tests.system.browser import Client  # noqa: E402
@@ -58,7 +63,7 @@ from tests.system.browser import Client  # noqa: E402
 # Not a secret: it keys the chain of a throw-away benchmark database. Fixed, so a kept database
 # (--keep-db) still verifies on the next run.
 HMAC_KEY = "bench-audit-hmac-key-not-a-secret"
-REQUESTER, AUDITOR = "bench-requester", "bench-auditor"
+REQUESTER, MANY_KEYS_REQUESTER, AUDITOR = "bench-requester", "bench-requester-many", "bench-auditor"
 URLCONF = "bench_pages_urls"
 
 
@@ -100,7 +105,7 @@ def vacuum(db: harness.Database) -> float:
     return round(time.perf_counter() - started, 1)
 
 
-def make_requester(n_keys: int):
+def make_requester(n_keys: int, username: str = REQUESTER):
     """The requester in a group whose spending policy allows n_keys active keys, owning n_keys issued
     keys (each with its Issuance, state "issued", a UUID key id), created over the last months."""
     import uuid
@@ -110,8 +115,8 @@ def make_requester(n_keys: int):
 
     from keys.models import Issuance, IssuedKey, SpendingPolicy
 
-    user = User.objects.get(username=REQUESTER)
-    group, _ = Group.objects.get_or_create(name="bench-requesters")
+    user = User.objects.get(username=username)
+    group, _ = Group.objects.get_or_create(name=f"bench-requesters-{n_keys}")
     limits = {"max_key_limit": Decimal("100"), "max_total_limit": Decimal(100 * n_keys + 100)}
     policy = {**limits, "max_active_keys": n_keys + 10, "max_completions": "write", "manage_requestable": False}
     SpendingPolicy.objects.update_or_create(group=group, defaults=policy)
@@ -166,34 +171,46 @@ def setup_django(env: dict[str, str]) -> None:
     clear_url_caches()
 
 
-def page_list(args, requester_user, head_seq: int) -> list[dict]:
+def page_list(args, requesters: dict, head_seq: int) -> list[dict]:
+    """The pages, named the same whatever the log's size (so a run at --compare-events matches them)."""
     from django.contrib.auth.models import User
     from django.test import Client as DjangoClient
 
     from portal.audit.models import AuditEvent
 
-    requester, auditor = DjangoClient(), DjangoClient()
-    requester.force_login(requester_user)
+    clients = {}
+    for n_keys, user in requesters.items():
+        clients[n_keys] = DjangoClient()
+        clients[n_keys].force_login(user)
+    requester, auditor = clients[args.keys], DjangoClient()
     auditor.force_login(User.objects.get(username=AUDITOR))
     since = (datetime.now(UTC).date() - timedelta(days=182)).replace(day=1)
     month = urlencode({"actor": "user0042", "since": since, "until": since + timedelta(days=30)})
-    older = re.search(rb"before=(\d+)", auditor.get(f"/audit/?{month}").content)  # the "Older" link
+
+    def older(query: str) -> str | None:
+        """The page's own "Older ›" link."""
+        found = re.search(rb'href="\?([^"]*before=\d+)"', auditor.get(f"/audit/?{query}").content)
+        return "/audit/?" + found.group(1).decode().replace("&amp;", "&") if found else None
+
     middle = head_seq // 2
     name = AuditEvent.objects.filter(seq__lte=middle).order_by("-seq").values_list("key_name", flat=True)[0]
     pages = [
         ("floor (requester)", "/floor/", requester),
         ("form page /keys/new/", "/keys/new/", requester),
-        (f"My keys /keys/ ({args.keys} keys)", "/keys/", requester),
+        *((f"My keys /keys/ ({n} keys)", "/keys/", clients[n]) for n in sorted(clients)),
         ("floor (auditor)", "/floor/", auditor),
         ("audit: first page", "/audit/", auditor),
+        ("audit: first page, Older", older(""), auditor),
+        ("audit: one outcome (denied)", "/audit/?outcome=denied", auditor),
+        ("audit: one outcome, Older", older("outcome=denied"), auditor),
         ("audit: one actor, one month", f"/audit/?{month}", auditor),
-        ("audit: the same, Older", f"/audit/?{month}&before={older.group(1).decode()}" if older else None, auditor),
+        ("audit: one actor, one month, Older", older(month), auditor),
         ("audit: last page", "/audit/?last=1", auditor),
-        (f"audit: middle (before={middle})", f"/audit/?before={middle}", auditor),
+        ("audit: middle page", f"/audit/?before={middle}", auditor),
         ("audit: middle, seq scans from block 0", f"/audit/?before={middle}", auditor),
-        (f"audit: key name search (q={name})", f"/audit/?q={name}", auditor),
+        ("audit: key-name search", f"/audit/?q={name}", auditor),
     ]
-    floors = {requester: "floor (requester)", auditor: "floor (auditor)"}
+    floors = {auditor: "floor (auditor)"} | {c: "floor (requester)" for c in clients.values()}
     return [{"name": n, "path": p, "client": c, "floor": floors[c], "cold": "block 0" in n} for n, p, c in pages if p]
 
 
@@ -364,7 +381,9 @@ def stream_export(client: Client, worker: int, fmt_: str) -> dict:
     cpu0, started, first, size, lines, last = harness.cpu_seconds(worker), time.perf_counter(), None, 0, 0, b""
     head = b""
     try:
-        with client.http.get(f"{client.base_url}/audit/export.{fmt_}", stream=True, timeout=(5, 600)) as response:
+        with client.http.get(
+            f"{client.base_url}/audit/export.{fmt_}", stream=True, timeout=(5, 600)
+        ) as response:
             if response.status_code != 200:
                 raise RuntimeError(f"export.{fmt_}: HTTP {response.status_code}")
             for chunk in response.iter_content(chunk_size=1 << 16):
@@ -518,7 +537,9 @@ def print_report(r: dict, plans: bool) -> None:
         )
     if v := r.get("verify"):
         print()
-        print(f"verify_audit: {v['message']} ({v['seconds']} s, {v['events_per_s']} events/s)")
+        print(f"verify_audit: {v['message']}")
+    if b := r.get("verify_before"):
+        print(f"verify as before issue 17: {b['events']} events in {b['seconds']} s ({b['events_per_s']} events/s)")
 
 
 # --- main ------------------------------------------------------------------------------------------
@@ -526,6 +547,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="audit events to seed (default 1000000)")
     parser.add_argument("--keys", type=int, default=50, help="issued keys of the requester (default 50)")
+    parser.add_argument("--many-keys", type=int, default=500, help="issued keys of a second requester (default 500)")
+    parser.add_argument(
+        "--compare-events",
+        type=int,
+        default=10_000,
+        help="also measure the pages on a log this small, in a database of its own (default 10000; 0: no)",
+    )
+    parser.add_argument(
+        "--verify-before", type=int, default=200_000, help="events walked by the pre-issue-17 verify (default 200000)"
+    )
     parser.add_argument("--requests", type=int, default=50, help="timed requests per page (default 50)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed requests per page first (default 5)")
     parser.add_argument(
@@ -561,34 +592,46 @@ def main(argv: list[str] | None = None) -> int:
         AUDIT_HMAC_KEY=HMAC_KEY,
         LOG_LEVEL="WARNING",
     ) as system:
-        system.start(users=[REQUESTER], admins=[AUDITOR], serve=False)
+        system.start(users=[REQUESTER, MANY_KEYS_REQUESTER], admins=[AUDITOR], serve=False)
         report["machine"] = machine(system.db, system.env(WEB_CONCURRENCY="1", GUNICORN_THREADS="4"))
         setup_django(system.base_env)
         from django.db import connections
 
         system.stack.callback(connections.close_all)  # before the database is dropped
         report["seed"] = seed(args, system.db, reuse)
-        requester = make_requester(args.keys)
+        requesters = {
+            args.keys: make_requester(args.keys),
+            args.many_keys: make_requester(args.many_keys, MANY_KEYS_REQUESTER),
+        }
         report["seed"]["vacuum_s"] = vacuum(system.db)
         report["table"] = table_info(system.db)
-        pages = page_list(args, requester, report["table"]["head_seq"])
-        check_pages(pages, args.keys)
+        pages = page_list(args, requesters, report["table"]["head_seq"])
+        check_pages(pages, max(requesters))
         report["pages"] = measure_pages(args, pages)
         if not args.no_export:
             report["export"] = measure_export(system)
         if not args.no_verify:
             log("verify_audit")
-            started = time.perf_counter()
             message = system.manage("verify_audit", timeout=3600).strip().splitlines()[-1]
-            elapsed = time.perf_counter() - started
-            count = int(re.match(r"\d+", message).group(0)) if re.match(r"\d+", message) else 0
+            # The command's own figures: "N events verified. (S s, R events/s)"
+            seconds, rate = re.search(r"\(([\d.]+) s, ([\d,]+) events/s\)", message).groups()
             report["verify"] = {
                 "message": message,
-                "seconds": round(elapsed, 1),
-                "events_per_s": round(count / elapsed),
+                "seconds": float(seconds),
+                "events_per_s": int(rate.replace(",", "")),
             }
+            if args.verify_before:
+                log(f"verify as before issue 17, over the first {args.verify_before} events")
+                report["verify_before"] = audit_floors.verify_before(args.verify_before)
         report["machine"]["load_average_at_end"] = load_average()
+    small = audit_floors.compare_run(args) if args.compare_events else None
+    report["floors"] = audit_floors.table(report, small)
     print_report(report, args.plans)
+    if small:
+        print(f"\nPages on the small log ({small['table']['events']} events), the floors of the table below:")
+        for x in small["pages"]:
+            print(f"  {x['name'][:44]:44} p50 {fmt(x['p50_ms'], 2):>7} ms, SQL {fmt(x['sql_p50_ms'], 2):>6} ms")
+    audit_floors.print_table(report["floors"])
     write_json(args.json, report)
     return 0
 

@@ -82,15 +82,40 @@ def _canonical_value(value):
     return str(value)  # UUID
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)  # made once, not per event
+_ORDER = sorted(range(len(CHAINED_FIELDS)), key=CHAINED_FIELDS.__getitem__)  # the fields as sort_keys puts them
+_KEYS = [("{" if n == 0 else ",") + json.dumps(CHAINED_FIELDS[i]) + ":" for n, i in enumerate(_ORDER)]
+_quoted = json.encoder.encode_basestring_ascii  # what the encoder above writes for a str
+
+
+def _json(value) -> str:
+    """One value of the canonical form, exactly as the encoder writes it inside the object."""
+    kind = type(value)
+    if kind is str:
+        return _quoted(value)
+    if kind is int:
+        return int.__repr__(value)
+    return "null" if value is None else _ENCODER.encode(_canonical_value(value))
+
+
+def _canonical_of(values) -> str:
+    """The canonical form of the CHAINED_FIELDS' values, in that order (a model's or a row's):
+    sorted-key, compact, ASCII JSON, written key by key (the same bytes as _ENCODER.encode of the
+    dict, test_the_canonical_form_and_hash_are_pinned; a third of the time per event)."""
+    return "".join([key + _json(values[i]) for key, i in zip(_KEYS, _ORDER, strict=True)]) + "}"
+
+
 def canonical(event: AuditEvent) -> str:
     """The bytes the hash covers: every chained field, in a fixed order, as sorted-key JSON."""
-    data = {name: _canonical_value(getattr(event, name)) for name in CHAINED_FIELDS}
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return _canonical_of([getattr(event, name) for name in CHAINED_FIELDS])
+
+
+def _hmac(key: bytes, prev_hash: str, values) -> str:
+    return hmac.digest(key, (prev_hash + _canonical_of(values)).encode(), hashlib.sha256).hex()
 
 
 def compute_hash(prev_hash: str, event: AuditEvent) -> str:
-    key = settings.AUDIT_HMAC_KEY.encode()
-    return hmac.new(key, (prev_hash + canonical(event)).encode(), hashlib.sha256).hexdigest()
+    return _hmac(settings.AUDIT_HMAC_KEY.encode(), prev_hash, [getattr(event, name) for name in CHAINED_FIELDS])
 
 
 # --- Appending ------------------------------------------------------------------------------------
@@ -187,43 +212,46 @@ class Verdict:
     seq: int | None = None
 
 
-def _walk(batch: int = 5000) -> Iterator[AuditEvent]:
+_ROW = (*CHAINED_FIELDS, "prev_hash", "hash")  # seq first
+
+
+def _walk(batch: int = 5000) -> Iterator[tuple]:
+    """Every event as a tuple of _ROW, by seq, in keyset batches, without model instances: over a
+    million events the walk is bound by Python's time per row."""
     last = 0
     while True:
-        rows = list(AuditEvent.objects.filter(seq__gt=last).order_by("seq")[:batch])
+        rows = list(AuditEvent.objects.filter(seq__gt=last).order_by("seq").values_list(*_ROW)[:batch])
         yield from rows
         if len(rows) < batch:
             return
-        last = rows[-1].seq
+        last = rows[-1][0]
 
 
 def verify(expected_head: tuple[int, str] | None = None) -> Verdict:
-    """Walk the chain from the first event; report the first event that was changed, removed or
-    reordered. With `expected_head` (a (seq, hash) copied elsewhere earlier), also detect a
-    truncated tail, which the chain alone cannot reveal."""
-    previous, expected_seq, count, head = GENESIS, 1, 0, None
-    for event in _walk():
-        if event.seq != expected_seq:
-            return Verdict(
-                False, count, f"Event #{expected_seq} is missing (removed); the next is #{event.seq}.", expected_seq
-            )
-        if compute_hash(event.prev_hash, event) != event.hash:
-            return Verdict(
-                False, count, f"Event #{event.seq} was changed: its hash does not match its contents.", event.seq
-            )
-        if event.prev_hash != previous:
+    """Walk the chain from the first event, in one pass; report the first event that was changed,
+    removed or reordered. With `expected_head` (a (seq, hash) copied elsewhere earlier), also detect
+    a truncated tail, which the chain alone cannot reveal."""
+    key = settings.AUDIT_HMAC_KEY.encode()
+    previous, expected_seq, count, last_seq = GENESIS, 1, 0, None
+    for row in _walk():
+        seq, prev_hash, digest = row[0], row[-2], row[-1]
+        if seq != expected_seq:
+            missing = f"Event #{expected_seq} is missing (removed); the next is #{seq}."
+            return Verdict(False, count, missing, expected_seq)
+        if _hmac(key, prev_hash, row[:-2]) != digest:
+            return Verdict(False, count, f"Event #{seq} was changed: its hash does not match its contents.", seq)
+        if prev_hash != previous:
             return Verdict(
                 False,
                 count,
-                f"Event #{event.seq} does not follow event #{event.seq - 1}: "
-                "events were removed, reordered or rewritten.",
-                event.seq,
+                f"Event #{seq} does not follow event #{seq - 1}: events were removed, reordered or rewritten.",
+                seq,
             )
-        previous, expected_seq, count, head = event.hash, expected_seq + 1, count + 1, event
+        previous, expected_seq, count, last_seq = digest, expected_seq + 1, count + 1, seq
     if expected_head is not None:
         seq, digest = expected_head
-        if head is None or head.seq < seq:
-            last = head.seq if head else 0
+        if last_seq is None or last_seq < seq:
+            last = last_seq or 0
             return Verdict(False, count, f"Events after #{last} were removed: the recorded head is #{seq}.", last + 1)
         recorded = AuditEvent.objects.filter(seq=seq).values_list("hash", flat=True).first()
         if recorded != digest:

@@ -18,6 +18,9 @@ class AuditFilterForm(forms.Form):
     since = forms.DateField(label="From (UTC date)", required=False)
     until = forms.DateField(label="To (UTC date, inclusive)", required=False)
     q = forms.CharField(label="Key name or id contains", required=False, max_length=100)
+    # The log's own events (someone viewed or exported it) are hidden unless asked for, so that
+    # browsing the log does not push what it is for off the first page (chosen as an action, they show).
+    own = forms.BooleanField(label="Also show views and exports of this log", required=False)
     # Keyset cursors: events older than `before`, newer than `after`, or the oldest page (`last`).
     before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
     after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
@@ -31,5 +34,5 @@ class AuditFilterForm(forms.Form):
 
     def filter_query(self) -> str:
         """The filters (not the cursor) as a query string, for links and exports."""
-        keys = ("actor", "action", "outcome", "since", "until", "q")
+        keys = ("actor", "action", "outcome", "since", "until", "q", "own")
         return urlencode({k: self.data[k] for k in keys if self.data.get(k)})

@@ -24,10 +24,13 @@ from .forms import AuditFilterForm
 from .models import AuditEvent
 
 PAGE_SIZE = 50
+OWN_ACTIONS = [a for a in AuditEvent.Action.values if a.startswith("audit.")]  # the log's own events
 
 
 def filtered(data: dict) -> QuerySet:
     qs = AuditEvent.objects.all()
+    if not data.get("own") and data.get("action") not in OWN_ACTIONS:
+        qs = qs.exclude(action__in=OWN_ACTIONS)
     if data.get("actor"):
         qs = qs.filter(actor_username=data["actor"].strip())
     if data.get("action"):
@@ -48,33 +51,38 @@ def filtered(data: dict) -> QuerySet:
     return qs
 
 
-def _any_newer(qs: QuerySet, seq: int) -> bool:
-    # Ordered on purpose: a bare exists() drops the ORDER BY and PostgreSQL may scan the table
-    # from the start (docs/performance.md); ordered, it is one index probe.
-    return qs.filter(seq__gt=seq).order_by("seq").values_list("seq", flat=True).first() is not None
+def _newer_from(qs: QuerySet, seq: int) -> bool:
+    """Is there a matching event at or after `seq`? A page link's cursor is an event of the same
+    filters, so this one index probe normally stops at the cursor itself, on any filter (a key-name
+    search too) and at any depth. Ordered on purpose: a bare exists() drops the ORDER BY and
+    PostgreSQL may scan the table from the start (docs/performance.md)."""
+    return qs.filter(seq__gte=seq).order_by("seq").values_list("seq", flat=True).first() is not None
 
 
-def _any_older(qs: QuerySet, seq: int) -> bool:
-    return qs.filter(seq__lt=seq).order_by("-seq").values_list("seq", flat=True).first() is not None
+def _older_from(qs: QuerySet, seq: int) -> bool:
+    return qs.filter(seq__lte=seq).order_by("-seq").values_list("seq", flat=True).first() is not None
 
 
 def keyset_page(qs: QuerySet, data: dict) -> dict:
-    """One page, newest first, by seq cursors: at most three indexed queries whatever the page."""
-    if data.get("after") is not None:
-        rows = list(qs.filter(seq__gt=data["after"]).order_by("seq")[: PAGE_SIZE + 1])
+    """One page, newest first, by seq cursors: at most two indexed queries whatever the page, and
+    none that walks further than a page (no count, no exists over the table)."""
+    after, before = data.get("after"), data.get("before")
+    if after is not None:
+        # Every match in (after, newest shown] is on this page: older ones can only be at `after` or below.
+        rows = list(qs.filter(seq__gt=after).order_by("seq")[: PAGE_SIZE + 1])
         has_newer = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE][::-1]
-        has_older = bool(rows) and _any_older(qs, rows[-1].seq)
+        has_older = bool(rows) and _older_from(qs, after)
     elif data.get("last"):
-        rows = list(qs.order_by("seq")[:PAGE_SIZE])[::-1]
+        rows = list(qs.order_by("seq")[: PAGE_SIZE + 1])
+        has_newer = len(rows) > PAGE_SIZE
+        rows = rows[:PAGE_SIZE][::-1]
         has_older = False
-        has_newer = bool(rows) and _any_newer(qs, rows[0].seq)
     else:
-        before = data.get("before")
         rows = list((qs.filter(seq__lt=before) if before else qs).order_by("-seq")[: PAGE_SIZE + 1])
         has_older = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
-        has_newer = before is not None and bool(rows) and _any_newer(qs, rows[0].seq)
+        has_newer = before is not None and bool(rows) and _newer_from(qs, before)
     return {"events": rows, "has_newer": has_newer, "has_older": has_older}
 
 
@@ -121,6 +129,7 @@ def audit_event(request, seq: int):
         event = AuditEvent.objects.get(seq=seq)
     except AuditEvent.DoesNotExist:
         raise Http404("No such audit event.") from None
+    chain.record_request(request, AuditEvent.Action.AUDIT_VIEWED, detail=f"event={seq}")
     return render(request, "audit/event.html", {"event": event})
 
 
@@ -131,6 +140,7 @@ def audit_key(request, api_key_id: str):
     events = list(AuditEvent.objects.filter(Q(api_key_id=api_key_id) | Q(issuance__in=issuances)).order_by("seq"))
     if not events:
         raise Http404("No audit events for this key.")
+    chain.record_request(request, AuditEvent.Action.AUDIT_VIEWED, detail=f"key={api_key_id}")
     return render(request, "audit/key.html", {"events": events, "api_key_id": api_key_id})
 
 
@@ -145,5 +155,8 @@ def audit_export(request, fmt: str):
     exported = chain.record_request(
         request, AuditEvent.Action.AUDIT_EXPORTED, detail=f"format={fmt} {form.filter_query()}"
     )
-    # Exactly the events that existed when the export was asked for (not its own audit event).
-    return export_response(filtered(form.cleaned_data).filter(seq__lt=exported.seq), fmt)
+    # Exactly the events that existed when the export was asked for (not its own audit event). An
+    # export is the record (for a SIEM, an auditor): it keeps the log's own events, which only the
+    # screen hides by default.
+    rows = filtered({**form.cleaned_data, "own": True}).filter(seq__lt=exported.seq)
+    return export_response(rows, fmt)

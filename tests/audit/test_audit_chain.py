@@ -5,6 +5,8 @@ after another."""
 from __future__ import annotations
 
 import io
+import json
+import re
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -218,3 +220,30 @@ def test_the_canonical_form_and_hash_are_pinned(settings):
         '"upstream_status":201}'
     )
     assert chain.compute_hash("a" * 64, event) == "474c96d165a4dd595bc79595507ca5dce84b4005e40879e996dd44432fd16f91"
+
+
+def test_the_canonical_form_is_the_sorted_json_of_its_fields_for_any_values(db):
+    """canonical() writes the JSON key by key (for speed): byte for byte what json.dumps of the
+    fields' dict with sorted keys writes, for hostile text, missing values and every type."""
+    from tests.audit.helpers import HOSTILE
+
+    values = [*HOSTILE, "", "tab\tnul\x00del\x7f", "😀 \u2028 é", '"\\']
+    for i, text in enumerate(values):
+        e = event(key_name=text, detail=text[::-1], actor=None, api_key_id=text, monthly_limit=Decimal(i) / 3)
+        e.issuance_id = uuid.UUID(int=i) if i % 2 else None
+        data = {name: chain._canonical_value(getattr(e, name)) for name in chain.CHAINED_FIELDS}
+        assert chain.canonical(e) == json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+@pytest.mark.parametrize("column", ["actor_username", "actor_email", "action", "detail", "source_ip", "created_at"])
+def test_a_change_to_any_chained_column_is_named(db, column):
+    five_events()
+    value = {"source_ip": "10.9.9.9", "created_at": "2020-01-01 00:00:00+00:00"}.get(column, "forged")
+    with unprotected() as cursor:
+        cursor.execute(f"UPDATE keys_auditevent SET {column} = %s WHERE seq = 4", [value])  # noqa: S608
+    assert "Event #4 was changed" in verify_error()
+
+
+def test_verify_reports_its_rate(db):
+    five_events()
+    assert re.fullmatch(r"5 events verified\. \(\d+\.\d s, [\d,]+ events/s\)\n", verify_output())

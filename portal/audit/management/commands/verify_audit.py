@@ -1,5 +1,7 @@
 """Walk the audit log's hash chain; exit non-zero at the first broken link."""
 
+import time
+
 from django.core.management.base import BaseCommand, CommandError
 
 from portal.audit import chain
@@ -27,7 +29,10 @@ class Command(BaseCommand):
             if not seq.isdigit() or len(digest) != 64:
                 raise CommandError("--expect-head takes SEQ:HASH as printed by --head.")
             expected = (int(seq), digest)
+        started = time.monotonic()
         verdict = chain.verify(expected)
+        elapsed = time.monotonic() - started
+        rate = f"{elapsed:.1f} s, {verdict.count / elapsed if elapsed else 0:,.0f} events/s"
         if not verdict.ok:
-            raise CommandError(f"Audit chain broken after {verdict.count} good events. {verdict.message}")
-        self.stdout.write(self.style.SUCCESS(verdict.message))
+            raise CommandError(f"Audit chain broken after {verdict.count} good events ({rate}). {verdict.message}")
+        self.stdout.write(self.style.SUCCESS(f"{verdict.message} ({rate})"))
