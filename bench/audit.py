@@ -381,9 +381,7 @@ def stream_export(client: Client, worker: int, fmt_: str) -> dict:
     cpu0, started, first, size, lines, last = harness.cpu_seconds(worker), time.perf_counter(), None, 0, 0, b""
     head = b""
     try:
-        with client.http.get(
-            f"{client.base_url}/audit/export.{fmt_}", stream=True, timeout=(5, 600)
-        ) as response:
+        with client.http.get(f"{client.base_url}/audit/export.{fmt_}", stream=True, timeout=(5, 600)) as response:
             if response.status_code != 200:
                 raise RuntimeError(f"export.{fmt_}: HTTP {response.status_code}")
             for chunk in response.iter_content(chunk_size=1 << 16):
