@@ -273,6 +273,9 @@ OIDC_ONLY = env.bool("OIDC_ONLY", default=False)
 OIDC_BREAK_GLASS = env.bool("OIDC_BREAK_GLASS", default=True)
 # Only these e-mail domains may sign in (comma-separated; empty: any the provider vouches for).
 OIDC_ALLOWED_EMAIL_DOMAINS = [d.strip().lower().lstrip("@") for d in env.list("OIDC_ALLOWED_EMAIL_DOMAINS", default=[])]
+# Link a first SSO sign-in to an existing (non-superuser) account with the same e-mail, when the
+# provider asserts email_verified: true. Off: such a sign-in is refused (docs/sso.md).
+OIDC_LINK_EXISTING_BY_EMAIL = env.bool("OIDC_LINK_EXISTING_BY_EMAIL", default=False)
 # The claim that lists a person's groups; provider groups in OIDC_ADMIN_GROUPS make portal admins,
 # and a provider group named like a portal group with a spending policy puts the person in it.
 OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
