@@ -42,7 +42,7 @@ def new_key(request):
         return _mint_page(request, _form_context(request))
 
     if bounds.refusals_exceeded(request.user):
-        return _refused_unexamined(request)
+        return refused_unexamined(request)
     form = KeyRequestForm(request.POST, user=request.user)
     if not form.is_valid():
         status = 200
@@ -132,22 +132,27 @@ def _mint_page(request, context: dict, status: int = 200):
     return render_htmx(request, TEMPLATE, "mint", context, status=status)
 
 
-def _refused_unexamined(request):
-    """Too many refused mints this hour (bounds.refusals_exceeded): say so, examine nothing."""
+def refused_unexamined(request):
+    """Too many refusals this hour (bounds.refusals_exceeded): say so on the mint page, examine nothing."""
+    message, wait = too_many_refusals(request)
+    error = MintError("rate_limited", message, 429, retry_after=wait)
+    response = _mint_page(request, {"form": None, "error": error}, status=429)
+    response["Retry-After"] = str(wait)
+    return response
+
+
+def too_many_refusals(request) -> tuple[str, int]:
+    """Record (once an hour) that this person's requests are refused unexamined; the message and
+    the seconds until the hour has room again."""
     bounds.record_refusals_exceeded(request.user, chain.client_ip(request))
     moment = bounds.refusal_keeping_the_bound(request.user)
     wait = seconds_until_an_hour_after(moment) if moment else 60
-    error = MintError(
-        "rate_limited",
-        f"The portal refused {settings.PORTAL_AUDIT_REFUSALS_PER_HOUR} of your key requests in the last hour, "
-        f"so it is not taking more from you for now. Nothing was created. Try again in {in_minutes(wait)}, "
-        "or ask a portal admin if you need a key sooner.",
-        429,
-        retry_after=wait,
+    message = (
+        f"The portal refused {settings.PORTAL_AUDIT_REFUSALS_PER_HOUR} of your requests in the last hour, "
+        f"so it is not taking more from you for now. Nothing was created or changed. Try again in "
+        f"{in_minutes(wait)}, or ask a portal admin if you need something sooner."
     )
-    response = _mint_page(request, {"form": None, "error": error}, status=429)
-    response["Retry-After"] = str(error.retry_after)
-    return response
+    return message, wait
 
 
 def _audit_denial(request, form: KeyRequestForm) -> None:
@@ -157,6 +162,7 @@ def _audit_denial(request, form: KeyRequestForm) -> None:
         AuditEvent.Action.MINT_DENIED,
         AuditEvent.Outcome.DENIED,
         key_name=str(data.get("name", ""))[:200],
+        monthly_limit=form.cleaned_data.get("monthly_limit"),  # the amount asked for, if it was one
         manage=str(data.get("manage", ""))[:16],
         completions=str(data.get("completions", ""))[:16],
         detail="; ".join(form.denials + form.beyond),
@@ -250,8 +256,15 @@ def key_usage(request, pk: int):
 @require_POST
 def key_limit(request, pk: int):
     key = _key_or_404(request, pk)
+    if bounds.refusals_exceeded(request.user):
+        message, wait = too_many_refusals(request)
+        context = {"key": key, "limit_form": LimitForm(key=key, user=request.user), "limit_error": message}
+        response = render_htmx(request, "keys/detail.html", "limit", context, status=429)
+        response["Retry-After"] = str(wait)
+        return response
     form = LimitForm(request.POST, key=key, user=request.user)
     context = {"key": key, "limit_form": form, "limit_error": "", "limit_changed": False}
+    status = 200
     if form.is_valid():
         try:
             lifecycle.change_limit(
@@ -261,6 +274,7 @@ def key_limit(request, pk: int):
             context["limit_form"] = LimitForm(key=key, user=request.user)
         except lifecycle.LifecycleError as exc:
             context["limit_error"] = exc.message
+            status = 429 if exc.status == 429 else status
     elif form.denials:
         chain.record_request(
             request,
@@ -271,7 +285,7 @@ def key_limit(request, pk: int):
             monthly_limit=None,
             detail="; ".join(form.denials),
         )
-    return render_htmx(request, "keys/detail.html", "limit", context)
+    return render_htmx(request, "keys/detail.html", "limit", context, status=status)
 
 
 @require_http_methods(["GET", "POST"])

@@ -233,7 +233,15 @@ if PORTAL_MAX_COMPLETIONS not in ("none", "read", "write"):
 PORTAL_ALLOW_MANAGE_REQUESTS = env.bool("PORTAL_ALLOW_MANAGE_REQUESTS", default=False)
 # Mint attempts per user per rolling hour, counted in the database (holds across processes).
 PORTAL_MINTS_PER_HOUR = env.int("PORTAL_MINTS_PER_HOUR", default=10)
-# After this many refused mints in a rolling hour, a user's mint requests are refused unexamined;
+# Limit changes per user (portal admins excepted) per rolling hour: each is two audit events and a
+# Requesty call.
+PORTAL_LIMIT_CHANGES_PER_HOUR = env.int("PORTAL_LIMIT_CHANGES_PER_HOUR", default=10)
+# Approval requests one person may have waiting for a decision at once.
+PORTAL_MAX_PENDING_APPROVALS = env.int("PORTAL_MAX_PENDING_APPROVALS", default=5)
+if PORTAL_LIMIT_CHANGES_PER_HOUR < 1 or PORTAL_MAX_PENDING_APPROVALS < 1:
+    raise ImproperlyConfigured("PORTAL_LIMIT_CHANGES_PER_HOUR and PORTAL_MAX_PENDING_APPROVALS must be at least 1.")
+# After this many refused requests (mints, limit changes, approval requests) in a rolling hour, a
+# user's further requests are refused unexamined;
 # sign-in junk (bad SSO states, provider errors, unknown usernames) is audited at most this many
 # times per kind per address per hour, then only logged (docs/security.md, "Bounded audit of refusals").
 PORTAL_AUDIT_REFUSALS_PER_HOUR = env.int("PORTAL_AUDIT_REFUSALS_PER_HOUR", default=60)

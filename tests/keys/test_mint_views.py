@@ -168,7 +168,6 @@ def test_superuser_counts_as_admin(superuser, standin):
         ("monthly_limit", "1.005", "2 decimal places"),
         ("monthly_limit", "0", "more than 0"),
         ("monthly_limit", "0x10", "plain digits"),
-        ("completions", "all", "Choose one of"),
     ],
 )
 def test_bad_input_gets_a_clear_alert_and_changes_nothing(rclient, requester, standin, field, value, message):
