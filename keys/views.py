@@ -16,6 +16,7 @@ from portal.accounts.reauth import require_recent_sign_in
 from portal.audit import bounds, chain
 from portal.audit.models import AuditEvent
 from portal.htmx import render_htmx, wants_partial
+from portal.inputs import parse_id
 
 from . import lifecycle, listing, policy, requesty
 from .charts import usage_chart
@@ -92,8 +93,9 @@ def _form_context(request, values: dict | None = None) -> dict:
     if values is not None:
         keep = ("name", "monthly_limit", "manage", "completions", "approval", "template")
         initial = {k: values.get(k) for k in keep}
-    elif request.GET.get("approval", "").isdigit():
-        approval = ApprovalRequest.objects.filter(pk=int(request.GET["approval"]), requester=user).first()
+    elif "approval" in request.GET:
+        approval_id = parse_id(request.GET["approval"])
+        approval = ApprovalRequest.objects.filter(pk=approval_id, requester=user).first() if approval_id else None
         if approval is not None and approval.is_usable:
             initial = {k: getattr(approval, k) for k in ("name", "monthly_limit", "manage", "completions")}
             initial["approval"] = approval.pk
