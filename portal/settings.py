@@ -344,6 +344,9 @@ AXES_DISABLE_ACCESS_LOG = True
 AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "password", "csrfmiddlewaretoken"]
 AXES_VERBOSE = False  # no start-up banner in every manage.py command's output
 
+# Error reports hide CSRF secrets and the session cookie too (portal/errors.py).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "portal.errors.ReportFilter"
+
 # --- Logging: one JSON object per line, control characters escaped -------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
@@ -364,6 +367,8 @@ LOGGING = {
         # Both propagate to the root's JSON console handler; errors also e-mail ADMINS.
         "django": {"handlers": ["mail_admins"], "level": LOG_LEVEL},
         "keys": {"handlers": ["mail_admins"], "level": LOG_LEVEL},
+        # A request for a host not in ALLOWED_HOSTS is anyone's to send: logged, never e-mailed.
+        "django.security.DisallowedHost": {"handlers": ["console"], "propagate": False},
         # At DEBUG it logs whole template contexts (CSRF tokens, settings): never wanted in logs.
         "django.template": {"level": "INFO"},
     },
