@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from .access import audited_elsewhere
 from .failures import refuse
 from .models import OIDCIdentity, SSOGroupGrant
 from .oidc import expected_issuer, provider_name
@@ -36,7 +37,8 @@ def provision(request, claims: dict):
                 "Your portal account is deactivated. Ask a portal admin if this is a mistake.",
             )
         _refresh(user, claims, email)
-        note += _sync_groups(user, _claim_groups(claims))
+        with audited_elsewhere():  # the sign-in event lists the groups granted and removed
+            note += _sync_groups(user, _claim_groups(claims))
     return user, note
 
 

@@ -76,7 +76,7 @@ def test_prefill_from_query_parameters(rclient, standin):
 
 
 def test_hostile_link_is_clamped_and_never_submits(rclient, standin):
-    response = rclient.get(URL, {"manage": "write", "monthly_limit": "99999", "completions": "all", "name": "x\x00y"})
+    response = rclient.get(URL, {"manage": "write", "monthly_limit": "99999", "completions": "all", "name": "x\x07y"})
     html = response.content.decode()
     assert 'value="100"' in html  # clamped to PORTAL_MAX_MONTHLY_LIMIT
     assert "up to $100 without approval" in html
