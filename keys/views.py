@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
 
 from portal.accounts.permissions import is_portal_admin
 from portal.accounts.reauth import require_recent_sign_in
@@ -290,6 +291,7 @@ def key_limit(request, pk: int):
     return render_htmx(request, "keys/detail.html", "limit", context, status=status)
 
 
+@vary_on_headers("HX-Request")  # every answer, the redirect and the error page included
 @require_http_methods(["GET", "POST"])
 def key_revoke(request, pk: int):
     """GET asks for confirmation naming the key; POST revokes it upstream, then here."""

@@ -73,6 +73,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "portal.accounts.access.CurrentRequestMiddleware",  # who made an access change (access.py)
+    "portal.caching.PrivatePagesMiddleware",  # Cache-Control: private, no-store when signed in
     "portal.accounts.idle.IdleTimeoutMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver
 
 from keys.forms import KeyPageForm
-from keys.models import ApprovalRequest
 from portal.audit.forms import AuditFilterForm
 from portal.audit.models import AuditEvent
-from tests.keys.helpers import mint
+from tests import urlwalk
+from tests.urlwalk import fill, patterns, segments
 
+world = urlwalk.world  # the fixture
 ROOT = Path(__file__).resolve().parent.parent
 ODD = [
     "²",
@@ -53,47 +52,6 @@ PARAMS = {
 }
 ADMIN_PARAMS = ["q", "p", "o", "all"]
 ALL_PARAMS = sorted({name for names in PARAMS.values() for name in names})
-_SEGMENT = re.compile(r"<(?:(\w+):)?(\w+)>|\(\?P<(\w+)>[^)]*\)")
-
-
-def _patterns(patterns=None, prefix=""):
-    for p in get_resolver().url_patterns if patterns is None else patterns:
-        if isinstance(p, URLResolver):
-            yield from _patterns(p.url_patterns, prefix + str(p.pattern))
-        elif isinstance(p, URLPattern):
-            yield prefix + str(p.pattern), p.name
-
-
-def _fill(route: str, values: dict[str, str]) -> str:
-    path = _SEGMENT.sub(lambda m: quote(values[m.group(2) or m.group(3)], safe=""), route)
-    return "/" + path.lstrip("^").rstrip("$")
-
-
-@pytest.fixture
-def world(db, requester, standin, settings):
-    """A superuser (every admin branch), one key, one approval request, SSO switched on."""
-    settings.OIDC_CLIENT_ID, settings.OIDC_CLIENT_SECRET = "portal", "secret"
-    for name in ("AUTHORIZATION", "TOKEN", "JWKS"):
-        setattr(settings, f"OIDC_{name}_ENDPOINT", f"http://127.0.0.1:9/{name.lower()}")
-    boss = User.objects.create_superuser("boss", "boss@example.com", "pw-boss")
-    client = Client()
-    client.force_login(requester)
-    key = mint(client, requester)
-    approval = ApprovalRequest.objects.create(
-        requester=requester, name="big", monthly_limit=250, reason="a good reason here"
-    )
-    client.force_login(boss)
-    valid = {
-        "pk": str(approval.pk),
-        "seq": str(AuditEvent.objects.values_list("seq", flat=True).first()),
-        "api_key_id": key.api_key_id,
-        "object_id": "1",
-        "content_type_id": "1",
-        "id": str(boss.pk),
-        "app_label": "keys",
-        "url": "nowhere/",
-    }
-    return client, valid, key
 
 
 def _get(client: Client, path: str, query: dict | None = None):
@@ -104,17 +62,16 @@ def _get(client: Client, path: str, query: dict | None = None):
 
 def test_every_path_segment_of_every_view(world):
     client, valid, _ = world
-    for route, _name in _patterns():
-        segments = [m.group(2) or m.group(3) for m in _SEGMENT.finditer(route)]
-        for segment in segments:
+    for route, _name in patterns():
+        for segment in segments(route):
             for value in ODD:
-                _get(client, _fill(route, {**valid, segment: value}))
+                _get(client, fill(route, {**valid, segment: value}))
 
 
 def test_every_query_parameter_of_every_view(world):
     client, valid, _ = world
-    for route, name in _patterns():
-        path = _fill(route, valid)
+    for route, name in patterns():
+        path = fill(route, valid)
         if route.startswith("admin/"):  # Django's admin reads its own: search, page, order, all
             if name and name.endswith("_changelist"):
                 for value in ODD:
