@@ -22,6 +22,9 @@ PROD = {
     "ALLOWED_HOSTS": "keys.example.com",
     "REQUESTY_BASE_URL": "https://api.requesty.ai",
     "DATABASE_URL": "sqlite:////tmp/portal-deploy-check.sqlite3",
+    # Behind the buffering reverse proxy the deployment docs require (docs/examples/nginx.conf).
+    "PORTAL_TRUSTED_PROXY_HOPS": "1",
+    "SECURE_PROXY_SSL_HEADER": "true",
 }
 
 
@@ -106,6 +109,7 @@ def test_production_defaults_are_secure():
         ({"GUNICORN_TIMEOUT": "10"}, "keys.E002"),
         ({"REQUESTY_BASE_URL": "http://api.requesty.ai"}, "keys.W001"),
         ({"PORTAL_MAX_MONTHLY_LIMIT": "0"}, "keys.E003"),
+        ({"PORTAL_TRUSTED_PROXY_HOPS": "0", "SECURE_PROXY_SSL_HEADER": "false"}, "keys.W008"),
     ],
 )
 def test_custom_checks_fire_on_broken_settings(env, check_id):
