@@ -108,7 +108,7 @@ def stack(tmp_path_factory):
             lambda: _answers(f"http://127.0.0.1:{upstream}/healthz"), timeout=30, message="gunicorn did not start"
         )
         wait_until(lambda: _answers(f"https://127.0.0.1:{https}/healthz"), timeout=10, message="nginx did not start")
-        yield {"upstream": upstream, "http": http, "https": https}
+        yield {"upstream": upstream, "http": http, "https": https, "log": tmp / "gunicorn.log"}
     finally:
         for process in processes:
             process.terminate()
@@ -183,3 +183,16 @@ def test_behind_nginx_slow_clients_hold_no_gunicorn_thread(stack):
 def test_plain_http_is_sent_to_https(stack):
     response = _get(f"http://127.0.0.1:{stack['http']}/keys/", timeout=5, allow_redirects=False)
     assert response.status_code == 301 and response.headers["Location"] == f"https://{HOST}/keys/"
+
+
+# --- gunicorn's access log (issue 16, item 11) ----------------------------------------------------
+def test_the_sso_callbacks_query_is_not_in_the_access_log(stack):
+    """`/oidc/callback/?code=…&state=…`: the code is a credential; the line keeps the path only."""
+    for path in ("/oidc/callback/", "//oidc/callback/", "/oidc/callback"):
+        _get(f"http://127.0.0.1:{stack['upstream']}{path}?code=CODE-CANARY-41&state=STATE-CANARY-7", timeout=5)
+    _get(f"https://127.0.0.1:{stack['https']}/oidc/callback/?code=CODE-CANARY-42&state=S", timeout=5)
+    _get(f"http://127.0.0.1:{stack['upstream']}/healthz?probe=kept", timeout=5)
+    wait_until(lambda: "probe=kept" in stack["log"].read_text(), timeout=5, message="no access log line")
+    log = stack["log"].read_text()
+    assert "CODE-CANARY" not in log and "STATE-CANARY" not in log
+    assert log.count("/oidc/callback/?[query hidden]") >= 2
