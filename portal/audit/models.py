@@ -38,6 +38,7 @@ class AuditEvent(models.Model):
         KEY_REVOKED = "key.revoked"
         KEY_REVOKE_FAILED = "key.revoke_failed"
         KEY_DELETED_UPSTREAM = "key.deleted_upstream"
+        KEY_REAPPEARED = "key.reappeared"
         ISSUANCE_ABSENT = "issuance.absent"
         MINT_RATE_LIMITED = "mint.rate_limited"
         APPROVAL_REQUESTED = "approval.requested"
