@@ -210,12 +210,7 @@ class LimitForm(forms.Form):
             raise forms.ValidationError(message)
         if self.policy.max_total_limit is not None:
             room = policy.headroom(self.user, self.policy)
-            total = room.committed - self.key.monthly_limit + amount
-            if amount > self.key.monthly_limit and total > self.policy.max_total_limit:
-                message = (
-                    f"That would take your keys' monthly limits to {policy.money(total)}, over your total of "
-                    f"{policy.money(self.policy.max_total_limit)}."
-                )
+            if message := policy.limit_raise_problem(room, self.policy, self.key, amount):
                 self.denials.append(f"monthly_limit: {message}")
                 raise forms.ValidationError(message)
         return amount

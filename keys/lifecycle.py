@@ -204,14 +204,9 @@ def _limit_problem(key: IssuedKey, new_limit: Decimal, actor) -> str:
         return ""
     if new_limit > pol.max_key_limit:
         return f"Your monthly limit can be at most {policy.money(pol.max_key_limit)}."
-    if new_limit > key.monthly_limit and pol.max_total_limit is not None:
-        total = policy.headroom(key.owner, pol).committed - key.monthly_limit + new_limit
-        if total > pol.max_total_limit:
-            return (
-                f"That would take your keys' monthly limits to {policy.money(total)}, over your total of "
-                f"{policy.money(pol.max_total_limit)}."
-            )
-    return ""
+    if pol.max_total_limit is None or key.owner is None:
+        return ""
+    return policy.limit_raise_problem(policy.headroom(key.owner, pol), pol, key, new_limit)
 
 
 def _check_limit_change_rate(actor) -> None:
