@@ -22,7 +22,7 @@ from . import policy
 from .forms import ApprovalRequestForm, DecisionForm
 from .models import ApprovalRequest, OnboardingTemplate
 from .onboarding import safe_return_url
-from .views import refused_unexamined
+from .views import refused_unexamined, too_many_refusals
 
 Action, Outcome = AuditEvent.Action, AuditEvent.Outcome
 log = logging.getLogger(__name__)
@@ -115,6 +115,12 @@ def approvals(request):
 @portal_admin_required
 def approval_decide(request, pk: int):
     approval = get_object_or_404(ApprovalRequest, pk=pk)
+    if bounds.refusals_exceeded(request.user):  # e.g. deciding one's own request, over and over
+        message, wait = too_many_refusals(request)
+        context = {"pending": [], "decided": [], "decide_form": DecisionForm(), "error": message}
+        response = render(request, "keys/approvals.html", context, status=429)
+        response["Retry-After"] = str(wait)
+        return response
     if approval.requester_id == request.user.pk:
         _audit(request, approval, Action.APPROVAL_REFUSED, Outcome.DENIED, ": nobody may decide their own request")
         raise PermissionDenied("You cannot decide your own request.")

@@ -138,3 +138,18 @@ def test_forged_values_on_approval_requests_are_audited(rclient, requester, stan
     assert [(e.manage, e.completions) for e in events] == [("write", "write"), ("none", "admin"), ("WRITE", "x")]
     assert all(e.outcome == "denied" and e.actor_id == requester.pk and e.monthly_limit == 250 for e in events)
     assert not ApprovalRequest.objects.exists() and standin.calls == []
+
+
+def test_deciding_ones_own_request_counts_towards_the_bound(admin_user, settings):
+    from django.test import Client
+
+    settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 2
+    own = ApprovalRequest.objects.create(requester=admin_user, name="mine", monthly_limit=250, reason="a reason")
+    client = Client()
+    client.force_login(admin_user)
+    for _ in range(2):
+        assert client.post(f"/approvals/{own.pk}/decide/", {"decision": "approve"}).status_code == 403
+    response = client.post(f"/approvals/{own.pk}/decide/", {"decision": "approve"})
+    assert response.status_code == 429 and "not taking more from you" in response.content.decode()
+    assert AuditEvent.objects.filter(action="approval.refused").count() == 2
+    assert ApprovalRequest.objects.get(pk=own.pk).status == "pending"
