@@ -27,8 +27,10 @@ max_requests = 2000
 max_requests_jitter = 200
 accesslog = "-"
 errorlog = "-"
-# Access log lines carry no query strings' secrets: the portal never puts secrets in URLs.
+# The portal never puts secrets in URLs, but an identity provider does: the single sign-on
+# callback's query (`?code=…&state=…`) is left out of the access log (portal/gunicorn_logging.py).
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+logger_class = "portal.gunicorn_logging.AccessLogger"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 wsgi_app = "portal.wsgi:application"
 # gunicorn >= 25.1 opens a control socket at a fixed per-user path and unlinks whatever is there, so

@@ -7,22 +7,26 @@ import logging
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.mail import send_mail
+from django.core.paginator import Paginator
 from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from portal.accounts.permissions import portal_admin_required
-from portal.audit import chain
+from portal.audit import bounds, chain
 from portal.audit.models import AuditEvent
 from portal.htmx import render_htmx
 
+from . import policy
 from .forms import ApprovalRequestForm, DecisionForm
 from .models import ApprovalRequest, OnboardingTemplate
 from .onboarding import safe_return_url
+from .views import refused_unexamined, too_many_refusals
 
 Action, Outcome = AuditEvent.Action, AuditEvent.Outcome
 log = logging.getLogger(__name__)
+PENDING_PER_PAGE = 20
 
 
 def _audit(request, approval: ApprovalRequest, action: str, outcome: str, detail: str) -> None:
@@ -35,42 +39,88 @@ def _audit(request, approval: ApprovalRequest, action: str, outcome: str, detail
 
 @require_POST
 def approval_request(request):
+    if bounds.refusals_exceeded(request.user):
+        return refused_unexamined(request)
     form = ApprovalRequestForm(request.POST, user=request.user)
     if not form.is_valid():  # answered where the form was, as the mint form's answers are
+        if form.denials:  # forged values (`manage=write` without the right, `completions=admin`)
+            _refuse(request, form, "; ".join(form.denials))
         return render_htmx(request, "keys/new.html", "mint", {"form": None, "approval_form": form})
     data = form.cleaned_data
     with transaction.atomic():
-        approval = ApprovalRequest.objects.create(
-            requester=request.user,
-            name=data["name"],
-            monthly_limit=data["monthly_limit"],
-            manage=data["manage"],
-            completions=data["completions"],
-            reason=data["reason"],
-            onboarding_template=OnboardingTemplate.objects.filter(slug=data["template"]).first()
-            if data["template"]
-            else None,
+        policy.lock_user(request.user)  # parallel requests cannot together pass the cap
+        pending = ApprovalRequest.objects.filter(requester=request.user, status=ApprovalRequest.Status.PENDING)
+        cap = settings.PORTAL_MAX_PENDING_APPROVALS
+        if pending[:cap].count() >= cap:
+            refused = True
+        else:
+            refused = False
+            approval = ApprovalRequest.objects.create(
+                requester=request.user,
+                name=data["name"],
+                monthly_limit=data["monthly_limit"],
+                manage=data["manage"],
+                completions=data["completions"],
+                reason=data["reason"],
+                onboarding_template=OnboardingTemplate.objects.filter(slug=data["template"]).first()
+                if data["template"]
+                else None,
+            )
+            _audit(request, approval, Action.APPROVAL_REQUESTED, Outcome.PENDING, f": {data['reason']}")
+    if refused:
+        message = (
+            f"You already have {cap} requests waiting for an admin's decision, the most allowed at once. "
+            "Wait for a decision on one of them; nothing was sent."
         )
-        _audit(request, approval, Action.APPROVAL_REQUESTED, Outcome.PENDING, f": {data['reason']}")
+        form.add_error(None, message)
+        _refuse(request, form, message)
+        return render_htmx(request, "keys/new.html", "mint", {"form": None, "approval_form": form})
     return render_htmx(request, "keys/new.html", "mint", {"form": None, "approval_sent": approval})
+
+
+def _refuse(request, form: ApprovalRequestForm, detail: str) -> None:
+    """A refused approval request, with the values it asked for as they were sent."""
+    data = form.data
+    chain.record_request(
+        request,
+        Action.APPROVAL_REFUSED,
+        Outcome.DENIED,
+        key_name=str(data.get("name", ""))[:200],
+        monthly_limit=form.cleaned_data.get("monthly_limit"),
+        manage=str(data.get("manage", ""))[:16],
+        completions=str(data.get("completions", ""))[:16],
+        detail=f"approval request refused: {detail}",
+    )
 
 
 @require_GET
 @portal_admin_required
 def approvals(request):
-    pending = ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING).select_related("requester")
+    pending = (
+        ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING)
+        .select_related("requester")
+        .order_by("created_at", "pk")
+    )
+    # get_page: a page number that is not one (`x`, `²`, `-1`) shows the first page, one past
+    # the end the last; never an error.
+    page = Paginator(pending, PENDING_PER_PAGE).get_page(request.GET.get("page"))
     decided = ApprovalRequest.objects.exclude(status=ApprovalRequest.Status.PENDING).select_related(
         "requester", "decided_by"
     )[:50]
-    return render(
-        request, "keys/approvals.html", {"pending": pending, "decided": decided, "decide_form": DecisionForm()}
-    )
+    context = {"pending": page.object_list, "page": page, "decided": decided, "decide_form": DecisionForm()}
+    return render(request, "keys/approvals.html", context)
 
 
 @require_POST
 @portal_admin_required
 def approval_decide(request, pk: int):
     approval = get_object_or_404(ApprovalRequest, pk=pk)
+    if bounds.refusals_exceeded(request.user):  # e.g. deciding one's own request, over and over
+        message, wait = too_many_refusals(request)
+        context = {"pending": [], "decided": [], "decide_form": DecisionForm(), "error": message}
+        response = render(request, "keys/approvals.html", context, status=429)
+        response["Retry-After"] = str(wait)
+        return response
     if approval.requester_id == request.user.pk:
         _audit(request, approval, Action.APPROVAL_REFUSED, Outcome.DENIED, ": nobody may decide their own request")
         raise PermissionDenied("You cannot decide your own request.")

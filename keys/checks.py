@@ -84,3 +84,20 @@ def email_links(app_configs, **kwargs):
             )
         ]
     return []
+
+
+@register(Tags.security, deploy=True)
+def reverse_proxy(app_configs, **kwargs):
+    """gunicorn must not face clients directly: slow ones hold its threads (docs/operations.md,
+    "Reverse proxy"). A portal behind a proxy has been told so: PORTAL_TRUSTED_PROXY_HOPS for the
+    client address, SECURE_PROXY_SSL_HEADER for HTTPS. Neither set means it is reached directly."""
+    if settings.DEBUG or settings.PORTAL_TRUSTED_PROXY_HOPS > 0 or getattr(settings, "SECURE_PROXY_SSL_HEADER", None):
+        return []
+    return [
+        Warning(
+            "The portal seems to be reached without a reverse proxy (PORTAL_TRUSTED_PROXY_HOPS is 0 and "
+            "SECURE_PROXY_SSL_HEADER is off). Put a buffering reverse proxy in front of gunicorn "
+            "(docs/examples/nginx.conf): clients that send slowly otherwise hold its threads.",
+            id="keys.W008",
+        )
+    ]

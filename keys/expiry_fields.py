@@ -14,6 +14,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from django import forms
 from django.utils import timezone
 
+from portal.inputs import parse_id
+
 from . import policy
 
 PRESET_DAYS = (30, 90, 180, 365)
@@ -57,11 +59,8 @@ def clamp(pol: policy.Policy, wanted: int | None) -> tuple[int | None, str]:
 def from_link(raw, pol: policy.Policy, today: date) -> tuple[dict[str, str] | None, str]:
     """A link's or template's lifetime (`expires=<days>` or `never`), clamped: (form values, note)."""
     text = str(raw).strip().lower()
-    if text == NEVER:
-        days = None
-    elif text.isdigit() and 0 < int(text) <= 3650:
-        days = int(text)
-    else:
+    days = None if text == NEVER else parse_id(text)  # plain ASCII digits only ("²" is not a number)
+    if text != NEVER and (days is None or days > 3650):
         return None, "The expiry in the link was not usable; the default is shown."
     days, note = clamp(pol, days)
     return initial_for(days, today), note
@@ -82,8 +81,8 @@ def parse(choice: str, on: str, now: datetime | None = None) -> datetime | None:
         if day <= now.date():
             raise forms.ValidationError("Choose an expiry date after today.")
         return datetime.combine(day, time(0), tzinfo=UTC)
-    if choice.isdigit() and int(choice) in PRESET_DAYS:
-        return now + timedelta(days=int(choice))
+    if (days := parse_id(choice)) in PRESET_DAYS:
+        return now + timedelta(days=days)
     raise forms.ValidationError("Choose when the key expires.")
 
 

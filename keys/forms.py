@@ -122,7 +122,11 @@ class KeyValuesForm(forms.Form):
         return value
 
     def clean_completions(self) -> str:
-        return clean_level(self.data, "completions")
+        try:
+            return clean_level(self.data, "completions")
+        except forms.ValidationError as exc:  # only a forged request sends anything else
+            self.denials.append(f"completions: {exc.messages[0]}")
+            raise
 
 
 class KeyRequestForm(ExpiresFields, KeyValuesForm):
@@ -162,8 +166,13 @@ class KeyRequestForm(ExpiresFields, KeyValuesForm):
         return {k: self.cleaned_data.get(k) for k in ("name", "monthly_limit", "manage", "completions")}
 
 
+REASON_MAX_LENGTH = 500  # a reason is a sentence or two; it is copied into the audit log
+
+
 class ApprovalRequestForm(KeyValuesForm):
-    reason = forms.CharField(label="Why do you need this?", max_length=1000, required=False, widget=forms.Textarea)
+    reason = forms.CharField(
+        label="Why do you need this?", max_length=REASON_MAX_LENGTH, required=False, widget=forms.Textarea
+    )
     template = forms.SlugField(required=False)
 
     def clean_reason(self) -> str:
@@ -174,6 +183,8 @@ class ApprovalRequestForm(KeyValuesForm):
 
     def clean(self):
         data = super().clean()
+        if self.denials:
+            raise forms.ValidationError("This request asks for values the portal does not offer; nothing was sent.")
         if not self.errors and not policy.violations(self.user, data, self.policy, self.headroom):
             raise forms.ValidationError("These values are within your policy: you can create the key yourself.")
         return data
@@ -208,12 +219,7 @@ class LimitForm(forms.Form):
             raise forms.ValidationError(message)
         if self.policy.max_total_limit is not None:
             room = policy.headroom(self.user, self.policy)
-            total = room.committed - self.key.monthly_limit + amount
-            if amount > self.key.monthly_limit and total > self.policy.max_total_limit:
-                message = (
-                    f"That would take your keys' monthly limits to {policy.money(total)}, over your total of "
-                    f"{policy.money(self.policy.max_total_limit)}."
-                )
+            if message := policy.limit_raise_problem(room, self.policy, self.key, amount):
                 self.denials.append(f"monthly_limit: {message}")
                 raise forms.ValidationError(message)
         return amount

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -168,6 +169,7 @@ def _reserve_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None)
             problem = _limit_problem(key, new_limit, actor)
             if problem:
                 raise LifecycleError(problem, 403)
+            _check_limit_change_rate(actor)
             key.pending_limit, key.pending_limit_at = new_limit, timezone.now()
             key.save(update_fields=["pending_limit", "pending_limit_at"])
             # Committed with the reservation, as minting records `mint.requested`: a process that
@@ -205,14 +207,27 @@ def _limit_problem(key: IssuedKey, new_limit: Decimal, actor) -> str:
         return ""
     if new_limit > pol.max_key_limit:
         return f"Your monthly limit can be at most {policy.money(pol.max_key_limit)}."
-    if new_limit > key.monthly_limit and pol.max_total_limit is not None:
-        total = policy.headroom(key.owner, pol).committed - key.monthly_limit + new_limit
-        if total > pol.max_total_limit:
-            return (
-                f"That would take your keys' monthly limits to {policy.money(total)}, over your total of "
-                f"{policy.money(pol.max_total_limit)}."
-            )
-    return ""
+    if pol.max_total_limit is None or key.owner is None:
+        return ""
+    return policy.limit_raise_problem(policy.headroom(key.owner, pol), pol, key, new_limit)
+
+
+def _check_limit_change_rate(actor) -> None:
+    """At most PORTAL_LIMIT_CHANGES_PER_HOUR limit changes per person (portal admins excepted) in a
+    rolling hour: each costs two audit events and a Requesty call. Counted under the owner's lock
+    from the `key.limit_requested` events, so it holds across processes."""
+    if actor is None or policy.resolve(actor).is_admin:
+        return
+    limit = settings.PORTAL_LIMIT_CHANGES_PER_HOUR
+    recent = AuditEvent.objects.filter(
+        action=Action.KEY_LIMIT_REQUESTED, actor_id=actor.pk, created_at__gte=timezone.now() - timedelta(hours=1)
+    )
+    if recent[:limit].count() >= limit:  # counts at most `limit` rows
+        raise LifecycleError(
+            f"You have changed limits {limit} times in the last hour, the most allowed. Try again later; "
+            "nothing was changed.",
+            429,
+        )
 
 
 PENDING_LIMIT_MESSAGE = (

@@ -120,6 +120,9 @@ class Headroom:
     # attempts still in flight
     keys_left: int | None
     money_left: Decimal | None
+    # Active keys (or attempts) with no cap: a limit of 0, which only an admin can set. Such a key
+    # can spend without bound, so it takes the owner's whole total (docs/security.md, "No cap").
+    uncapped: int = 0
 
     def without(self, key: IssuedKey) -> Headroom:
         """What is left if `key` (one of the active ones counted) did not count: a rotation's old key."""
@@ -148,15 +151,22 @@ def headroom(user, policy: Policy) -> Headroom:
     neither, and parallel mints could exceed a cap."""
     active, pending = IssuedKey.Status.ACTIVE, [Issuance.State.REQUESTED, Issuance.State.UNKNOWN]
     with connection.cursor() as cursor:  # plain SQL: ORM aggregate() reads one table; both must share one snapshot
-        cursor.execute(_HEADROOM_SQL, [user.pk, active, user.pk, active, user.pk, *pending, user.pk, *pending])
-        keys_n, keys_s, pending_n, pending_s = cursor.fetchone()
+        cursor.execute(
+            _HEADROOM_SQL, [user.pk, active] * 2 + [user.pk, *pending] * 2 + [user.pk, active, user.pk, *pending]
+        )
+        keys_n, keys_s, pending_n, pending_s, uncapped = cursor.fetchone()
     count = keys_n + pending_n
     total = _money(keys_s) + _money(pending_s)
+    if policy.max_total_limit is None:
+        money_left = None
+    else:
+        money_left = Decimal(0) if uncapped else max(Decimal(0), policy.max_total_limit - total)
     return Headroom(
         active_keys=count,
         committed=total,
         keys_left=None if policy.max_active_keys is None else max(0, policy.max_active_keys - count),
-        money_left=None if policy.max_total_limit is None else max(Decimal(0), policy.max_total_limit - total),
+        money_left=money_left,
+        uncapped=uncapped,
     )
 
 
@@ -167,7 +177,9 @@ SELECT
                             THEN pending_limit ELSE monthly_limit END), 0)
      FROM keys_issuedkey WHERE owner_id = %s AND status = %s),
   (SELECT COUNT(*) FROM keys_issuance WHERE actor_id = %s AND state IN (%s, %s)),
-  (SELECT COALESCE(SUM(monthly_limit), 0) FROM keys_issuance WHERE actor_id = %s AND state IN (%s, %s))
+  (SELECT COALESCE(SUM(monthly_limit), 0) FROM keys_issuance WHERE actor_id = %s AND state IN (%s, %s)),
+  (SELECT COUNT(*) FROM keys_issuedkey WHERE owner_id = %s AND status = %s AND (monthly_limit = 0 OR pending_limit = 0))
+  + (SELECT COUNT(*) FROM keys_issuance WHERE actor_id = %s AND state IN (%s, %s) AND monthly_limit = 0)
 """
 
 
@@ -191,6 +203,8 @@ def violations(user, values: dict, policy: Policy | None = None, room: Headroom 
         problems.append(f"Your policy allows completions up to “{policy.max_completions}”.")
     if values["monthly_limit"] > policy.max_key_limit:
         problems.append(f"Your policy allows at most {money(policy.max_key_limit)} per key.")
+    elif room.uncapped:
+        problems.append(UNCAPPED_MESSAGE)
     elif values["monthly_limit"] > room.money_left:
         problems.append(
             f"That would take your keys' monthly limits over your total of {money(policy.max_total_limit)} "
@@ -199,6 +213,30 @@ def violations(user, values: dict, policy: Policy | None = None, room: Headroom 
     if room.keys_left == 0:
         problems.append(f"You already have {room.active_keys} active keys, the most your policy allows.")
     return problems
+
+
+UNCAPPED_MESSAGE = (
+    "You hold a key with no monthly cap (an admin set it), which counts as your whole total: no other key "
+    "can be added or raised until it has a cap or is revoked."
+)
+
+
+def limit_raise_problem(room: Headroom, policy: Policy, key, new_limit: Decimal) -> str:
+    """Why changing `key`'s limit to `new_limit` would break its owner's total ("" if it would
+    not). Only raises are checked; 0 is no cap, so from 0 every limit is a lowering, and while
+    another key has no cap no limit may go up."""
+    current = key.monthly_limit
+    if policy.max_total_limit is None or current == 0 or new_limit <= current:
+        return ""
+    if room.uncapped - (1 if key.pending_limit == 0 else 0) > 0:
+        return UNCAPPED_MESSAGE
+    total = room.committed - current + new_limit
+    if total > policy.max_total_limit:
+        return (
+            f"That would take your keys' monthly limits to {money(total)}, over your total of "
+            f"{money(policy.max_total_limit)}."
+        )
+    return ""
 
 
 def money(amount: Decimal) -> str:

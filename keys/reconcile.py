@@ -41,6 +41,7 @@ class Report:
     absent: list[str] = field(default_factory=list)
     still_unknown: list[str] = field(default_factory=list)
     deleted_upstream: list[str] = field(default_factory=list)
+    reappeared: list[str] = field(default_factory=list)
     limits_settled: list[str] = field(default_factory=list)
     limits_adopted: list[str] = field(default_factory=list)
     offboarded: list[str] = field(default_factory=list)
@@ -53,6 +54,7 @@ class Report:
             "absent": "unknown issuances proved never created",
             "still_unknown": "unknown issuances left for the next run",
             "deleted_upstream": "portal keys deleted outside the portal",
+            "reappeared": "keys marked deleted outside the portal found again, active again",
             "limits_settled": "unconfirmed limit changes settled",
             "limits_adopted": "limits changed outside the portal adopted",
             "offboarded": "keys of deactivated or deleted users revoked",
@@ -126,6 +128,7 @@ def _reconcile(dry_run: bool, stale_after: timedelta) -> Report:
     _settle_limit_changes(report, by_id, listed_at - stale_after, dry_run)
     _adopt_outside_limits(report, by_id, limits_before, dry_run)
     _mark_deleted_outside(report, by_id, active_before, dry_run)
+    _revive_reappeared(report, by_id, listed_at, dry_run)
     _offboard_inactive(report, dry_run)
     recent = listed_at - stale_after
     in_flight = {
@@ -295,6 +298,38 @@ def _mark_deleted_outside(report, by_id, active_before, dry_run) -> None:
         report.deleted_upstream.append(f"{key.api_key_id} “{key.name}”")
         if not dry_run:
             lifecycle.mark_deleted_upstream(key, actor=None, detail="reconciliation: not in Requesty's key list")
+
+
+def _revive_reappeared(report, by_id, listed_at, dry_run) -> None:
+    """A key marked deleted outside the portal that a complete list shows again (an earlier list
+    that left it out, a restore in Requesty) still works and spends: it is active again with the
+    limit Requesty holds, counts against its owner's caps, and can be revoked. Runs before
+    offboarding, so a revived key of a deactivated or deleted user is revoked at once."""
+    back = IssuedKey.objects.filter(
+        status=Status.DELETED_UPSTREAM, api_key_id__in=by_id.keys(), ended_at__lt=listed_at
+    ).select_related("issuance")
+    for key in back:
+        found = by_id[key.api_key_id]
+        limit = found.monthly_limit if found.monthly_limit is not None else key.monthly_limit
+        report.reappeared.append(f"{key.api_key_id} “{key.name}”")
+        if dry_run:
+            continue
+        with transaction.atomic():
+            revived = IssuedKey.objects.filter(pk=key.pk, status=Status.DELETED_UPSTREAM).update(
+                status=Status.ACTIVE, ended_at=None, monthly_limit=limit
+            )
+            if not revived:
+                continue
+            before, key.status, key.monthly_limit = key.monthly_limit, Status.ACTIVE, limit
+            lifecycle._audit_key(
+                Action.KEY_REAPPEARED,
+                Outcome.SUCCESS,
+                key,
+                actor=None,
+                detail=f"reconciliation: marked deleted outside the portal, but in Requesty's key list again; "
+                f"active again, monthly limit {before:.2f} -> {limit:.2f}",
+                **SYSTEM,
+            )
 
 
 def _offboard_inactive(report, dry_run) -> None:

@@ -13,15 +13,19 @@ Errors carry the upstream status and a short, plain message; never the token, ne
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
@@ -182,15 +186,55 @@ _watch = threading.local()
 
 
 class _Watched:
-    """Connection mixin: register the socket of each request with the current call's watchdog."""
+    """Connection mixin: resolve the host name within the connect timeout, and register the socket
+    of each request with the current call's watchdog."""
 
     def connect(self):
+        self._resolve_within_deadline()
         super().connect()
         _register(self)
+
+    def _resolve_within_deadline(self) -> None:
+        """Socket timeouts and the watchdog start after name resolution, so a hanging resolver
+        would hold the worker thread for as long as it likes: resolve first, bounded by the connect
+        timeout, and connect to the address found. The name stays the TLS server name (SNI and
+        certificate check); the Host header is set by `_call`."""
+        name = getattr(self, "portal_hostname", None) or self.host
+        self.portal_hostname = name
+        try:
+            ipaddress.ip_address(name.strip("[]"))
+            return  # an address already
+        except ValueError:
+            pass
+        try:
+            address = _resolve(name, self.port, settings.REQUESTY_CONNECT_TIMEOUT)
+        except OSError as exc:
+            raise urllib3.exceptions.NameResolutionError(name, self, exc) from None
+        if isinstance(self, urllib3.connection.HTTPSConnection) and self.server_hostname is None:
+            self.server_hostname = name
+        self.host = address
 
     def request(self, *args, **kwargs):
         _register(self)  # a kept-alive connection skips connect()
         return super().request(*args, **kwargs)
+
+
+# Resolvers run here, so a hung one holds one of these threads, never a request's; when all are
+# hung, further resolutions time out too (the call is "never sent").
+_resolvers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="requesty-resolve")
+
+
+def _resolve(name: str, port: int, timeout: float) -> str:
+    """An address for `name` (IPv4 first, as most services answer both), within `timeout` seconds."""
+    future = _resolvers.submit(socket.getaddrinfo, name, port, type=socket.SOCK_STREAM)
+    try:
+        infos = future.result(timeout=timeout)
+    except FutureTimeout:
+        raise socket.gaierror(socket.EAI_AGAIN, f"name resolution took longer than {timeout:g} s") from None
+    if not infos:
+        raise socket.gaierror(socket.EAI_NONAME, "no address")
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    return infos[0][4][0]
 
 
 def _register(conn) -> None:
@@ -258,7 +302,12 @@ def _call(
 ) -> tuple[int, bytes]:
     """One HTTP call: connect and read timeouts, and connect + read as a hard overall deadline."""
     connect, read = settings.REQUESTY_CONNECT_TIMEOUT, settings.REQUESTY_READ_TIMEOUT
-    headers = {"Authorization": f"Bearer {settings.REQUESTY_ADMIN_TOKEN}", "Accept": "application/json"}
+    headers = {
+        "Authorization": f"Bearer {settings.REQUESTY_ADMIN_TOKEN}",
+        "Accept": "application/json",
+        # Explicit: the connection may be to the address resolved for the name (_Watched).
+        "Host": urlsplit(settings.REQUESTY_BASE_URL).netloc,
+    }
     with _deadline(connect + read) as struck:
         try:
             response = _session.request(

@@ -11,12 +11,14 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
 
 from portal.accounts.permissions import is_portal_admin
 from portal.accounts.reauth import require_recent_sign_in
 from portal.audit import bounds, chain
 from portal.audit.models import AuditEvent
 from portal.htmx import render_htmx, wants_partial
+from portal.inputs import parse_id
 
 from . import expiry_fields, expiry_views, lifecycle, listing, policy, reminders, requesty, usage
 from .charts import usage_chart
@@ -43,7 +45,7 @@ def new_key(request):
         return _mint_page(request, _form_context(request))
 
     if bounds.refusals_exceeded(request.user):
-        return _refused_unexamined(request)
+        return refused_unexamined(request)
     form = KeyRequestForm(request.POST, user=request.user)
     if not form.is_valid():
         status = 200
@@ -93,8 +95,9 @@ def _form_context(request, values: dict | None = None) -> dict:
     if values is not None:
         keep = ("name", "monthly_limit", "manage", "completions", "approval", "template", "expires", "expires_on")
         initial = {k: values.get(k) for k in keep}
-    elif request.GET.get("approval", "").isdigit():
-        approval = ApprovalRequest.objects.filter(pk=int(request.GET["approval"]), requester=user).first()
+    elif "approval" in request.GET:
+        approval_id = parse_id(request.GET["approval"])
+        approval = ApprovalRequest.objects.filter(pk=approval_id, requester=user).first() if approval_id else None
         if approval is not None and approval.is_usable:
             initial = {k: getattr(approval, k) for k in ("name", "monthly_limit", "manage", "completions")}
             initial.update(expiry_fields.initial_for(expiry_fields.default_days(pol), timezone.now().date()))
@@ -134,22 +137,27 @@ def _mint_page(request, context: dict, status: int = 200):
     return render_htmx(request, TEMPLATE, "mint", context, status=status)
 
 
-def _refused_unexamined(request):
-    """Too many refused mints this hour (bounds.refusals_exceeded): say so, examine nothing."""
+def refused_unexamined(request):
+    """Too many refusals this hour (bounds.refusals_exceeded): say so on the mint page, examine nothing."""
+    message, wait = too_many_refusals(request)
+    error = MintError("rate_limited", message, 429, retry_after=wait)
+    response = _mint_page(request, {"form": None, "error": error}, status=429)
+    response["Retry-After"] = str(wait)
+    return response
+
+
+def too_many_refusals(request) -> tuple[str, int]:
+    """Record (once an hour) that this person's requests are refused unexamined; the message and
+    the seconds until the hour has room again."""
     bounds.record_refusals_exceeded(request.user, chain.client_ip(request))
     moment = bounds.refusal_keeping_the_bound(request.user)
     wait = seconds_until_an_hour_after(moment) if moment else 60
-    error = MintError(
-        "rate_limited",
-        f"The portal refused {settings.PORTAL_AUDIT_REFUSALS_PER_HOUR} of your key requests in the last hour, "
-        f"so it is not taking more from you for now. Nothing was created. Try again in {in_minutes(wait)}, "
-        "or ask a portal admin if you need a key sooner.",
-        429,
-        retry_after=wait,
+    message = (
+        f"The portal refused {settings.PORTAL_AUDIT_REFUSALS_PER_HOUR} of your requests in the last hour, "
+        f"so it is not taking more from you for now. Nothing was created or changed. Try again in "
+        f"{in_minutes(wait)}, or ask a portal admin if you need something sooner."
     )
-    response = _mint_page(request, {"form": None, "error": error}, status=429)
-    response["Retry-After"] = str(error.retry_after)
-    return response
+    return message, wait
 
 
 def _audit_denial(request, form: KeyRequestForm) -> None:
@@ -159,6 +167,7 @@ def _audit_denial(request, form: KeyRequestForm) -> None:
         AuditEvent.Action.MINT_DENIED,
         AuditEvent.Outcome.DENIED,
         key_name=str(data.get("name", ""))[:200],
+        monthly_limit=form.cleaned_data.get("monthly_limit"),  # the amount asked for, if it was one
         manage=str(data.get("manage", ""))[:16],
         completions=str(data.get("completions", ""))[:16],
         detail="; ".join(form.denials + form.beyond),
@@ -250,8 +259,15 @@ def key_usage(request, pk: int):
 @require_POST
 def key_limit(request, pk: int):
     key = _key_or_404(request, pk)
+    if bounds.refusals_exceeded(request.user):
+        message, wait = too_many_refusals(request)
+        context = {"key": key, "limit_form": LimitForm(key=key, user=request.user), "limit_error": message}
+        response = render_htmx(request, "keys/detail.html", "limit", context, status=429)
+        response["Retry-After"] = str(wait)
+        return response
     form = LimitForm(request.POST, key=key, user=request.user)
     context = {"key": key, "limit_form": form, "limit_error": "", "limit_changed": False}
+    status = 200
     if form.is_valid():
         try:
             lifecycle.change_limit(
@@ -261,6 +277,7 @@ def key_limit(request, pk: int):
             context["limit_form"] = LimitForm(key=key, user=request.user)
         except lifecycle.LifecycleError as exc:
             context["limit_error"] = exc.message
+            status = 429 if exc.status == 429 else status
     elif form.denials:
         chain.record_request(
             request,
@@ -271,9 +288,10 @@ def key_limit(request, pk: int):
             monthly_limit=None,
             detail="; ".join(form.denials),
         )
-    return render_htmx(request, "keys/detail.html", "limit", context)
+    return render_htmx(request, "keys/detail.html", "limit", context, status=status)
 
 
+@vary_on_headers("HX-Request")  # every answer, the redirect and the error page included
 @require_http_methods(["GET", "POST"])
 def key_revoke(request, pk: int):
     """GET asks for confirmation naming the key; POST revokes it upstream, then here."""

@@ -67,10 +67,13 @@ MIDDLEWARE = [
     "portal.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "portal.inputs.RejectNulMiddleware",  # NUL bytes: a 400 before any view or query sees them
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "portal.accounts.access.CurrentRequestMiddleware",  # who made an access change (access.py)
+    "portal.caching.PrivatePagesMiddleware",  # Cache-Control: private, no-store when signed in
     "portal.accounts.idle.IdleTimeoutMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -240,7 +243,15 @@ if PORTAL_MAX_COMPLETIONS not in ("none", "read", "write"):
 PORTAL_ALLOW_MANAGE_REQUESTS = env.bool("PORTAL_ALLOW_MANAGE_REQUESTS", default=False)
 # Mint attempts per user per rolling hour, counted in the database (holds across processes).
 PORTAL_MINTS_PER_HOUR = env.int("PORTAL_MINTS_PER_HOUR", default=10)
-# After this many refused mints in a rolling hour, a user's mint requests are refused unexamined;
+# Limit changes per user (portal admins excepted) per rolling hour: each is two audit events and a
+# Requesty call.
+PORTAL_LIMIT_CHANGES_PER_HOUR = env.int("PORTAL_LIMIT_CHANGES_PER_HOUR", default=10)
+# Approval requests one person may have waiting for a decision at once.
+PORTAL_MAX_PENDING_APPROVALS = env.int("PORTAL_MAX_PENDING_APPROVALS", default=5)
+if PORTAL_LIMIT_CHANGES_PER_HOUR < 1 or PORTAL_MAX_PENDING_APPROVALS < 1:
+    raise ImproperlyConfigured("PORTAL_LIMIT_CHANGES_PER_HOUR and PORTAL_MAX_PENDING_APPROVALS must be at least 1.")
+# After this many refused requests (mints, limit changes, approval requests) in a rolling hour, a
+# user's further requests are refused unexamined;
 # sign-in junk (bad SSO states, provider errors, unknown usernames) is audited at most this many
 # times per kind per address per hour, then only logged (docs/security.md, "Bounded audit of refusals").
 PORTAL_AUDIT_REFUSALS_PER_HOUR = env.int("PORTAL_AUDIT_REFUSALS_PER_HOUR", default=60)
@@ -314,6 +325,9 @@ OIDC_ONLY = env.bool("OIDC_ONLY", default=False)
 OIDC_BREAK_GLASS = env.bool("OIDC_BREAK_GLASS", default=True)
 # Only these e-mail domains may sign in (comma-separated; empty: any the provider vouches for).
 OIDC_ALLOWED_EMAIL_DOMAINS = [d.strip().lower().lstrip("@") for d in env.list("OIDC_ALLOWED_EMAIL_DOMAINS", default=[])]
+# Link a first SSO sign-in to an existing (non-superuser) account with the same e-mail, when the
+# provider asserts email_verified: true. Off: such a sign-in is refused (docs/sso.md).
+OIDC_LINK_EXISTING_BY_EMAIL = env.bool("OIDC_LINK_EXISTING_BY_EMAIL", default=False)
 # The claim that lists a person's groups; provider groups in OIDC_ADMIN_GROUPS make portal admins,
 # and a provider group named like a portal group with a spending policy puts the person in it.
 OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
@@ -373,6 +387,9 @@ AXES_DISABLE_ACCESS_LOG = True
 AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "password", "csrfmiddlewaretoken"]
 AXES_VERBOSE = False  # no start-up banner in every manage.py command's output
 
+# Error reports hide CSRF secrets and the session cookie too (portal/errors.py).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "portal.errors.ReportFilter"
+
 # --- Logging: one JSON object per line, control characters escaped -------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
@@ -393,6 +410,8 @@ LOGGING = {
         # Both propagate to the root's JSON console handler; errors also e-mail ADMINS.
         "django": {"handlers": ["mail_admins"], "level": LOG_LEVEL},
         "keys": {"handlers": ["mail_admins"], "level": LOG_LEVEL},
+        # A request for a host not in ALLOWED_HOSTS is anyone's to send: logged, never e-mailed.
+        "django.security.DisallowedHost": {"handlers": ["console"], "propagate": False},
         # At DEBUG it logs whole template contexts (CSRF tokens, settings): never wanted in logs.
         "django.template": {"level": "INFO"},
     },

@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
+from portal.accounts.access import audited_elsewhere
 from standin import StandIn
 
 
@@ -58,9 +59,12 @@ def debug_logs(caplog):
 
 
 def _user(username: str, **extra) -> User:
-    return User.objects.create_user(
-        username=username, email=f"{username}@example.com", password="pw-" + username, **extra
-    )
+    """Named users exist before the test starts: made without access-change events
+    (portal/accounts/access.py), so each test's audit log starts empty."""
+    with audited_elsewhere():
+        return User.objects.create_user(
+            username=username, email=f"{username}@example.com", password="pw-" + username, **extra
+        )
 
 
 @pytest.fixture
@@ -77,7 +81,8 @@ def requester2(db) -> User:
 def admin_user(db) -> User:
     """A portal admin through the permission (not a superuser)."""
     user = _user("ada")
-    user.user_permissions.add(Permission.objects.get(codename="portal_admin"))
+    with audited_elsewhere():
+        user.user_permissions.add(Permission.objects.get(codename="portal_admin"))
     return User.objects.get(pk=user.pk)  # fresh instance: no stale permission cache
 
 

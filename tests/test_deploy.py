@@ -23,6 +23,9 @@ PROD = {
     "REQUESTY_BASE_URL": "https://api.requesty.ai",
     "DATABASE_URL": "sqlite:////tmp/portal-deploy-check.sqlite3",
     "PORTAL_BASE_URL": "https://keys.example.com",
+    # Behind the buffering reverse proxy the deployment docs require (docs/examples/nginx.conf).
+    "PORTAL_TRUSTED_PROXY_HOPS": "1",
+    "SECURE_PROXY_SSL_HEADER": "true",
 }
 
 
@@ -117,6 +120,7 @@ def test_production_defaults_are_secure():
         ({"PORTAL_MAX_MONTHLY_LIMIT": "0"}, "keys.E003"),
         ({"CACHE_URL": "locmemcache://"}, "keys.W020"),
         ({"PORTAL_BASE_URL": ""}, "keys.W021"),
+        ({"PORTAL_TRUSTED_PROXY_HOPS": "0", "SECURE_PROXY_SSL_HEADER": "false"}, "keys.W008"),
     ],
 )
 def test_custom_checks_fire_on_broken_settings(env, check_id):

@@ -14,6 +14,7 @@ from keys.models import SpendingPolicy
 from portal.audit.admin import AuditsDeletions, ReadOnlyAdmin, record_change
 from portal.audit.models import AuditEvent
 
+from .access import audited_elsewhere
 from .models import OIDCIdentity, SSOGroupGrant
 
 _FLAGS = ("is_active", "is_staff", "is_superuser")
@@ -69,6 +70,10 @@ class AuditedUserAdmin(AuditsDeletions, UserAdmin):
     (single or bulk) one `user.deleted`; a password set or disabled here one
     `user.password_changed`. Deactivation also revokes the user's keys (keys/signals.py)."""
 
+    def changeform_view(self, request, *args, **kwargs):
+        with audited_elsewhere():  # one event per save, from save_related, not one per signal
+            return super().changeform_view(request, *args, **kwargs)
+
     def save_model(self, request, obj, form, change):
         # Groups and permissions are saved after this, in save_related: compare there with the
         # stored state, locked until commit (PostgreSQL) as in AuditedAdmin.
@@ -88,7 +93,7 @@ class AuditedUserAdmin(AuditsDeletions, UserAdmin):
     def user_change_password(self, request, id, form_url=""):
         if request.method != "POST" or (user := self.get_object(request, unquote(id))) is None:
             return super().user_change_password(request, id, form_url)
-        with transaction.atomic():
+        with transaction.atomic(), audited_elsewhere():
             stored = User.objects.select_for_update().filter(pk=user.pk).values_list("password", flat=True)
             before = stored.first()
             response = super().user_change_password(request, id, form_url)
@@ -112,6 +117,10 @@ class AuditedGroupAdmin(AuditsDeletions, GroupAdmin):
     """A change of a group's permissions (on add too) is one `group.permissions_changed` event.
     Deleting a group deletes its spending policy with it (CASCADE): audit that as a policy
     deletion, since the policy admin never sees it."""
+
+    def changeform_view(self, request, *args, **kwargs):
+        with audited_elsewhere():
+            return super().changeform_view(request, *args, **kwargs)
 
     def save_model(self, request, obj, form, change):
         # As for users: permissions are saved in save_related.

@@ -7,4 +7,4 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts and sign-in"
 
     def ready(self) -> None:
-        from . import checks, signals, throttle  # noqa: F401  (registers the system checks and signal handlers)
+        from . import access, checks, signals, throttle  # noqa: F401  (registers the system checks and signal handlers)

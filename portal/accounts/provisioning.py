@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from .access import audited_elsewhere
 from .failures import refuse
 from .models import OIDCIdentity, SSOGroupGrant
 from .oidc import expected_issuer, provider_name
@@ -28,7 +29,7 @@ def provision(request, claims: dict):
     deactivated accounts."""
     email = _allowed_email(request, claims)
     with transaction.atomic():
-        user, note = _user_for(claims, email)
+        user, note = _user_for(request, claims, email)
         if not user.is_active:
             raise refuse(
                 request,
@@ -36,7 +37,8 @@ def provision(request, claims: dict):
                 "Your portal account is deactivated. Ask a portal admin if this is a mistake.",
             )
         _refresh(user, claims, email)
-        note += _sync_groups(user, _claim_groups(claims))
+        with audited_elsewhere():  # the sign-in event lists the groups granted and removed
+            note += _sync_groups(user, _claim_groups(claims))
     return user, note
 
 
@@ -65,9 +67,12 @@ def _allowed_email(request, claims: dict) -> str:
     return email
 
 
-def _user_for(claims: dict, email: str):
-    """The portal user behind this issuer and subject: the linked one, else a non-superuser with
-    the same e-mail (accounts made before SSO keep their keys), else a new one."""
+def _user_for(request, claims: dict, email: str):
+    """The portal user behind this issuer and subject: the linked one, else a new one. An existing
+    non-superuser with the same e-mail (an account made before SSO, with its keys) is linked only
+    when the operator opted in (OIDC_LINK_EXISTING_BY_EMAIL) and the provider asserts
+    `email_verified: true`; otherwise the sign-in is refused, so an identity whose e-mail claim
+    is not the provider's to vouch for (the "nOAuth" class) cannot take the account over."""
     User = get_user_model()
     # The verified `iss`, in the configured spelling (Google signs both forms of its issuer).
     issuer, subject = expected_issuer() or str(claims["iss"]), str(claims["sub"])
@@ -77,7 +82,8 @@ def _user_for(claims: dict, email: str):
         return identity.user, ""
     same_email = User.objects.filter(email__iexact=email, is_superuser=False).exclude(oidc_identities__issuer=issuer)
     matches = list(same_email[:2])
-    if len(matches) == 1:
+    if matches:
+        _check_link(request, claims, email, matches)
         user, note = matches[0], "; linked to the existing account"
     else:
         user = User.objects.create_user(_free_username(email), email=email)  # no usable password
@@ -88,6 +94,26 @@ def _user_for(claims: dict, email: str):
     except IntegrityError:  # a parallel first sign-in linked it a moment ago
         raise SuspiciousOperation("identity was linked concurrently; sign in again") from None
     return user, note
+
+
+def _check_link(request, claims: dict, email: str, matches: list) -> None:
+    """Refuse to link a new identity to existing accounts unless it is allowed and unambiguous."""
+    names = ", ".join(repr(user.username) for user in matches)
+    if not settings.OIDC_LINK_EXISTING_BY_EMAIL:
+        why = "linking by e-mail is off (OIDC_LINK_EXISTING_BY_EMAIL=false)"
+    elif claims.get("email_verified") is not True:  # a missing claim, 0, "true" or "1" do not vouch
+        why = f"email_verified is {claims.get('email_verified', 'missing')!r}, not true"
+    elif len(matches) > 1:
+        why = "several accounts have it"
+    else:
+        return
+    raise refuse(
+        request,
+        f"not linked: e-mail {email} belongs to existing account {names} without a link to this identity; {why}",
+        f"A portal account with the e-mail address {email} already exists but is not linked to your "
+        f"{provider_name()} sign-in, so you were not signed in. Ask a portal admin to link it "
+        "(docs/sso.md, “Linking existing accounts”).",
+    )
 
 
 def _free_username(email: str) -> str:

@@ -4,12 +4,14 @@ sign-in stamp (for reauth.py) and the audit events. Connected when the app is re
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from types import SimpleNamespace
 
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.dispatch import receiver
+from django.utils import timezone
 
 from portal.audit import bounds, chain
 from portal.audit.models import AuditEvent
@@ -38,6 +40,9 @@ def _signed_in(sender, request, user, **kwargs):
     # an old sign-in, and minting then asks for a fresh one).
     request.session[SIGNED_IN_AT] = getattr(user, "portal_authenticated_at", None) or time.time()
     request.session[SIGN_IN_METHOD] = method
+    # An absolute end, SESSION_COOKIE_AGE after this sign-in: a fixed expiry date is not pushed
+    # forward when the session is saved again (the idle sign-out's last-seen writes, threat 16).
+    request.session.set_expiry(timezone.now() + timedelta(seconds=settings.SESSION_COOKIE_AGE))
     if not _during_request(request):
         return
     if method == "sso":

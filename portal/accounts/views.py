@@ -95,6 +95,12 @@ class LoginView(auth_views.LoginView):
             return redirect(sso_url(safe_next_url(request), reauth=request.GET.get("reauth") == "1"))
         return super().dispatch(request, *args, **kwargs)
 
+    def get_redirect_url(self):
+        """`next`, unless it leads back to this page: a signed-in person would be sent round and
+        round (Django refuses that with an error), so they go home instead."""
+        url = super().get_redirect_url()
+        return "" if url and urlsplit(url).path == self.request.path else url
+
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         return {**context, **login_context(self.request, self.get_redirect_url())}

@@ -1,5 +1,6 @@
 """Bounds on the audit events anyone can cause at will (invariant I7): junk from outside (bad SSO
-answers, unknown usernames) per client address, and a person's refused mints. Every append waits
+answers, unknown usernames) per client address, and a person's refused requests (mints, limit
+changes, approval requests). Every append waits
 for the chain's lock that every mint needs, so unbounded junk could slow all mints and fill the log.
 """
 
@@ -9,6 +10,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from .chain import Action, Outcome, parse_ip, record
@@ -17,7 +19,10 @@ from .models import AuditEvent
 log = logging.getLogger(__name__)
 
 _NOTE = "[bound reached]"
-_REFUSALS = (Action.MINT_DENIED, Action.MINT_RATE_LIMITED, Action.MINT_DUPLICATE)
+# What a signed-in person can have refused at will, as often as they like; counted together.
+_REFUSALS = Q(
+    action__in=(Action.MINT_DENIED, Action.MINT_RATE_LIMITED, Action.MINT_DUPLICATE, Action.APPROVAL_REFUSED)
+) | Q(action=Action.KEY_LIMIT_FAILED, outcome=Outcome.DENIED)
 
 
 def _recent(**filters):
@@ -51,10 +56,11 @@ def record_noise(action: str, outcome: str, *, kind: str, actor, source_ip: str 
 
 
 def refusals_exceeded(user) -> bool:
-    """Has this user been refused PORTAL_AUDIT_REFUSALS_PER_HOUR mints in the last hour? Then the
-    mint form refuses their POSTs without looking at them (keys/views.py), so a script cannot
-    append refusal after refusal to the chain, and every refusal before that point is audited in
-    full (a forged value included, threat 8). The note saying so is not a refusal."""
+    """Has this user been refused PORTAL_AUDIT_REFUSALS_PER_HOUR requests (mints, limit changes,
+    approval requests) in the last hour? Then those forms refuse their POSTs without looking at
+    them (keys/views.py, keys/approval_views.py), so a script cannot append refusal after refusal
+    to the chain, and every refusal before that point is audited in full (a forged value
+    included, threat 8). The note saying so is not a refusal."""
     limit = settings.PORTAL_AUDIT_REFUSALS_PER_HOUR
     return _refusals(user).order_by()[:limit].count() >= limit  # at most `limit` rows: this runs on every mint POST
 
@@ -67,15 +73,15 @@ def refusal_keeping_the_bound(user):
 
 
 def _refusals(user):
-    """The user's refused mints in the last hour; the note saying the bound was reached is not one."""
-    return _recent(action__in=_REFUSALS, actor_id=user.pk).exclude(detail__startswith=_NOTE)
+    """The user's refusals in the last hour; the note saying the bound was reached is not one."""
+    return _recent(actor_id=user.pk).filter(_REFUSALS).exclude(detail__startswith=_NOTE)
 
 
 def record_refusals_exceeded(user, source_ip: str | None) -> None:
     """Once per hour of refusals (a race may add a second): the event saying POSTs are now refused
     unexamined. Every refused POST is also logged."""
     address = parse_ip(source_ip)
-    log.warning("Mint refused unexamined: too many refusals", extra={"user": user.username, "source_ip": address})
+    log.warning("Request refused unexamined: too many refusals", extra={"user": user.username, "source_ip": address})
     if _recent(action=Action.MINT_RATE_LIMITED, actor_id=user.pk, detail__startswith=_NOTE).exists():
         return
     limit = settings.PORTAL_AUDIT_REFUSALS_PER_HOUR
@@ -84,6 +90,6 @@ def record_refusals_exceeded(user, source_ip: str | None) -> None:
         Outcome.DENIED,
         actor=user,
         source_ip=address,
-        detail=f"{_NOTE} {limit} refused mints within an hour: further mint requests are refused without "
-        "being examined until the hour has room again; each is logged.",
+        detail=f"{_NOTE} {limit} refused requests within an hour: further key, limit and approval requests "
+        "are refused without being examined until the hour has room again; each is logged.",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from urllib.parse import urlencode
 
 from django import forms
@@ -25,6 +26,12 @@ class AuditFilterForm(forms.Form):
     before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
     after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
     last = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+    def clean_until(self):
+        until = self.cleaned_data["until"]
+        if until is not None and until >= date.max:  # the filter ends the day after: no such date
+            raise forms.ValidationError(f"Enter a date before {date.max:%Y-%m-%d}.")
+        return until
 
     def clean(self):
         data = super().clean()

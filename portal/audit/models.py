@@ -45,6 +45,7 @@ class AuditEvent(models.Model):
         KEY_EXPIRY_REMINDED = "key.expiry_reminded"
         KEY_ROTATED = "key.rotated"
         KEY_ROTATION_FAILED = "key.rotation_failed"
+        KEY_REAPPEARED = "key.reappeared"
         ISSUANCE_ABSENT = "issuance.absent"
         MINT_RATE_LIMITED = "mint.rate_limited"
         APPROVAL_REQUESTED = "approval.requested"

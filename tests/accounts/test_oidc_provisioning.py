@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from django.contrib.auth.models import Group, User
 from django.test import Client
 
@@ -26,11 +27,47 @@ def test_changed_email_and_name_update_the_same_user(client, oidc):
     assert (user.first_name, user.last_name) == ("Alice", "Pleasance Liddell")
 
 
-def test_existing_account_with_the_same_email_is_linked(client, oidc, requester):
-    oidc.update("alice", email=requester.email)
+def test_existing_account_with_the_same_email_is_linked_when_opted_in_and_verified(client, oidc, requester, settings):
+    settings.OIDC_LINK_EXISTING_BY_EMAIL = True
+    oidc.update("alice", email=requester.email, email_verified=True)
     sso_sign_in(client)
     assert alice() == requester and User.objects.count() == 1
     assert "linked to the existing account" in events("auth.signed_in")[0].detail
+
+
+def _refused_link(client, requester, reason: str) -> None:
+    response = sso_sign_in(client)
+    html = response.content.decode()
+    assert response.status_code == 403 and 'role="alert"' in html
+    assert "already exists but is not linked" in html and "Ask a portal admin" in html
+    assert client.get("/").status_code == 302  # not signed in, as nobody
+    assert not OIDCIdentity.objects.exists() and list(User.objects.all()) == [requester]
+    (event,) = events("auth.sign_in_failed")
+    assert event.outcome == "denied" and "not linked" in event.detail and "'rita'" in event.detail
+    assert reason in event.detail
+
+
+def test_linking_by_email_is_off_by_default(client, oidc, requester):
+    """An identity asserting someone's e-mail (verified or not) does not take over their account."""
+    oidc.update("alice", email=requester.email, email_verified=True)
+    _refused_link(client, requester, "linking by e-mail is off")
+
+
+@pytest.mark.parametrize("verified", ["omit", 0, 1, "true", "True"])
+def test_linking_needs_email_verified_exactly_true(client, oidc, requester, settings, verified):
+    """The "nOAuth" class: a missing, numeric or string claim vouches for nothing."""
+    settings.OIDC_LINK_EXISTING_BY_EMAIL = True
+    oidc.update("alice", email=requester.email, email_verified=verified)
+    _refused_link(client, requester, "not true")
+
+
+def test_linking_is_refused_when_several_accounts_have_the_email(client, oidc, requester, requester2, settings):
+    settings.OIDC_LINK_EXISTING_BY_EMAIL = True
+    User.objects.filter(pk=requester2.pk).update(email=requester.email.upper())
+    oidc.update("alice", email=requester.email, email_verified=True)
+    assert sso_sign_in(client).status_code == 403
+    assert "several accounts" in events("auth.sign_in_failed")[0].detail
+    assert not OIDCIdentity.objects.exists()
 
 
 def test_superuser_with_the_same_email_is_never_linked(client, oidc, superuser):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.contrib.auth import SESSION_KEY
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Group, Permission, User
@@ -147,3 +148,25 @@ def test_the_backends_load_active_users_only(requester, inactive_user, backend):
     assert loaded == requester and loaded.last_login == _fresh(requester).last_login
     assert get_user(inactive_user.pk) is None
     assert get_user(10**9) is None
+
+
+def test_a_session_ends_its_lifetime_after_sign_in_however_active(client, requester, settings):
+    """The idle sign-out's last-seen writes save the session every minute; they must not push its
+    end forward: a stolen cookie used now and then still dies SESSION_COOKIE_AGE after sign-in."""
+    settings.SESSION_COOKIE_AGE = 90
+    settings.PORTAL_IDLE_TIMEOUT = 3600
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        client.post("/accounts/login/", {"username": "rita", "password": "pw-rita"})
+        assert client.get("/").status_code == 200
+        clock.shift(timedelta(seconds=61))
+        assert client.get("/").status_code == 200  # active, and the last-seen write saves the session
+        assert 0 < client.cookies["sessionid"]["max-age"] <= 30  # the cookie keeps the same end
+        clock.shift(timedelta(seconds=30))
+        response = client.get("/")
+        assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
+def test_every_sign_in_gets_a_fixed_end(rclient, settings):
+    session = rclient.session
+    assert abs(session.get_expiry_age() - settings.SESSION_COOKIE_AGE) <= 2
+    assert session.get("_session_expiry")  # a fixed date, not a sliding age

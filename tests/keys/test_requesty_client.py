@@ -198,3 +198,68 @@ def test_set_labels_sends_the_whole_set(standin):
     (call,) = standin.calls_to("POST", f"/v1/manage/apikey/{key['id']}/label")
     assert call.body == {"labels": {"owner": "rita"}}
     assert requesty.list_keys()[1].labels == {"owner": "rita"}
+
+
+# --- Name resolution within the deadline (issue 16, item 12) --------------------------------------
+def _resolver_hangs_for(monkeypatch, hanging_name: str):
+    """getaddrinfo hangs (up to 10 s) for one name, as a stuck DNS server makes it; others resolve."""
+    import socket
+    import threading
+
+    real, release = socket.getaddrinfo, threading.Event()
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == hanging_name:
+            release.wait(10)
+            raise socket.gaierror(socket.EAI_AGAIN, "resolver gave up")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return release
+
+
+def test_a_hanging_resolver_is_cut_off_by_the_connect_timeout(standin, settings, monkeypatch):
+    import time
+
+    settings.REQUESTY_CONNECT_TIMEOUT = 0.5
+    port = standin.base_url.rsplit(":", 1)[1]
+    settings.REQUESTY_BASE_URL = f"http://requesty-dns-hangs.invalid:{port}"
+    release = _resolver_hangs_for(monkeypatch, "requesty-dns-hangs.invalid")
+    started = time.monotonic()
+    try:
+        with pytest.raises(requesty.NotSent):  # nothing was sent: safe to say "try again"
+            requesty.list_keys()
+        assert time.monotonic() - started < 2
+    finally:
+        release.set()
+    assert standin.calls == []
+
+
+def test_a_name_is_resolved_and_kept_as_the_host(db, settings):
+    """Connected to the address found, the request still names the host (virtual hosts, CDNs)."""
+    import threading
+    import uuid
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers["Host"])
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings.REQUESTY_BASE_URL = f"http://localhost:{server.server_port}"
+        with pytest.raises(requesty.Unavailable):  # a 404 that is not Requesty's own
+            requesty.get_key(str(uuid.uuid4()))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == [f"localhost:{server.server_port}"]

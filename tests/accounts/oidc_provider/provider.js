@@ -93,7 +93,8 @@ const provider = new Provider(issuer, {
         return {
           sub,
           email: account.email,
-          email_verified: account.email_verified ?? true,
+          // 'omit' leaves the claim out (a provider that does not say)
+          email_verified: account.email_verified === 'omit' ? undefined : (account.email_verified ?? true),
           name: account.name,
           given_name: given,
           family_name: family.join(' '),
