@@ -279,7 +279,7 @@ def key_revoke(request, pk: int):
     """GET asks for confirmation naming the key; POST revokes it upstream, then here."""
     key = _key_or_404(request, pk)
     if request.method == "GET":
-        return render_htmx(request, "keys/revoke.html", "confirm", {"key": key})
+        return render_htmx(request, "keys/revoke.html", "confirm", {"key": key, "in_row": wants_partial(request)})
     error = ""
     if key.status == IssuedKey.Status.ACTIVE:
         try:

@@ -40,3 +40,19 @@ def test_requester_sees_spend_lowers_the_limit_and_revokes(page, requester, stan
     row = page.locator("tr", has_text="lifecycle")
     expect(row).to_contain_text("revoked")
     assert key_id not in standin.keys
+
+
+def test_revoking_from_the_key_page_lands_on_my_keys_with_a_confirmation(page, requester, standin, canary):
+    sign_in(page)
+    mint(page, name="from-page", limit="10")
+    (key_id,) = standin.keys
+    errors = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.goto("/keys/")
+    page.get_by_role("link", name="from-page", exact=True).click()
+    page.get_by_role("link", name=re.compile("^Revoke “from-page”")).click()
+    page.get_by_role("button", name="Yes, revoke “from-page”").click()
+    expect(page).to_have_url(re.compile(r"/keys/$"))
+    expect(page.get_by_role("status").filter(has_text="The key “from-page” is revoked.")).to_be_visible()
+    expect(page.locator("tr", has_text="from-page")).to_contain_text("revoked")
+    assert key_id not in standin.keys and not errors

@@ -110,6 +110,14 @@ def test_revoke_asks_for_confirmation_naming_the_key(rkey, rclient, standin):
     assert rkey.api_key_id in standin.keys  # asking is not revoking
 
 
+def test_revoke_page_posts_a_plain_form_and_the_row_question_targets_its_row(rkey, rclient, standin):
+    """The key's own page has no row to swap: its form must not aim htmx at one (htmx:targetError)."""
+    page = rclient.get(f"/keys/{rkey.pk}/revoke/").content.decode()
+    assert "<html" in page and "hx-target" not in page and f'action="/keys/{rkey.pk}/revoke/"' in page
+    row_question = rclient.get(f"/keys/{rkey.pk}/revoke/", **HTMX).content.decode()
+    assert f'hx-target="#key-{rkey.pk}"' in row_question
+
+
 def test_revoke_through_htmx_flips_the_row(rkey, rclient, standin):
     response = rclient.post(f"/keys/{rkey.pk}/revoke/", **HTMX)
     html = response.content.decode()
