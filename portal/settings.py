@@ -77,6 +77,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "portal.errors.SandboxErrorPages",
     # Last, as django-axes asks: turns a sign-in it refused into the 429 sign-in page.
     "axes.middleware.AxesMiddleware",
 ]
