@@ -121,6 +121,7 @@ def test_the_checks_catch_a_violation_and_the_csp_still_refuses_inline_script(pa
           const img = document.createElement("img"), wide = document.createElement("div");
           img.src = "/static/none.png";
           wide.style.width = "900px";
+          wide.textContent = "wide";
           document.querySelector("main").append(img, wide);
         }"""
     )
