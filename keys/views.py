@@ -199,6 +199,7 @@ def key_list(request):
     context.update(listing.unsettled(unknown, context["first_page"]))
     context.update(
         is_admin=is_admin,
+        reconcile_minutes=settings.PORTAL_RECONCILE_MINUTES,
         owner=owner,
         status=status,
         statuses=[*IssuedKey.Status.choices, ("unknown", "outcome unknown")],

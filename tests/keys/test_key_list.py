@@ -182,7 +182,7 @@ def test_unknown_outcomes_say_how_many_are_not_shown(rclient, requester):
     make_issuances(requester, 105, "limbo", "unknown")
     html = rclient.get("/keys/").content.decode()
     assert "105 key requests have an unknown outcome; showing the newest 100" in html
-    assert html.count("being checked with Requesty") == 100
+    assert html.count("the portal checks with Requesty every 15 minutes") == 100
 
 
 def test_a_page_costs_the_same_queries_however_many_keys(aclient, requester, requester2, django_assert_max_num_queries):
