@@ -231,6 +231,7 @@ class KeyPageForm(forms.Form):
     before = forms.IntegerField(required=False, min_value=1, max_value=_MAX_ID)
     after = forms.IntegerField(required=False, min_value=1, max_value=_MAX_ID)
     last = forms.BooleanField(required=False)
+    new = forms.IntegerField(required=False, min_value=1, max_value=_MAX_ID)  # the key just created: highlighted
 
     def clean(self):
         data = super().clean()

@@ -199,6 +199,7 @@ def key_list(request):
     context.update(listing.unsettled(unknown, context["first_page"]))
     context.update(
         is_admin=is_admin,
+        new_key=visible.filter(pk=form.cleaned_data["new"]).first() if form.cleaned_data["new"] else None,
         reconcile_minutes=settings.PORTAL_RECONCILE_MINUTES,
         owner=owner,
         status=status,

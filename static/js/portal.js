@@ -34,7 +34,7 @@
       note.className = "notice";
       note.append("The key was removed from this page. ");
       var again = document.createElement("a");
-      again.href = panel.querySelector("form[data-dismiss-secret]").getAttribute("action");
+      again.href = panel.getAttribute("data-new-key-url");
       again.textContent = "Create another key";
       note.append(again);
       panel.replaceWith(note);
@@ -42,11 +42,11 @@
     });
   }
 
-  // "I've stored it": without JavaScript this form simply loads a fresh page.
+  // "I've stored it" goes to My keys (the new key marked): clear the secret before leaving.
   document.addEventListener("submit", function (event) {
+    // Only the text: a form taken out of the page during its own submit event is not sent.
     if (!event.target.closest("[data-dismiss-secret]")) return;
-    event.preventDefault();
-    removeSecrets();
+    document.querySelectorAll("[data-secret]").forEach(function (el) { el.textContent = ""; });
   });
 
   // Leaving the page (or the back/forward cache keeping it) must not keep the secret.
