@@ -161,6 +161,34 @@ def money(amount: Decimal) -> str:
     return f"${amount:.2f}"
 
 
-def default_monthly_limit(policy: Policy, room: Headroom) -> Decimal:
+@dataclass(frozen=True)
+class Budget:
+    """The monthly budget as a person sees it: "$500.00 of $500.00 used by 1 key"."""
+
+    used: Decimal
+    total: Decimal
+    keys: int
+    left: Decimal
+    percent: int
+
+
+def budget(policy: Policy, room: Headroom) -> Budget | None:
+    """None for who has no total (admins)."""
+    if policy.max_total_limit is None:
+        return None
+    total = policy.max_total_limit
+    percent = 100 if total <= 0 else min(100, int(room.committed * 100 / total))
+    return Budget(room.committed, total, room.active_keys, max(Decimal(0), total - room.committed), percent)
+
+
+def budget_users(user):
+    """The keys that use the budget, largest limit first: what to lower or revoke to make room."""
+    return IssuedKey.objects.filter(owner=user, status=IssuedKey.Status.ACTIVE).order_by("-monthly_limit", "name")
+
+
+def default_monthly_limit(policy: Policy, room: Headroom) -> Decimal | None:
+    """The prefilled limit; None (an empty field) when no valid limit is left: never prefill 0."""
     cap = room.key_cap(policy)
-    return DEFAULT_MONTHLY_LIMIT if cap is None else min(DEFAULT_MONTHLY_LIMIT, cap)
+    if cap is None:
+        return DEFAULT_MONTHLY_LIMIT
+    return min(DEFAULT_MONTHLY_LIMIT, cap) if cap >= policy.min_limit else None

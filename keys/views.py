@@ -54,7 +54,8 @@ def new_key(request):
             if form.can_ask_for_approval
             else None
         )
-        return _mint_page(request, {"form": form, "approval_form": approval_form}, status=status)
+        context = {"form": form, "approval_form": approval_form, **_budget_context(request.user, form)}
+        return _mint_page(request, context, status=status)
 
     try:
         minted = mint_key(
@@ -108,7 +109,23 @@ def _form_context(request, values: dict | None = None) -> dict:
         if approval_values:
             approval_offer = ApprovalRequestForm(initial=approval_values, user=user, resolved=(pol, room))
     form = KeyRequestForm(initial={**initial, "nonce": new_nonce(user)}, user=user, resolved=(pol, room))
-    return {"form": form, "notes": notes, "approval_form": approval_offer, "approval": approval, "headroom": room}
+    context = {"form": form, "notes": notes, "approval_form": approval_offer, "approval": approval}
+    return {**context, **_budget_context(user, form)}
+
+
+def _budget_context(user, form) -> dict:
+    """The budget meter above the form, after a mistake too; when nothing is left, which keys use it."""
+    budget = policy.budget(form.policy, form.headroom)
+    if budget is None:
+        return {}
+    cap = form.headroom.key_cap(form.policy)
+    full = cap < form.policy.min_limit or form.headroom.keys_left == 0
+    return {
+        "budget": budget,
+        "key_cap": cap,
+        "keys_left": form.headroom.keys_left,
+        "budget_keys": list(policy.budget_users(user)[:20]) if full else [],
+    }
 
 
 def _continue_url(request, slug: str | None) -> str | None:

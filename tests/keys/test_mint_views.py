@@ -79,7 +79,7 @@ def test_hostile_link_is_clamped_and_never_submits(rclient, standin):
     response = rclient.get(URL, {"manage": "write", "monthly_limit": "99999", "completions": "all", "name": "x\x00y"})
     html = response.content.decode()
     assert 'value="100"' in html  # clamped to PORTAL_MAX_MONTHLY_LIMIT
-    assert "up to $100 without approval" in html
+    assert "without approval you can have up to $100.00" in html
     assert "cannot set the manage permission" in html
     assert 'name="name" value=""' in html
     manage = re.search(r'<select id="id_manage".*?</select>', html, re.S).group(0)
