@@ -17,9 +17,10 @@ from portal.audit import chain
 from portal.audit.models import AuditEvent
 from portal.htmx import render_htmx
 
-from .forms import ApprovalRequestForm, DecisionForm
-from .models import ApprovalRequest, OnboardingTemplate
+from .forms import ApprovalRequestForm, DecisionForm, LimitApprovalForm
+from .models import ApprovalRequest, IssuedKey, OnboardingTemplate
 from .onboarding import safe_return_url
+from .views import limit_context
 
 Action, Outcome = AuditEvent.Action, AuditEvent.Outcome
 log = logging.getLogger(__name__)
@@ -55,10 +56,33 @@ def approval_request(request):
     return render_htmx(request, "keys/new.html", "mint", {"form": None, "approval_sent": approval})
 
 
+@require_POST
+def limit_approval_request(request, pk: int):
+    """Ask for a higher limit on one's own active key than the policy allows (kind LIMIT): an admin
+    approves it, then the owner applies it on the key's page (keys.views.key_limit)."""
+    key = get_object_or_404(IssuedKey, pk=pk, owner=request.user, status=IssuedKey.Status.ACTIVE)
+    form = LimitApprovalForm(request.POST)
+    if not form.is_valid():
+        return render_htmx(request, "keys/detail.html", "limit", limit_context(request, key, limit_offer=form))
+    with transaction.atomic():
+        approval = ApprovalRequest.objects.create(
+            kind=ApprovalRequest.Kind.LIMIT,
+            key=key,
+            requester=request.user,
+            name=key.name,
+            monthly_limit=form.cleaned_data["monthly_limit"],
+            manage=key.manage,
+            completions=key.completions,
+            reason=form.cleaned_data["reason"],
+        )
+        _audit(request, approval, Action.APPROVAL_REQUESTED, Outcome.PENDING, f": {form.cleaned_data['reason']}")
+    return render_htmx(request, "keys/detail.html", "limit", limit_context(request, key))
+
+
 @require_GET
 @portal_admin_required
 def approvals(request):
-    pending = ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING).select_related("requester")
+    pending = ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING).select_related("requester", "key")
     decided = ApprovalRequest.objects.exclude(status=ApprovalRequest.Status.PENDING).select_related(
         "requester", "decided_by"
     )[:50]
@@ -101,7 +125,14 @@ def _notify(request, approval: ApprovalRequest) -> None:
     """Tell the requester. The e-mail carries the decision and a link, never a key."""
     if not approval.requester.email:
         return
-    if approval.status == ApprovalRequest.Status.APPROVED:
+    if approval.status == ApprovalRequest.Status.APPROVED and approval.kind == ApprovalRequest.Kind.LIMIT:
+        link = request.build_absolute_uri(reverse("keys:detail", args=[approval.key_id]))
+        body = (
+            f"Your request for a monthly limit of ${approval.monthly_limit} on the key “{approval.name}” was "
+            f"approved by {approval.decided_by.get_username()}.\n\nApply it on the key's page before "
+            f"{approval.expires_at:%Y-%m-%d %H:%M} UTC:\n{link}\n"
+        )
+    elif approval.status == ApprovalRequest.Status.APPROVED:
         link = request.build_absolute_uri(reverse("keys:new") + f"?approval={approval.pk}")
         body = (
             f"Your request for the key “{approval.name}” (monthly limit ${approval.monthly_limit}, "

@@ -153,15 +153,20 @@ class KeyRequestForm(KeyValuesForm):
         return {k: self.cleaned_data.get(k) for k in ("name", "monthly_limit", "manage", "completions")}
 
 
-class ApprovalRequestForm(KeyValuesForm):
+class ReasonForm(forms.Form):
+    """Why someone asks an admin for more: shared by every kind of approval request."""
+
     reason = forms.CharField(label="Why do you need this?", max_length=1000, required=False, widget=forms.Textarea)
-    template = forms.SlugField(required=False)
 
     def clean_reason(self) -> str:
         reason = self.cleaned_data["reason"].strip()
         if len(reason) < 10:
             raise forms.ValidationError("Tell the admins in a sentence why you need this (at least 10 characters).")
         return reason
+
+
+class ApprovalRequestForm(KeyValuesForm, ReasonForm):
+    template = forms.SlugField(required=False)
 
     def clean(self):
         data = super().clean()
@@ -177,11 +182,13 @@ class LimitForm(forms.Form):
 
     monthly_limit = forms.CharField(label="Monthly limit (USD)", max_length=40, required=False)
 
-    def __init__(self, *args, key, user, **kwargs):
+    def __init__(self, *args, key, user, approved: bool = False, **kwargs):
+        """`approved`: an admin approved exactly this limit (checked again when it is applied)."""
         kwargs.setdefault("initial", {"monthly_limit": key.monthly_limit})
         super().__init__(*args, **kwargs)
-        self.key, self.user = key, user
+        self.key, self.user, self.approved = key, user, approved
         self.denials: list[str] = []
+        self.beyond: Decimal | None = None  # a raise beyond the policy: an admin may approve it
         self.policy = policy.resolve(user)
         self.max_limit = self.policy.max_key_limit
 
@@ -193,19 +200,23 @@ class LimitForm(forms.Form):
         amount = parse_amount(self.cleaned_data["monthly_limit"])
         if amount < self.policy.min_limit:
             raise forms.ValidationError("The monthly limit must be more than 0.")
+        if self.approved or amount <= self.key.monthly_limit:  # lowering is always allowed
+            return amount
         if self.max_limit is not None and amount > self.max_limit:
-            message = f"Your monthly limit can be at most ${self.max_limit}."
+            message = f"Your policy allows at most {policy.money(self.max_limit)} per key."
             self.denials.append(f"monthly_limit: {message}")
+            self.beyond = amount
             raise forms.ValidationError(message)
         if self.policy.max_total_limit is not None:
             room = policy.headroom(self.user, self.policy)
             total = room.committed - self.key.monthly_limit + amount
-            if amount > self.key.monthly_limit and total > self.policy.max_total_limit:
+            if total > self.policy.max_total_limit:
                 message = (
                     f"That would take your keys' monthly limits to {policy.money(total)}, over your total of "
                     f"{policy.money(self.policy.max_total_limit)}."
                 )
                 self.denials.append(f"monthly_limit: {message}")
+                self.beyond = amount
                 raise forms.ValidationError(message)
         return amount
 
@@ -238,3 +249,12 @@ class KeyPageForm(forms.Form):
         if sum(bool(data.get(k)) for k in ("before", "after", "last")) > 1:
             raise forms.ValidationError("Use one of before, after or last.")
         return data
+
+
+class LimitApprovalForm(ReasonForm):
+    """Asking an admin for a higher limit on an existing key than the policy allows."""
+
+    monthly_limit = forms.CharField(required=False, max_length=40)
+
+    def clean_monthly_limit(self) -> Decimal:
+        return parse_amount(self.cleaned_data["monthly_limit"])

@@ -179,7 +179,11 @@ def in_minutes(seconds: int) -> str:
 
 
 def _claim_approval(actor, cleaned: dict, approval_id: int) -> ApprovalRequest:
-    approval = ApprovalRequest.objects.select_for_update().filter(pk=approval_id, requester=actor).first()
+    approval = (  # only an approval of a new key: one for a higher limit cannot mint
+        ApprovalRequest.objects.select_for_update()
+        .filter(pk=approval_id, requester=actor, kind=ApprovalRequest.Kind.NEW_KEY)
+        .first()
+    )
     if approval is None or not approval.is_usable:
         raise MintError("beyond_policy", "This approval is not valid any more (used, expired or not yours).", 403)
     wanted = (approval.name, approval.monthly_limit, approval.manage, approval.completions)

@@ -10,6 +10,7 @@ key_patterns = [
     path("<int:pk>/spend/", views.key_spend, name="spend"),
     path("<int:pk>/usage/", views.key_usage, name="usage"),
     path("<int:pk>/limit/", views.key_limit, name="limit"),
+    path("<int:pk>/limit/approval/", approval_views.limit_approval_request, name="limit-approval"),
     path("<int:pk>/revoke/", views.key_revoke, name="revoke"),
 ]
 

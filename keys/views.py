@@ -19,7 +19,7 @@ from portal.htmx import render_htmx, wants_partial
 
 from . import lifecycle, listing, policy, requesty
 from .charts import usage_chart
-from .forms import ApprovalRequestForm, KeyPageForm, KeyRequestForm, LimitForm, new_nonce
+from .forms import ApprovalRequestForm, KeyPageForm, KeyRequestForm, LimitApprovalForm, LimitForm, new_nonce
 from .minting import MintError, in_minutes, mint_key, seconds_until_an_hour_after
 from .models import ApprovalRequest, Issuance, IssuedKey, OnboardingTemplate
 from .onboarding import prefill, safe_return_url
@@ -94,7 +94,9 @@ def _form_context(request, values: dict | None = None) -> dict:
         keep = ("name", "monthly_limit", "manage", "completions", "approval", "template")
         initial = {k: values.get(k) for k in keep}
     elif request.GET.get("approval", "").isdigit():
-        approval = ApprovalRequest.objects.filter(pk=int(request.GET["approval"]), requester=user).first()
+        approval = ApprovalRequest.objects.filter(
+            pk=int(request.GET["approval"]), requester=user, kind=ApprovalRequest.Kind.NEW_KEY
+        ).first()
         if approval is not None and approval.is_usable:
             initial = {k: getattr(approval, k) for k in ("name", "monthly_limit", "manage", "completions")}
             initial["approval"] = approval.pk
@@ -248,7 +250,19 @@ def key_spend(request, pk: int):
 @require_GET
 def key_detail(request, pk: int):
     key = _key_or_404(request, pk)
-    return render(request, "keys/detail.html", {"key": key, "limit_form": LimitForm(key=key, user=request.user)})
+    return render(request, "keys/detail.html", limit_context(request, key))
+
+
+def limit_context(request, key: IssuedKey, **extra) -> dict:
+    """The key page's limit section: the form, and for the owner an approved raise to apply or a
+    request still waiting (ApprovalRequest.kind LIMIT)."""
+    context = {"key": key, "limit_form": LimitForm(key=key, user=request.user), **extra}
+    if key.owner_id == request.user.pk and key.status == IssuedKey.Status.ACTIVE:
+        asked = ApprovalRequest.objects.filter(requester=request.user, key=key, kind=ApprovalRequest.Kind.LIMIT)
+        approved = asked.filter(status=ApprovalRequest.Status.APPROVED).select_related("decided_by").first()
+        context["limit_approval"] = approved if approved is not None and approved.is_usable else None
+        context["limit_request_pending"] = asked.filter(status=ApprovalRequest.Status.PENDING).first()
+    return context
 
 
 @require_GET
@@ -268,13 +282,26 @@ def key_usage(request, pk: int):
 
 @require_POST
 def key_limit(request, pk: int):
+    """A new limit: within the policy, or exactly what an admin approved (`approval`)."""
     key = _key_or_404(request, pk)
-    form = LimitForm(request.POST, key=key, user=request.user)
-    context = {"key": key, "limit_form": form, "limit_error": "", "limit_changed": False}
+    approval = None
+    if request.POST.get("approval", "").isdigit():
+        approval = ApprovalRequest.objects.filter(
+            pk=int(request.POST["approval"]), requester=request.user, key=key, kind=ApprovalRequest.Kind.LIMIT
+        ).first()
+        if approval is None:
+            raise BadRequest("Not an approval of a limit for this key.")
+    data = {"monthly_limit": str(approval.monthly_limit)} if approval else request.POST
+    form = LimitForm(data, key=key, user=request.user, approved=approval is not None)
+    context = {"limit_form": form, "limit_error": "", "limit_changed": False}
     if form.is_valid():
         try:
             lifecycle.change_limit(
-                key, form.cleaned_data["monthly_limit"], actor=request.user, source_ip=chain.client_ip(request)
+                key,
+                form.cleaned_data["monthly_limit"],
+                actor=request.user,
+                source_ip=chain.client_ip(request),
+                approval_id=approval.pk if approval else None,
             )
             context["limit_changed"] = True
             context["limit_form"] = LimitForm(key=key, user=request.user)
@@ -290,6 +317,9 @@ def key_limit(request, pk: int):
             monthly_limit=None,
             detail="; ".join(form.denials),
         )
+        if form.beyond is not None and key.owner_id == request.user.pk:
+            context["limit_offer"] = LimitApprovalForm(initial={"monthly_limit": form.beyond})
+    context = {**limit_context(request, key), **context}
     return render_htmx(request, "keys/detail.html", "limit", context)
 
 
