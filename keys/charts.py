@@ -9,7 +9,9 @@ from . import requesty
 from .models import IssuedKey
 
 DAYS = 30
-WIDTH, HEIGHT, GAP = 600, 160, 2
+WIDTH, HEIGHT, GAP = 600, 200, 2
+# The plot inside the picture: room on the left for the dollar axis, below for the dates.
+LEFT, TOP, BOTTOM = 64, 10, 170
 
 
 def usage_chart(key: IssuedKey, today=None) -> dict:
@@ -31,11 +33,23 @@ def usage_chart(key: IssuedKey, today=None) -> dict:
         )
     peak = max(d["spend"] for d in days)
     scale = peak or Decimal(1)
-    bar = WIDTH / DAYS
+    bar = (WIDTH - LEFT) / DAYS
+    plot = BOTTOM - TOP
     for index, d in enumerate(days):
-        height = int(d["spend"] / scale * (HEIGHT - 20))
-        d.update(x=round(index * bar, 1), width=round(bar - GAP, 1), height=height, y=HEIGHT - height)
+        height = int(d["spend"] / scale * plot)
+        d.update(x=round(LEFT + index * bar, 1), width=round(bar - GAP, 1), height=height, y=BOTTOM - height)
+    # Axis labels: $0, half and the peak on the left; the first, middle and last day below.
+    y_ticks = [{"value": peak * part / 2, "y": BOTTOM - int(plot * part / 2)} for part in (0, 1, 2)] if peak else []
+    x_ticks = [  # anchored so that the first and last labels stay inside the picture
+        {"label": _short(days[i]["day"]), "x": round(LEFT + i * bar + offset * (bar - GAP), 1), "anchor": anchor}
+        for i, offset, anchor in ((0, 0, "start"), (DAYS // 2, 0.5, "middle"), (DAYS - 1, 1, "end"))
+    ]
     return {
+        "y_ticks": y_ticks,
+        "x_ticks": x_ticks,
+        "left": LEFT,
+        "bottom": BOTTOM,
+        "top": TOP,
         "days": days,
         "peak": peak,
         "total_spend": sum((d["spend"] for d in days), Decimal(0)),
@@ -45,3 +59,8 @@ def usage_chart(key: IssuedKey, today=None) -> dict:
         "first": days[0]["day"],
         "last": days[-1]["day"],
     }
+
+
+def _short(day: str) -> str:
+    """ "2026-11-03" as "3 Nov": short enough for an axis label, unambiguous in any locale."""
+    return f"{int(day[8:])} {datetime.fromisoformat(day).strftime('%b')}"

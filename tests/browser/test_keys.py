@@ -21,7 +21,7 @@ def test_requester_sees_spend_lowers_the_limit_and_revokes(page, requester, stan
     page.get_by_role("link", name="My keys").first.click()
     row = page.locator("tr", has_text="lifecycle")
     expect(row.locator("progress")).to_have_attribute("value", "25")  # $10 of $40, loaded through htmx
-    expect(row).to_contain_text("$10 of $40.00")
+    expect(row).to_contain_text("$10.00 of $40.00")
     expect(row).to_contain_text("active")
 
     row.get_by_role("link", name="lifecycle", exact=True).click()

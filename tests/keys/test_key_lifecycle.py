@@ -3,6 +3,7 @@ offboarding, over HTTP to the stand-in. Limit changes: test_key_limits.py; the l
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -93,6 +94,11 @@ def test_usage_chart_and_table(rkey, rclient, standin):
     assert html.count("<tr><td>") == 30  # the same numbers as a table
     (call,) = standin.calls_to("GET", f"/v1/manage/apikey/{rkey.api_key_id}/usage")
     assert "<html" not in html
+    # Readable without the table (issue 13): a dollar axis from $0.00 to the peak, dates below, 2 decimals.
+    ticks = re.findall(r'class="tick y-tick">([^<]*)<', html)
+    assert ticks[0] == "$0.00" and all(re.fullmatch(r"\$[\d,]+\.\d{2}", t) for t in ticks) and len(ticks) == 3
+    assert len(re.findall(r'class="tick x-tick x-\w+">\d{1,2} [A-Z][a-z]{2}<', html)) == 3
+    assert not re.search(r"\$\d+\.\d{3,}", html)
 
 
 @pytest.mark.parametrize(
@@ -100,7 +106,15 @@ def test_usage_chart_and_table(rkey, rclient, standin):
 )
 def test_usage_failures_are_alerts(rkey, rclient, standin, fault):
     standin.inject(fault, method="GET")
-    assert 'role="alert"' in rclient.get(f"/keys/{rkey.pk}/usage/", **HTMX).content.decode()
+    html = rclient.get(f"/keys/{rkey.pk}/usage/", **HTMX).content.decode()
+    assert 'role="alert"' in html and f'hx-get="/keys/{rkey.pk}/usage/"' in html  # with a retry
+
+
+def test_the_key_page_shows_this_months_spend_of_its_limit(rkey, rclient, standin):
+    page = rclient.get(f"/keys/{rkey.pk}/").content.decode()
+    assert "<h2>This month</h2>" in page and f'hx-get="/keys/{rkey.pk}/spend/"' in page
+    standin.keys[rkey.api_key_id]["monthly_spend"] = Decimal("5.269057")
+    assert "$5.27 of $25.00 (21%)" in rclient.get(f"/keys/{rkey.pk}/spend/", **HTMX).content.decode()
 
 
 # --- Revoke ---------------------------------------------------------------------------------------

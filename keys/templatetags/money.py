@@ -1,0 +1,23 @@
+"""Money as people read it: "$5.27", two decimals; more only where two would show a real amount
+as $0.00 ("$0.0012")."""
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from django import template
+
+register = template.Library()
+CENT = Decimal("0.01")
+
+
+@register.filter
+def usd(value) -> str:
+    if value is None or value == "":
+        return ""
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return str(value)
+    rounded = amount.quantize(CENT, rounding=ROUND_HALF_UP)
+    if rounded == 0 and amount != 0:  # e.g. 0.0012: show the digits that make it non-zero
+        return f"${amount.normalize():f}"
+    return f"${rounded:,.2f}"
