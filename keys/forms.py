@@ -29,7 +29,7 @@ def parse_amount(raw: str) -> Decimal:
         raise forms.ValidationError("Enter a monthly limit in US dollars, for example 25 or 12.50.")
     if text.startswith("-"):
         raise forms.ValidationError("The monthly limit cannot be negative.")
-    if "," in text or "_" in text or " " in text:
+    if re.fullmatch(r"\d{1,3}([,_ ]\d{3})+(\.\d*)?", text):
         raise forms.ValidationError("Write the amount without thousands separators, for example 1500.")
     if not _AMOUNT.fullmatch(text):
         if re.fullmatch(r"\d+\.\d{3,}", text):

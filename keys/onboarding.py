@@ -60,7 +60,7 @@ def prefill(params, user, pol: policy.Policy, room: policy.Headroom) -> tuple[di
             "completions": template.completions,
             "manage": template.manage,
         }
-        notes.append(f"Values come from the onboarding template “{template.slug}”.")
+        notes.append(f"Values come from the onboarding link “{template.description or template.slug}”.")
     else:
         wanted = {k: params[k] for k in ("name", "monthly_limit", "completions") if k in params}
         if wanted:

@@ -18,6 +18,17 @@ from portal.accounts.permissions import is_portal_admin
 from .models import Issuance, IssuedKey, SpendingPolicy
 
 LEVELS = ("none", "read", "write")
+# What each permission level allows, in the words the pages use (shared/requesty-api.md).
+MANAGE_WORDS = {
+    "none": "no access to other keys",
+    "read": "can list and read other keys",
+    "write": "can create, change and delete keys: an admin credential",
+}
+COMPLETIONS_WORDS = {
+    "none": "no use of models",
+    "read": "read-only: cannot call models",
+    "write": "can call models through the gateway",
+}
 DEFAULT_MONTHLY_LIMIT = Decimal("10")
 
 

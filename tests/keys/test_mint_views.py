@@ -165,6 +165,8 @@ def test_superuser_counts_as_admin(superuser, standin):
         ("monthly_limit", "1e2", "plain digits"),
         ("monthly_limit", "-5", "cannot be negative"),
         ("monthly_limit", "1,000", "thousands separators"),
+        ("monthly_limit", "ten dollars", "plain digits"),
+        ("monthly_limit", "12 50", "plain digits"),
         ("monthly_limit", "1.005", "2 decimal places"),
         ("monthly_limit", "0", "more than 0"),
         ("monthly_limit", "0x10", "plain digits"),
@@ -344,3 +346,10 @@ def test_a_mint_stays_within_its_statement_budget(rclient, requester, standin, d
     with django_assert_max_num_queries(22):
         response = rclient.post(URL, form_data(requester, name="counted"), **HTMX)
     assert response.status_code == 200 and IssuedKey.objects.filter(name="counted").exists()
+
+
+def test_permission_levels_say_what_they_allow(rclient):
+    html = rclient.get(URL).content.decode()
+    assert '<option value="write" selected>write (can call models through the gateway)</option>' in html
+    assert '<option value="read">read (read-only: cannot call models)</option>' in html
+    assert '<option value="none" selected>none (no access to other keys)</option>' in html
