@@ -59,7 +59,7 @@ def test_requester_pages_and_states(page, requester, standin, canary):
     check("key page with its usage")
     page.get_by_label("Monthly limit (USD)").fill("5000")
     page.get_by_role("button", name="Change limit").click()
-    expect(page.get_by_role("heading", name="Ask an admin for $5000.00 a month")).to_be_visible()
+    expect(page.get_by_role("heading", name="Ask an admin for $5,000.00 a month")).to_be_visible()
     check("key page offering to ask for a higher limit")
     page.get_by_role("link", name=re.compile("^Revoke “laptop”")).click()
     check("revoke page")
