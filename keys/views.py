@@ -79,7 +79,8 @@ def new_key(request):
         continue_url = _continue_url(request, form.cleaned_data.get("template"))
     except DatabaseError:  # never lose the secret over an optional link
         continue_url = None
-    return _mint_page(request, {"minted": minted, "continue_url": continue_url})
+    context = {"minted": minted, "continue_url": continue_url, "gateway_url": settings.REQUESTY_GATEWAY_URL}
+    return _mint_page(request, context)
 
 
 def _form_context(request, values: dict | None = None) -> dict:
