@@ -4,7 +4,8 @@ axe-core comes from npm, pinned in tests/browser/axe/package-lock.json (`npm ci`
 `make test` do it). It is put into the page through the DevTools protocol (`page.evaluate`), which
 the page's Content Security Policy does not govern: the portal's CSP stays exactly as production
 sends it (the context is never made with `bypass_csp`; test_a11y checks an inline script is still
-refused). Each check runs at 1280 px and at 390 px, where the page must not scroll sideways."""
+refused). Each check runs at 1280 px and at 390 px (no word broken across lines at either), where the page
+must not scroll sideways either."""
 
 from __future__ import annotations
 
@@ -34,6 +35,26 @@ OVERFLOW = """() => {
 }"""
 
 
+# Words split across lines ("Revok/e"): each word's pieces must share one line. Identifiers (code),
+# the secret and hidden text may break anywhere; hyphens and slashes are break points anyway.
+BROKEN_WORDS = r"""() => {
+  const skip = "code, pre, .secret, svg, .visually-hidden, .skip-link, script, style, option";
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const broken = [];
+  for (let node = walker.nextNode(); node && broken.length < 5; node = walker.nextNode()) {
+    if (!node.parentElement || node.parentElement.closest(skip)) continue;
+    for (const match of node.textContent.matchAll(/[^\s\-\/\u2013\u2014,]{2,}/g)) {
+      const range = document.createRange();
+      range.setStart(node, match.index);
+      range.setEnd(node, match.index + match[0].length);
+      const tops = new Set([...range.getClientRects()].filter(r => r.width).map(r => Math.round(r.top)));
+      if (tops.size > 1) { broken.push(match[0]); break; }
+    }
+  }
+  return broken;
+}"""
+
+
 def axe_source() -> str:
     if not AXE.is_file():
         pytest.fail(
@@ -47,6 +68,11 @@ def violations(page: Page) -> list[str]:
     if not page.evaluate("() => typeof window.axe === 'object'"):
         page.evaluate(axe_source())
     return page.evaluate(RUN_AXE)
+
+
+def broken_words(page: Page) -> list[str]:
+    found = page.evaluate(BROKEN_WORDS)
+    return [f"words broken across lines: {found}"] if found else []
 
 
 def overflow(page: Page) -> list[str]:
@@ -68,7 +94,7 @@ class Checker:
         page.wait_for_load_state()
         for name, size in (("1280 px", DESKTOP), ("390 px", PHONE)):
             page.set_viewport_size(size)
-            found = violations(page) + (overflow(page) if size is PHONE else [])
+            found = violations(page) + broken_words(page) + (overflow(page) if size is PHONE else [])
             self.problems += [f"{state} at {name}: {problem}" for problem in found]
         page.set_viewport_size(DESKTOP)
 

@@ -126,11 +126,16 @@ def test_the_checks_catch_a_violation_and_the_csp_still_refuses_inline_script(pa
           img.src = "/static/none.png";
           wide.style.width = "900px";
           wide.textContent = "wide";
-          document.querySelector("main").append(img, wide);
+          const narrow = document.createElement("p");
+          narrow.style.width = "2em";
+          narrow.style.wordBreak = "break-all";
+          narrow.textContent = "Revoke";
+          document.querySelector("main").append(img, wide, narrow);
         }"""
     )
     check("home with an unlabelled image and a wide box")
     assert any("image-alt" in p for p in check.problems) and any("scrolls sideways" in p for p in check.problems)
+    assert any("words broken across lines: ['Revoke']" in p for p in check.problems)
     response = page.goto("/")
     assert "script-src" in response.headers["content-security-policy"]
     with pytest.raises(Exception):
