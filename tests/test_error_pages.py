@@ -72,3 +72,11 @@ def test_the_sandbox_leaves_out_django_htmx_debug_takeover(settings, rclient):
 def test_outside_the_sandbox_debug_keeps_djangos_technical_404(settings, rclient):
     settings.DEBUG, settings.PORTAL_SANDBOX = True, False
     assert "URLconf" in rclient.get("/no/such/page/").content.decode()
+
+
+def test_a_refused_csrf_token_gets_the_branded_page(requester):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(requester)
+    response = client.post("/keys/new/", {"name": "x"})
+    html = response.content.decode()
+    assert response.status_code == 403 and "That form has expired" in html and NAV in html

@@ -112,8 +112,8 @@ def test_usage_failures_are_alerts(rkey, rclient, standin, fault):
 
 
 def test_the_key_page_shows_this_months_spend_of_its_limit(rkey, rclient, standin):
-    page = rclient.get(f"/keys/{rkey.pk}/").content.decode()
-    assert "<h2>This month</h2>" in page and f'hx-get="/keys/{rkey.pk}/spend/"' in page
+    usage = rclient.get(f"/keys/{rkey.pk}/usage/", **HTMX).content.decode()
+    assert "<h3>This month</h3>" in usage and f'hx-get="/keys/{rkey.pk}/spend/"' in usage
     standin.keys[rkey.api_key_id]["monthly_spend"] = Decimal("5.269057")
     assert "$5.27 of $25.00 (21%)" in rclient.get(f"/keys/{rkey.pk}/spend/", **HTMX).content.decode()
 
