@@ -17,16 +17,15 @@ from portal.audit import chain
 from portal.audit.models import AuditEvent
 from portal.htmx import render_htmx
 
-from .forms import ApprovalRequestForm, DecisionForm, LimitApprovalForm
-from .models import ApprovalRequest, IssuedKey, OnboardingTemplate
+from .forms import ApprovalRequestForm, DecisionForm
+from .models import ApprovalRequest, OnboardingTemplate
 from .onboarding import safe_return_url
-from .views import limit_context
 
 Action, Outcome = AuditEvent.Action, AuditEvent.Outcome
 log = logging.getLogger(__name__)
 
 
-def _audit(request, approval: ApprovalRequest, action: str, outcome: str, detail: str) -> None:
+def audit_approval(request, approval: ApprovalRequest, action: str, outcome: str, detail: str) -> None:
     """One event about `approval`, by the person making this request, with the values asked for."""
     values = {"monthly_limit": approval.monthly_limit, "manage": approval.manage, "completions": approval.completions}
     chain.record_request(
@@ -52,31 +51,8 @@ def approval_request(request):
             if data["template"]
             else None,
         )
-        _audit(request, approval, Action.APPROVAL_REQUESTED, Outcome.PENDING, f": {data['reason']}")
+        audit_approval(request, approval, Action.APPROVAL_REQUESTED, Outcome.PENDING, f": {data['reason']}")
     return render_htmx(request, "keys/new.html", "mint", {"form": None, "approval_sent": approval})
-
-
-@require_POST
-def limit_approval_request(request, pk: int):
-    """Ask for a higher limit on one's own active key than the policy allows (kind LIMIT): an admin
-    approves it, then the owner applies it on the key's page (keys.views.key_limit)."""
-    key = get_object_or_404(IssuedKey, pk=pk, owner=request.user, status=IssuedKey.Status.ACTIVE)
-    form = LimitApprovalForm(request.POST)
-    if not form.is_valid():
-        return render_htmx(request, "keys/detail.html", "limit", limit_context(request, key, limit_offer=form))
-    with transaction.atomic():
-        approval = ApprovalRequest.objects.create(
-            kind=ApprovalRequest.Kind.LIMIT,
-            key=key,
-            requester=request.user,
-            name=key.name,
-            monthly_limit=form.cleaned_data["monthly_limit"],
-            manage=key.manage,
-            completions=key.completions,
-            reason=form.cleaned_data["reason"],
-        )
-        _audit(request, approval, Action.APPROVAL_REQUESTED, Outcome.PENDING, f": {form.cleaned_data['reason']}")
-    return render_htmx(request, "keys/detail.html", "limit", limit_context(request, key))
 
 
 @require_GET
@@ -96,7 +72,8 @@ def approvals(request):
 def approval_decide(request, pk: int):
     approval = get_object_or_404(ApprovalRequest, pk=pk)
     if approval.requester_id == request.user.pk:
-        _audit(request, approval, Action.APPROVAL_REFUSED, Outcome.DENIED, ": nobody may decide their own request")
+        detail = ": nobody may decide their own request"
+        audit_approval(request, approval, Action.APPROVAL_REFUSED, Outcome.DENIED, detail)
         raise PermissionDenied("You cannot decide your own request.")
     form = DecisionForm(request.POST)
     if not form.is_valid():
@@ -116,7 +93,7 @@ def approval_decide(request, pk: int):
         approval.decide(approved, by=request.user, comment=form.cleaned_data["comment"])
         action = Action.APPROVAL_APPROVED if approved else Action.APPROVAL_DENIED
         detail = f" for {approval.requester.get_username()}: {approval.comment}"
-        _audit(request, approval, action, Outcome.SUCCESS, detail)
+        audit_approval(request, approval, action, Outcome.SUCCESS, detail)
     _notify(request, approval)
     return redirect("approvals")
 

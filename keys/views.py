@@ -6,10 +6,10 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import BadRequest
 from django.db import DatabaseError
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_variables
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
 from portal.accounts.permissions import is_portal_admin
 from portal.accounts.reauth import require_recent_sign_in
@@ -17,9 +17,10 @@ from portal.audit import bounds, chain
 from portal.audit.models import AuditEvent
 from portal.htmx import render_htmx, wants_partial
 
-from . import lifecycle, listing, policy, requesty
+from . import lifecycle, limit_views, listing, policy, requesty
 from .charts import usage_chart
-from .forms import ApprovalRequestForm, KeyPageForm, KeyRequestForm, LimitApprovalForm, LimitForm, new_nonce
+from .forms import ApprovalRequestForm, KeyPageForm, KeyRequestForm, new_nonce
+from .listing import key_or_404, visible_keys
 from .minting import MintError, in_minutes, mint_key, seconds_until_an_hour_after
 from .models import ApprovalRequest, Issuance, IssuedKey, OnboardingTemplate
 from .onboarding import prefill, safe_return_url
@@ -184,16 +185,6 @@ def _audit_denial(request, form: KeyRequestForm) -> None:
 
 
 # --- Key lifecycle: my keys, spend, usage, limit, revoke -----------------------------------------
-def _keys_for(user):
-    """Admins see every key; everyone else only their own (others' ids answer 404, not 403)."""
-    keys = IssuedKey.objects.select_related("owner", "issuance")
-    return keys if is_portal_admin(user) else keys.filter(owner=user)
-
-
-def _key_or_404(request, pk: int) -> IssuedKey:
-    return get_object_or_404(_keys_for(request.user), pk=pk)
-
-
 @require_GET
 def key_list(request):
     """Everyone's keys for admins, one's own otherwise: filtered, paged, and counted (nothing silently cut)."""
@@ -201,7 +192,7 @@ def key_list(request):
     form = KeyPageForm(request.GET)
     if not form.is_valid():
         raise BadRequest("Not a valid page of the key list.")
-    visible = _keys_for(request.user)
+    visible = visible_keys(request.user)
     keys = visible
     unknown = Issuance.objects.filter(state__in=[Issuance.State.UNKNOWN, Issuance.State.REQUESTED])
     owner, status = form.cleaned_data["owner"] if is_admin else "", form.cleaned_data["status"]
@@ -236,7 +227,7 @@ def key_list(request):
 
 @require_GET
 def key_spend(request, pk: int):
-    key = _key_or_404(request, pk)
+    key = key_or_404(request, pk)
     context = {"key": key, "spend": None, "spend_error": ""}
     if key.status == IssuedKey.Status.ACTIVE:
         try:
@@ -250,25 +241,13 @@ def key_spend(request, pk: int):
 
 @require_GET
 def key_detail(request, pk: int):
-    key = _key_or_404(request, pk)
-    return render(request, "keys/detail.html", limit_context(request, key))
-
-
-def limit_context(request, key: IssuedKey, **extra) -> dict:
-    """The key page's limit section: the form, and for the owner an approved raise to apply or a
-    request still waiting (ApprovalRequest.kind LIMIT)."""
-    context = {"key": key, "limit_form": LimitForm(key=key, user=request.user), **extra}
-    if key.owner_id == request.user.pk and key.status == IssuedKey.Status.ACTIVE:
-        asked = ApprovalRequest.objects.filter(requester=request.user, key=key, kind=ApprovalRequest.Kind.LIMIT)
-        approved = asked.filter(status=ApprovalRequest.Status.APPROVED).select_related("decided_by").first()
-        context["limit_approval"] = approved if approved is not None and approved.is_usable else None
-        context["limit_request_pending"] = asked.filter(status=ApprovalRequest.Status.PENDING).first()
-    return context
+    key = key_or_404(request, pk)
+    return render(request, "keys/detail.html", limit_views.limit_context(request, key))
 
 
 @require_GET
 def key_usage(request, pk: int):
-    key = _key_or_404(request, pk)
+    key = key_or_404(request, pk)
     context = {"key": key, "chart": None, "usage_error": ""}
     try:
         context["chart"] = usage_chart(key)
@@ -281,53 +260,10 @@ def key_usage(request, pk: int):
     return render_htmx(request, "keys/detail.html", "usage", context, fragment_only=True)
 
 
-@require_POST
-def key_limit(request, pk: int):
-    """A new limit: within the policy, or exactly what an admin approved (`approval`)."""
-    key = _key_or_404(request, pk)
-    approval = None
-    if request.POST.get("approval", "").isdigit():
-        approval = ApprovalRequest.objects.filter(
-            pk=int(request.POST["approval"]), requester=request.user, key=key, kind=ApprovalRequest.Kind.LIMIT
-        ).first()
-        if approval is None:
-            raise BadRequest("Not an approval of a limit for this key.")
-    data = {"monthly_limit": str(approval.monthly_limit)} if approval else request.POST
-    form = LimitForm(data, key=key, user=request.user, approved=approval is not None)
-    context = {"limit_form": form, "limit_error": "", "limit_changed": False}
-    if form.is_valid():
-        try:
-            lifecycle.change_limit(
-                key,
-                form.cleaned_data["monthly_limit"],
-                actor=request.user,
-                source_ip=chain.client_ip(request),
-                approval_id=approval.pk if approval else None,
-            )
-            context["limit_changed"] = True
-            context["limit_form"] = LimitForm(key=key, user=request.user)
-        except lifecycle.LifecycleError as exc:
-            context["limit_error"] = exc.message
-    elif form.denials:
-        chain.record_request(
-            request,
-            AuditEvent.Action.KEY_LIMIT_FAILED,
-            AuditEvent.Outcome.DENIED,
-            issuance=key.issuance,
-            api_key_id=key.api_key_id,
-            monthly_limit=None,
-            detail="; ".join(form.denials),
-        )
-        if form.beyond is not None and key.owner_id == request.user.pk:
-            context["limit_offer"] = LimitApprovalForm(initial={"monthly_limit": form.beyond})
-    context = {**limit_context(request, key), **context}
-    return render_htmx(request, "keys/detail.html", "limit", context)
-
-
 @require_http_methods(["GET", "POST"])
 def key_revoke(request, pk: int):
     """GET asks for confirmation naming the key; POST revokes it upstream, then here."""
-    key = _key_or_404(request, pk)
+    key = key_or_404(request, pk)
     if request.method == "GET":
         return render_htmx(request, "keys/revoke.html", "confirm", {"key": key, "in_row": wants_partial(request)})
     error = ""
