@@ -39,7 +39,7 @@ def test_screenshots(page, requester, standin, canary, settings):
     shoot(page, "new-key")
     mint(page, name="laptop", limit="25")
     for key_id in standin.keys:
-        standin.keys[key_id]["monthly_spend"] = Decimal("7.42")
+        standin.keys[key_id]["monthly_spend"] = Decimal("3.18")
     page.get_by_role("button", name="I've stored it").click()
     expect(page.locator("progress")).to_have_count(2)
     shoot(page, "my-keys")
