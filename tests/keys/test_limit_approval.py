@@ -82,6 +82,18 @@ def test_a_limit_approval_cannot_mint_a_key_nor_serve_someone_else(rclient, r2cl
     assert r2client.post(f"/keys/{key.pk}/limit/", {"approval": approval.pk}, **HTMX).status_code == 404
     assert r2client.post(f"/keys/{key.pk}/limit/approval/", {"monthly_limit": "9", "reason": REASON}).status_code == 404
     assert ApprovalRequest.objects.get().status == "approved"
+    new_key = ApprovalRequest.objects.create(
+        requester=requester,
+        name="other",
+        monthly_limit=Decimal("250"),
+        manage="none",
+        completions="write",
+        reason=REASON,
+        status="approved",
+        expires_at=approval.expires_at,
+    )  # an approval of a new key cannot raise a limit
+    assert rclient.post(f"/keys/{key.pk}/limit/", {"approval": new_key.pk}, **HTMX).status_code == 400
+    assert standin.keys[key.api_key_id]["monthly_limit"] == 40
 
 
 def test_a_key_above_the_policy_can_always_be_lowered(rclient, aclient, requester, standin):
