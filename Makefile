@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 IDP    := tests/accounts/oidc_provider
+AXE    := tests/browser/axe
 
 .PHONY: run test lint bench-mint bench-audit bench-load clean
 
@@ -22,6 +23,11 @@ $(IDP)/node_modules/.package-lock.json: $(IDP)/package.json $(IDP)/package-lock.
 	cd $(IDP) && npm ci --no-audit --no-fund
 	touch $@
 
+# axe-core for the browser tests' accessibility checks (pinned by its package-lock.json).
+$(AXE)/node_modules/.package-lock.json: $(AXE)/package.json $(AXE)/package-lock.json
+	cd $(AXE) && npm ci --no-audit --no-fund
+	touch $@
+
 ## Sandbox: embedded SQLite, the stand-in Requesty, demo users printed. Nothing leaves this machine.
 run: $(VENV)/.installed
 	DEBUG=true PORTAL_SANDBOX=true REQUESTY_BASE_URL=http://127.0.0.1:8099 \
@@ -29,7 +35,7 @@ run: $(VENV)/.installed
 	$(PY) manage.py sandbox
 
 ## The whole suite (unit, view, browser). DATABASE_URL=postgres://... runs it on PostgreSQL.
-test: $(VENV)/.installed-dev $(IDP)/node_modules/.package-lock.json
+test: $(VENV)/.installed-dev $(IDP)/node_modules/.package-lock.json $(AXE)/node_modules/.package-lock.json
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
@@ -50,4 +56,4 @@ bench-load: $(VENV)/.installed-dev
 	$(PY) bench/load.py
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache $(IDP)/node_modules
+	rm -rf $(VENV) staticfiles .pytest_cache $(IDP)/node_modules $(AXE)/node_modules

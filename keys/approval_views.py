@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 PENDING_PER_PAGE = 20
 
 
-def _audit(request, approval: ApprovalRequest, action: str, outcome: str, detail: str) -> None:
+def audit_approval(request, approval: ApprovalRequest, action: str, outcome: str, detail: str) -> None:
     """One event about `approval`, by the person making this request, with the values asked for."""
     values = {"monthly_limit": approval.monthly_limit, "manage": approval.manage, "completions": approval.completions}
     chain.record_request(
@@ -48,13 +48,9 @@ def approval_request(request):
         return render_htmx(request, "keys/new.html", "mint", {"form": None, "approval_form": form})
     data = form.cleaned_data
     with transaction.atomic():
-        policy.lock_user(request.user)  # parallel requests cannot together pass the cap
-        pending = ApprovalRequest.objects.filter(requester=request.user, status=ApprovalRequest.Status.PENDING)
-        cap = settings.PORTAL_MAX_PENDING_APPROVALS
-        if pending[:cap].count() >= cap:
-            refused = True
+        if message := policy.pending_approvals_full(request.user):
+            approval = None
         else:
-            refused = False
             approval = ApprovalRequest.objects.create(
                 requester=request.user,
                 name=data["name"],
@@ -66,12 +62,8 @@ def approval_request(request):
                 if data["template"]
                 else None,
             )
-            _audit(request, approval, Action.APPROVAL_REQUESTED, Outcome.PENDING, f": {data['reason']}")
-    if refused:
-        message = (
-            f"You already have {cap} requests waiting for an admin's decision, the most allowed at once. "
-            "Wait for a decision on one of them; nothing was sent."
-        )
+            audit_approval(request, approval, Action.APPROVAL_REQUESTED, Outcome.PENDING, f": {data['reason']}")
+    if approval is None:
         form.add_error(None, message)
         _refuse(request, form, message)
         return render_htmx(request, "keys/new.html", "mint", {"form": None, "approval_form": form})
@@ -98,7 +90,7 @@ def _refuse(request, form: ApprovalRequestForm, detail: str) -> None:
 def approvals(request):
     pending = (
         ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING)
-        .select_related("requester")
+        .select_related("requester", "key")
         .order_by("created_at", "pk")
     )
     # get_page: a page number that is not one (`x`, `²`, `-1`) shows the first page, one past
@@ -122,7 +114,8 @@ def approval_decide(request, pk: int):
         response["Retry-After"] = str(wait)
         return response
     if approval.requester_id == request.user.pk:
-        _audit(request, approval, Action.APPROVAL_REFUSED, Outcome.DENIED, ": nobody may decide their own request")
+        detail = ": nobody may decide their own request"
+        audit_approval(request, approval, Action.APPROVAL_REFUSED, Outcome.DENIED, detail)
         raise PermissionDenied("You cannot decide your own request.")
     form = DecisionForm(request.POST)
     if not form.is_valid():
@@ -142,7 +135,7 @@ def approval_decide(request, pk: int):
         approval.decide(approved, by=request.user, comment=form.cleaned_data["comment"])
         action = Action.APPROVAL_APPROVED if approved else Action.APPROVAL_DENIED
         detail = f" for {approval.requester.get_username()}: {approval.comment}"
-        _audit(request, approval, action, Outcome.SUCCESS, detail)
+        audit_approval(request, approval, action, Outcome.SUCCESS, detail)
     _notify(request, approval)
     return redirect("approvals")
 
@@ -157,6 +150,13 @@ def _notify(request, approval: ApprovalRequest) -> None:
         body = (
             f"Your request to extend the key “{approval.name}” to {until} was approved by "
             f"{approval.decided_by.get_username()}.\n\nApply it on the key's page before "
+            f"{approval.expires_at:%Y-%m-%d %H:%M} UTC:\n{link}\n"
+        )
+    elif approval.status == ApprovalRequest.Status.APPROVED and approval.kind == ApprovalRequest.Kind.LIMIT:
+        link = request.build_absolute_uri(reverse("keys:detail", args=[approval.key_id]))
+        body = (
+            f"Your request for a monthly limit of ${approval.monthly_limit} on the key “{approval.name}” was "
+            f"approved by {approval.decided_by.get_username()}.\n\nApply it on the key's page before "
             f"{approval.expires_at:%Y-%m-%d %H:%M} UTC:\n{link}\n"
         )
     elif approval.status == ApprovalRequest.Status.APPROVED:

@@ -9,7 +9,9 @@ from .models import IssuedKey
 from .usage import key_usage_points
 
 DAYS = 30
-WIDTH, HEIGHT, GAP = 600, 160, 2
+WIDTH, HEIGHT, GAP = 600, 200, 2
+# The plot inside the picture: room on the left for the dollar axis, below for the dates.
+LEFT, TOP, BOTTOM = 64, 10, 170
 
 
 def usage_chart(key: IssuedKey, user, today=None) -> tuple[dict | None, str]:
@@ -32,9 +34,27 @@ def _chart(points, first) -> dict:
         days.append(
             {"day": day, "spend": point.spend if point else Decimal(0), "requests": point.requests if point else 0}
         )
+    peak = max(d["spend"] for d in days)
+    scale = peak or Decimal(1)
+    bar = (WIDTH - LEFT) / DAYS
+    plot = BOTTOM - TOP
+    for index, d in enumerate(days):
+        height = int(d["spend"] / scale * plot)
+        d.update(x=round(LEFT + index * bar, 1), width=round(bar - GAP, 1), height=height, y=BOTTOM - height)
+    # Axis labels: $0, half and the peak on the left; the first, middle and last day below.
+    y_ticks = [{"value": peak * part / 2, "y": BOTTOM - int(plot * part / 2)} for part in (0, 1, 2)] if peak else []
+    x_ticks = [  # anchored so that the first and last labels stay inside the picture
+        {"label": _short(days[i]["day"]), "x": round(LEFT + i * bar + offset * (bar - GAP), 1), "anchor": anchor}
+        for i, offset, anchor in ((0, 0, "start"), (DAYS // 2, 0.5, "middle"), (DAYS - 1, 1, "end"))
+    ]
     return {
-        "days": bars(days),
-        "peak": max(d["spend"] for d in days),
+        "y_ticks": y_ticks,
+        "x_ticks": x_ticks,
+        "left": LEFT,
+        "bottom": BOTTOM,
+        "top": TOP,
+        "days": days,
+        "peak": peak,
         "total_spend": sum((d["spend"] for d in days), Decimal(0)),
         "total_requests": sum(d["requests"] for d in days),
         "width": WIDTH,
@@ -58,3 +78,8 @@ def trend_chart(months: list[tuple[str, Decimal]]) -> dict:
     """The spend page's monthly bars (keys/spend.py's trend)."""
     items = bars([{"month": m, "spend": spend} for m, spend in months])
     return {"months": items, "peak": max((d["spend"] for d in items), default=0), "width": WIDTH, "height": HEIGHT}
+
+
+def _short(day: str) -> str:
+    """ "2026-11-03" as "3 Nov": short enough for an axis label, unambiguous in any locale."""
+    return f"{int(day[8:])} {datetime.fromisoformat(day).strftime('%b')}"

@@ -38,6 +38,8 @@ def _visible_key(request, pk: int, *, own: bool = False) -> IssuedKey:
 
 def key_page(request, key: IssuedKey, status: int = 200, **extra):
     """The key page, or its `expiry` section for htmx, with everything the section shows."""
+    from .limit_views import limit_context  # here: limit_views imports keys.views, which imports this module
+
     user = request.user
     own, active = key.owner_id == user.pk, key.status == Status.ACTIVE
     context = {
@@ -55,6 +57,7 @@ def key_page(request, key: IssuedKey, status: int = 200, **extra):
         ],
         "replacement_url": _replacement_url(key) if own and key.status == Status.EXPIRED else "",
         "org_usage": usage.attach([key]),
+        **limit_context(request, key),
         **extra,
     }
     return render_htmx(request, "keys/detail.html", "expiry", context, status=status)

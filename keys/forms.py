@@ -31,7 +31,7 @@ def parse_amount(raw: str) -> Decimal:
         raise forms.ValidationError("Enter a monthly limit in US dollars, for example 25 or 12.50.")
     if text.startswith("-"):
         raise forms.ValidationError("The monthly limit cannot be negative.")
-    if "," in text or "_" in text or " " in text:
+    if re.fullmatch(r"\d{1,3}([,_ ]\d{3})+(\.\d*)?", text):
         raise forms.ValidationError("Write the amount without thousands separators, for example 1500.")
     if not _AMOUNT.fullmatch(text):
         if re.fullmatch(r"\d+\.\d{3,}", text):
@@ -169,17 +169,22 @@ class KeyRequestForm(ExpiresFields, KeyValuesForm):
 REASON_MAX_LENGTH = 500  # a reason is a sentence or two; it is copied into the audit log
 
 
-class ApprovalRequestForm(KeyValuesForm):
+class ReasonForm(forms.Form):
+    """Why someone asks an admin for more: shared by every kind of approval request."""
+
     reason = forms.CharField(
         label="Why do you need this?", max_length=REASON_MAX_LENGTH, required=False, widget=forms.Textarea
     )
-    template = forms.SlugField(required=False)
 
     def clean_reason(self) -> str:
         reason = self.cleaned_data["reason"].strip()
         if len(reason) < 10:
             raise forms.ValidationError("Tell the admins in a sentence why you need this (at least 10 characters).")
         return reason
+
+
+class ApprovalRequestForm(KeyValuesForm, ReasonForm):
+    template = forms.SlugField(required=False)
 
     def clean(self):
         data = super().clean()
@@ -197,11 +202,13 @@ class LimitForm(forms.Form):
 
     monthly_limit = forms.CharField(label="Monthly limit (USD)", max_length=40, required=False)
 
-    def __init__(self, *args, key, user, **kwargs):
+    def __init__(self, *args, key, user, approved: bool = False, **kwargs):
+        """`approved`: an admin approved exactly this limit (checked again when it is applied)."""
         kwargs.setdefault("initial", {"monthly_limit": key.monthly_limit})
         super().__init__(*args, **kwargs)
-        self.key, self.user = key, user
+        self.key, self.user, self.approved = key, user, approved
         self.denials: list[str] = []
+        self.beyond: Decimal | None = None  # a raise beyond the policy: an admin may approve it
         self.policy = policy.resolve(user)
         self.max_limit = self.policy.max_key_limit
 
@@ -213,14 +220,18 @@ class LimitForm(forms.Form):
         amount = parse_amount(self.cleaned_data["monthly_limit"])
         if amount < self.policy.min_limit:
             raise forms.ValidationError("The monthly limit must be more than 0.")
+        if self.approved or amount <= self.key.monthly_limit:  # lowering is always allowed
+            return amount
         if self.max_limit is not None and amount > self.max_limit:
-            message = f"Your monthly limit can be at most ${self.max_limit}."
+            message = f"Your policy allows at most {policy.money(self.max_limit)} per key."
             self.denials.append(f"monthly_limit: {message}")
+            self.beyond = amount
             raise forms.ValidationError(message)
         if self.policy.max_total_limit is not None:
             room = policy.headroom(self.user, self.policy)
             if message := policy.limit_raise_problem(room, self.policy, self.key, amount):
                 self.denials.append(f"monthly_limit: {message}")
+                self.beyond = amount
                 raise forms.ValidationError(message)
         return amount
 
@@ -246,9 +257,19 @@ class KeyPageForm(forms.Form):
     before = forms.IntegerField(required=False, min_value=1, max_value=_MAX_ID)
     after = forms.IntegerField(required=False, min_value=1, max_value=_MAX_ID)
     last = forms.BooleanField(required=False)
+    new = forms.IntegerField(required=False, min_value=1, max_value=_MAX_ID)  # the key just created: highlighted
 
     def clean(self):
         data = super().clean()
         if sum(bool(data.get(k)) for k in ("before", "after", "last")) > 1:
             raise forms.ValidationError("Use one of before, after or last.")
         return data
+
+
+class LimitApprovalForm(ReasonForm):
+    """Asking an admin for a higher limit on an existing key than the policy allows."""
+
+    monthly_limit = forms.CharField(required=False, max_length=40)
+
+    def clean_monthly_limit(self) -> Decimal:
+        return parse_amount(self.cleaned_data["monthly_limit"])

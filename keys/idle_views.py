@@ -12,14 +12,14 @@ from django.views.decorators.http import require_http_methods
 from portal.audit import chain
 from portal.audit.models import AuditEvent
 
+from .listing import key_or_404
 from .models import IssuedKey
-from .views import _key_or_404
 
 
 @require_http_methods(["GET", "POST"])
 def key_keep(request, pk: int):
     """The idle e-mail's Keep link: GET asks (mail scanners follow links), POST keeps and resets the clock."""
-    key = _key_or_404(request, pk)
+    key = key_or_404(request, pk)
     context = {"key": key, "idle_days": settings.PORTAL_IDLE_DAYS}
     if request.method == "GET":
         return render(request, "keys/keep.html", context)

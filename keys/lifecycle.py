@@ -22,7 +22,7 @@ from portal.audit import chain
 from portal.audit.models import AuditEvent
 
 from . import policy, requesty
-from .models import IssuedKey
+from .models import ApprovalRequest, IssuedKey
 
 log = logging.getLogger(__name__)
 Action, Outcome, Status = AuditEvent.Action, AuditEvent.Outcome, IssuedKey.Status
@@ -115,12 +115,12 @@ def current_spend(key: IssuedKey, *, max_age: timedelta = SPEND_FRESH_FOR) -> Sp
 
 
 # --- Limit ----------------------------------------------------------------------------------------
-def change_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None) -> None:
+def change_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None, approval_id: int | None = None) -> None:
     """Change a key's monthly limit the way minting creates a key: check the caps and reserve the
     new limit (`pending_limit`) in one transaction under the owner's lock, commit, and only then
     call Requesty. While the outcome is unsettled the key counts at the higher of both limits, so
     parallel raises, or a raise whose outcome is unknown, cannot take the owner over the caps."""
-    before = _reserve_limit(key, new_limit, actor=actor, source_ip=source_ip)
+    before = _reserve_limit(key, new_limit, actor=actor, source_ip=source_ip, approval_id=approval_id)
     detail = f"monthly limit {before:.2f} -> {new_limit:.2f}"
     try:
         requesty.update_limit(key.api_key_id, new_limit)
@@ -131,9 +131,13 @@ def change_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None) -
         _log_failure(exc, "limit change", key)
         unknown = isinstance(exc, requesty.OutcomeUnknown)
         with transaction.atomic():
-            if not unknown:  # a definite no: the reservation is released
+            if not unknown:  # a definite no: the reservation is released, an approval may be used again
                 key.pending_limit, key.pending_limit_at = None, None
                 key.save(update_fields=["pending_limit", "pending_limit_at"])
+                if approval_id is not None:
+                    ApprovalRequest.objects.filter(pk=approval_id, status=ApprovalRequest.Status.USED).update(
+                        status=ApprovalRequest.Status.APPROVED
+                    )
             _audit_key(
                 Action.KEY_LIMIT_FAILED,
                 Outcome.UNKNOWN if unknown else Outcome.FAILURE,
@@ -153,7 +157,7 @@ def change_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None) -
         _audit_confirmed(Action.KEY_LIMIT_CHANGED, key, 204, detail, actor=actor, source_ip=source_ip)
 
 
-def _reserve_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None) -> Decimal:
+def _reserve_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None, approval_id=None) -> Decimal:
     """The authoritative check (the form's is advisory): under the owner's lock, with the policy,
     the key and the headroom read afresh, so a raise on another key or a mint committed meanwhile
     counts. Commits `pending_limit` together with a `key.limit_requested` event and returns the
@@ -166,7 +170,8 @@ def _reserve_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None)
             fresh = IssuedKey.objects.select_for_update().get(pk=key.pk)
             key.status, key.monthly_limit = fresh.status, fresh.monthly_limit
             key.pending_limit, key.pending_limit_at = fresh.pending_limit, fresh.pending_limit_at
-            problem = _limit_problem(key, new_limit, actor)
+            approved = approval_id is not None and _claim_limit_approval(key, new_limit, actor, approval_id)
+            problem = _limit_problem(key, new_limit, actor, approved=approved)
             if problem:
                 raise LifecycleError(problem, 403)
             _check_limit_change_rate(actor)
@@ -197,15 +202,33 @@ def _reserve_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None)
     return key.monthly_limit
 
 
-def _limit_problem(key: IssuedKey, new_limit: Decimal, actor) -> str:
+def _claim_limit_approval(key: IssuedKey, new_limit: Decimal, actor, approval_id: int) -> bool:
+    """An admin's approval of exactly this limit for this key, used once (in the reservation's
+    transaction); anything else is refused."""
+    approval = (
+        ApprovalRequest.objects.select_for_update()
+        .filter(pk=approval_id, requester=actor, key=key, kind=ApprovalRequest.Kind.LIMIT)
+        .first()
+    )
+    if approval is None or not approval.is_usable:
+        raise LifecycleError("This approval is not valid any more (used, expired or not yours).", 403)
+    if approval.monthly_limit != new_limit:
+        raise LifecycleError("An approval is only good for exactly the limit that was approved.", 403)
+    approval.status = ApprovalRequest.Status.USED
+    approval.save(update_fields=["status"])
+    _audit_key(Action.APPROVAL_USED, Outcome.SUCCESS, key, actor=actor, detail=f"approval #{approval.pk}")
+    return True
+
+
+def _limit_problem(key: IssuedKey, new_limit: Decimal, actor, *, approved: bool = False) -> str:
     if key.status != Status.ACTIVE:
         return "This key is no longer active, so its limit cannot change."
     if key.pending_limit is not None:
         return PENDING_LIMIT_MESSAGE.format(pending=policy.money(key.pending_limit))
     pol = policy.resolve(actor)
-    if pol.is_admin:
+    if pol.is_admin or approved:
         return ""
-    if new_limit > pol.max_key_limit:
+    if new_limit > key.monthly_limit and new_limit > pol.max_key_limit:  # lowering is always allowed
         return f"Your monthly limit can be at most {policy.money(pol.max_key_limit)}."
     if pol.max_total_limit is None or key.owner is None:
         return ""

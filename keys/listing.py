@@ -11,12 +11,27 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django.db.models import Q, QuerySet
+from django.shortcuts import get_object_or_404
+
+from portal.accounts.permissions import is_portal_admin
+
+from .models import IssuedKey
 
 PAGE_SIZE = 50
 UNKNOWN_LIMIT = 100  # unsettled issuances shown above the keys (first page only)
 NEWEST_FIRST = ("-created_at", "-pk")
 OLDEST_FIRST = ("created_at", "pk")
 STALE_CURSOR = "That page link no longer points at a key you can see, so this is the newest page."
+
+
+def visible_keys(user) -> QuerySet:
+    """Admins see every key; everyone else only their own (others' ids answer 404, not 403)."""
+    keys = IssuedKey.objects.select_related("owner", "issuance")
+    return keys if is_portal_admin(user) else keys.filter(owner=user)
+
+
+def key_or_404(request, pk: int) -> IssuedKey:
+    return get_object_or_404(visible_keys(request.user), pk=pk)
 
 
 def _newer_than(created_at, pk) -> Q:

@@ -50,8 +50,9 @@ class MintError(Exception):
 
 UNKNOWN_MESSAGE = (
     "We could not confirm whether Requesty created the key, so no key is shown. "
-    "Please do not submit again: the portal will check with Requesty and remove any key "
-    "that was created. Quote reference {ref} if you contact the portal admins."
+    "Please do not submit this form again: the portal checks with Requesty every {minutes} minutes and "
+    "removes any key that was created; until then the request shows on My keys as “outcome unknown”. "
+    "You can then create a new key. Quote reference {ref} if you contact the portal admins."
 )
 
 
@@ -82,7 +83,8 @@ def mint_key(
         if isinstance(exc, requesty.MalformedResponse) and exc.api_key_id:
             # Requesty made a key but its answer is unusable: nobody can receive it, so remove it.
             _compensate(issuance, exc.api_key_id)
-        raise MintError("unknown", UNKNOWN_MESSAGE.format(ref=issuance.reference), 202, issuance.reference) from None
+        message = UNKNOWN_MESSAGE.format(ref=issuance.reference, minutes=settings.PORTAL_RECONCILE_MINUTES)
+        raise MintError("unknown", message, 202, issuance.reference) from None
 
     try:
         key = _record_issued(issuance, created.api_key_id, cleaned.get("template") or "")
@@ -183,12 +185,15 @@ def _check_rate_limit(actor) -> None:
     it holds across processes. If the count cannot be read, the DatabaseError refuses the mint."""
     limit = settings.PORTAL_MINTS_PER_HOUR
     since = timezone.now() - timedelta(hours=1)
-    recent = Issuance.objects.filter(actor=actor, created_at__gte=since)
+    # Only keys made or in the making count: a definite "no" (Requesty down or refusing), an unknown
+    # outcome or a key removed again gave the person nothing, and an outage must not lock them out.
+    # Unknown outcomes still count against the policy's caps until reconciliation settles them.
+    recent = Issuance.objects.filter(actor=actor, created_at__gte=since, state__in=[State.ISSUED, State.REQUESTED])
     if recent[:limit].count() >= limit:  # counts at most `limit` rows, however many there are
         wait = seconds_until_an_hour_after(recent.order_by("created_at").values_list("created_at", flat=True).first())
         raise MintError(
             "rate_limited",
-            f"You have made {limit} key requests in the last hour, the most allowed. "
+            f"You have created {limit} keys in the last hour, the most allowed. "
             f"Try again in {in_minutes(wait)}; nothing was created.",
             429,
             retry_after=wait,
@@ -207,7 +212,11 @@ def in_minutes(seconds: int) -> str:
 
 
 def _claim_approval(actor, cleaned: dict, approval_id: int) -> ApprovalRequest:
-    approval = ApprovalRequest.objects.select_for_update().filter(pk=approval_id, requester=actor).first()
+    approval = (  # only an approval of a new key: one for a higher limit cannot mint
+        ApprovalRequest.objects.select_for_update()
+        .filter(pk=approval_id, requester=actor, kind=ApprovalRequest.Kind.NEW_KEY)
+        .first()
+    )
     if approval is None or not approval.is_usable:
         raise MintError("beyond_policy", "This approval is not valid any more (used, expired or not yours).", 403)
     wanted = (approval.name, approval.monthly_limit, approval.manage, approval.completions)

@@ -65,7 +65,7 @@ def prefill(params, user, pol: policy.Policy, room: policy.Headroom) -> tuple[di
         }
         if template.expiry_days:
             wanted["expires"] = template.expiry_days
-        notes.append(f"Values come from the onboarding template “{template.slug}”.")
+        notes.append(f"Values come from the onboarding link “{template.description or template.slug}”.")
     else:
         wanted = {k: params[k] for k in ("name", "monthly_limit", "completions", "expires") if k in params}
         if wanted:
@@ -84,9 +84,19 @@ def prefill(params, user, pol: policy.Policy, room: policy.Headroom) -> tuple[di
             if amount <= 0:  # "no cap" is never taken from a link, not even for admins
                 raise forms.ValidationError("too low")
             if cap is not None and amount > cap:
-                notes.append(f"The link asked for a ${amount} limit; you can have up to ${cap} without approval.")
                 beyond["monthly_limit"] = amount
-                amount = cap
+                if cap < pol.min_limit:  # nothing left to prefill: never a limit the form would refuse
+                    notes.append(
+                        f"The link asked for a {policy.money(amount)} limit, but your keys already use your "
+                        "whole monthly budget (see below)."
+                    )
+                    amount = None
+                else:
+                    notes.append(
+                        f"The link asked for a {policy.money(amount)} limit; without approval you can have "
+                        f"up to {policy.money(cap)}."
+                    )
+                    amount = cap
             initial["monthly_limit"] = amount
         except forms.ValidationError:
             notes.append("The monthly limit in the link was not usable; the default is shown.")

@@ -19,6 +19,17 @@ from portal.accounts.permissions import is_portal_admin
 from .models import Issuance, IssuedKey, SpendingPolicy
 
 LEVELS = ("none", "read", "write")
+# What each permission level allows, in the words the pages use (shared/requesty-api.md).
+MANAGE_WORDS = {
+    "none": "no access to other keys",
+    "read": "can list and read other keys",
+    "write": "can create, change and delete keys: an admin credential",
+}
+COMPLETIONS_WORDS = {
+    "none": "no use of models",
+    "read": "read-only: cannot call models",
+    "write": "can call models through the gateway",
+}
 DEFAULT_MONTHLY_LIMIT = Decimal("10")
 
 
@@ -111,6 +122,22 @@ def lock_user(user) -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:  # plain SQL: the ORM has no advisory locks
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_USER_LOCK_CLASS, user.pk])
+
+
+def pending_approvals_full(user) -> str:
+    """Inside a transaction, before creating an approval request of any kind: takes the person's
+    lock (so parallel requests cannot together pass the cap) and says why no more may wait, if
+    PORTAL_MAX_PENDING_APPROVALS of theirs already wait for a decision ("" if one more may)."""
+    from .models import ApprovalRequest
+
+    lock_user(user)
+    cap = settings.PORTAL_MAX_PENDING_APPROVALS
+    if ApprovalRequest.objects.filter(requester=user, status=ApprovalRequest.Status.PENDING)[:cap].count() < cap:
+        return ""
+    return (
+        f"You already have {cap} requests waiting for an admin's decision, the most allowed at once. "
+        "Wait for a decision on one of them; nothing was sent."
+    )
 
 
 @dataclass(frozen=True)
@@ -243,6 +270,34 @@ def money(amount: Decimal) -> str:
     return f"${amount:.2f}"
 
 
-def default_monthly_limit(policy: Policy, room: Headroom) -> Decimal:
+@dataclass(frozen=True)
+class Budget:
+    """The monthly budget as a person sees it: "$500.00 of $500.00 used by 1 key"."""
+
+    used: Decimal
+    total: Decimal
+    keys: int
+    left: Decimal
+    percent: int
+
+
+def budget(policy: Policy, room: Headroom) -> Budget | None:
+    """None for who has no total (admins)."""
+    if policy.max_total_limit is None:
+        return None
+    total = policy.max_total_limit
+    percent = 100 if total <= 0 else min(100, int(room.committed * 100 / total))
+    return Budget(room.committed, total, room.active_keys, max(Decimal(0), total - room.committed), percent)
+
+
+def budget_users(user):
+    """The keys that use the budget, largest limit first: what to lower or revoke to make room."""
+    return IssuedKey.objects.filter(owner=user, status=IssuedKey.Status.ACTIVE).order_by("-monthly_limit", "name")
+
+
+def default_monthly_limit(policy: Policy, room: Headroom) -> Decimal | None:
+    """The prefilled limit; None (an empty field) when no valid limit is left: never prefill 0."""
     cap = room.key_cap(policy)
-    return DEFAULT_MONTHLY_LIMIT if cap is None else min(DEFAULT_MONTHLY_LIMIT, cap)
+    if cap is None:
+        return DEFAULT_MONTHLY_LIMIT
+    return min(DEFAULT_MONTHLY_LIMIT, cap) if cap >= policy.min_limit else None

@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from . import approval_views, expiry_views, idle_views, spend_views, views
+from . import approval_views, expiry_views, idle_views, limit_views, spend_views, views
 
 key_patterns = [
     path("", views.key_list, name="list"),
@@ -9,7 +9,8 @@ key_patterns = [
     path("<int:pk>/", views.key_detail, name="detail"),
     path("<int:pk>/spend/", views.key_spend, name="spend"),
     path("<int:pk>/usage/", views.key_usage, name="usage"),
-    path("<int:pk>/limit/", views.key_limit, name="limit"),
+    path("<int:pk>/limit/", limit_views.key_limit, name="limit"),
+    path("<int:pk>/limit/approval/", limit_views.limit_approval_request, name="limit-approval"),
     path("<int:pk>/revoke/", views.key_revoke, name="revoke"),
     path("<int:pk>/keep/", idle_views.key_keep, name="keep"),
     path("<int:pk>/extend/", expiry_views.key_extend, name="extend"),

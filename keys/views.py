@@ -6,11 +6,11 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import BadRequest
 from django.db import DatabaseError
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_variables
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
 from portal.accounts.permissions import is_portal_admin
@@ -22,7 +22,8 @@ from portal.inputs import parse_id
 
 from . import expiry_fields, expiry_views, lifecycle, listing, policy, reminders, requesty, usage
 from .charts import usage_chart
-from .forms import ApprovalRequestForm, KeyPageForm, KeyRequestForm, LimitForm, new_nonce
+from .forms import ApprovalRequestForm, KeyPageForm, KeyRequestForm, new_nonce
+from .listing import key_or_404, visible_keys
 from .minting import MintError, in_minutes, mint_key, seconds_until_an_hour_after
 from .models import ApprovalRequest, Issuance, IssuedKey, OnboardingTemplate
 from .onboarding import prefill, safe_return_url
@@ -57,7 +58,8 @@ def new_key(request):
             if form.can_ask_for_approval
             else None
         )
-        return _mint_page(request, {"form": form, "approval_form": approval_form}, status=status)
+        context = {"form": form, "approval_form": approval_form, **_budget_context(request.user, form)}
+        return _mint_page(request, context, status=status)
 
     try:
         minted = mint_key(
@@ -81,7 +83,8 @@ def new_key(request):
         continue_url = _continue_url(request, form.cleaned_data.get("template"))
     except DatabaseError:  # never lose the secret over an optional link
         continue_url = None
-    return _mint_page(request, {"minted": minted, "continue_url": continue_url})
+    context = {"minted": minted, "continue_url": continue_url, "gateway_url": settings.REQUESTY_GATEWAY_URL}
+    return _mint_page(request, context)
 
 
 def _form_context(request, values: dict | None = None) -> dict:
@@ -97,7 +100,11 @@ def _form_context(request, values: dict | None = None) -> dict:
         initial = {k: values.get(k) for k in keep}
     elif "approval" in request.GET:
         approval_id = parse_id(request.GET["approval"])
-        approval = ApprovalRequest.objects.filter(pk=approval_id, requester=user).first() if approval_id else None
+        approval = (
+            ApprovalRequest.objects.filter(pk=approval_id, requester=user, kind=ApprovalRequest.Kind.NEW_KEY).first()
+            if approval_id
+            else None
+        )
         if approval is not None and approval.is_usable:
             initial = {k: getattr(approval, k) for k in ("name", "monthly_limit", "manage", "completions")}
             initial.update(expiry_fields.initial_for(expiry_fields.default_days(pol), timezone.now().date()))
@@ -113,7 +120,23 @@ def _form_context(request, values: dict | None = None) -> dict:
         if approval_values:
             approval_offer = ApprovalRequestForm(initial=approval_values, user=user, resolved=(pol, room))
     form = KeyRequestForm(initial={**initial, "nonce": new_nonce(user)}, user=user, resolved=(pol, room))
-    return {"form": form, "notes": notes, "approval_form": approval_offer, "approval": approval, "headroom": room}
+    context = {"form": form, "notes": notes, "approval_form": approval_offer, "approval": approval}
+    return {**context, **_budget_context(user, form)}
+
+
+def _budget_context(user, form) -> dict:
+    """The budget meter above the form, after a mistake too; when nothing is left, which keys use it."""
+    budget = policy.budget(form.policy, form.headroom)
+    if budget is None:
+        return {}
+    cap = form.headroom.key_cap(form.policy)
+    full = cap < form.policy.min_limit or form.headroom.keys_left == 0
+    return {
+        "budget": budget,
+        "key_cap": cap,
+        "keys_left": form.headroom.keys_left,
+        "budget_keys": list(policy.budget_users(user)[:20]) if full else [],
+    }
 
 
 def _continue_url(request, slug: str | None) -> str | None:
@@ -175,16 +198,6 @@ def _audit_denial(request, form: KeyRequestForm) -> None:
 
 
 # --- Key lifecycle: my keys, spend, usage, limit, revoke -----------------------------------------
-def _keys_for(user):
-    """Admins see every key; everyone else only their own (others' ids answer 404, not 403)."""
-    keys = IssuedKey.objects.select_related("owner", "issuance")
-    return keys if is_portal_admin(user) else keys.filter(owner=user)
-
-
-def _key_or_404(request, pk: int) -> IssuedKey:
-    return get_object_or_404(_keys_for(request.user), pk=pk)
-
-
 @require_GET
 def key_list(request):
     """Everyone's keys for admins, one's own otherwise: filtered, paged, and counted (nothing silently cut)."""
@@ -192,7 +205,7 @@ def key_list(request):
     form = KeyPageForm(request.GET)
     if not form.is_valid():
         raise BadRequest("Not a valid page of the key list.")
-    visible = _keys_for(request.user)
+    visible = visible_keys(request.user)
     keys = visible
     unknown = Issuance.objects.filter(state__in=[Issuance.State.UNKNOWN, Issuance.State.REQUESTED])
     owner, status = form.cleaned_data["owner"] if is_admin else "", form.cleaned_data["status"]
@@ -211,6 +224,8 @@ def key_list(request):
     context["org_usage"] = usage.attach(context["keys"])
     context.update(
         is_admin=is_admin,
+        new_key=visible.filter(pk=form.cleaned_data["new"]).first() if form.cleaned_data["new"] else None,
+        reconcile_minutes=settings.PORTAL_RECONCILE_MINUTES,
         owner=owner,
         status=status,
         statuses=[*IssuedKey.Status.choices, ("unknown", "outcome unknown")],
@@ -228,7 +243,7 @@ def key_list(request):
 @require_GET
 def key_spend(request, pk: int):
     """One row's spend: from the organization usage, or (only when that failed) from the key itself."""
-    key = _key_or_404(request, pk)
+    key = key_or_404(request, pk)
     context = {"key": key, "spend": None, "spend_error": ""}
     org = usage.org_usage()
     if org.ok:
@@ -245,59 +260,24 @@ def key_spend(request, pk: int):
 
 @require_GET
 def key_detail(request, pk: int):
-    return expiry_views.key_page(request, _key_or_404(request, pk))
+    return expiry_views.key_page(request, key_or_404(request, pk))
 
 
 @require_GET
 def key_usage(request, pk: int):
-    key = _key_or_404(request, pk)
+    key = key_or_404(request, pk)
     chart, error = usage_chart(key, request.user)
     context = {"key": key, "chart": chart, "usage_error": error}
     return render_htmx(request, "keys/detail.html", "usage", context, fragment_only=True)
-
-
-@require_POST
-def key_limit(request, pk: int):
-    key = _key_or_404(request, pk)
-    if bounds.refusals_exceeded(request.user):
-        message, wait = too_many_refusals(request)
-        context = {"key": key, "limit_form": LimitForm(key=key, user=request.user), "limit_error": message}
-        response = render_htmx(request, "keys/detail.html", "limit", context, status=429)
-        response["Retry-After"] = str(wait)
-        return response
-    form = LimitForm(request.POST, key=key, user=request.user)
-    context = {"key": key, "limit_form": form, "limit_error": "", "limit_changed": False}
-    status = 200
-    if form.is_valid():
-        try:
-            lifecycle.change_limit(
-                key, form.cleaned_data["monthly_limit"], actor=request.user, source_ip=chain.client_ip(request)
-            )
-            context["limit_changed"] = True
-            context["limit_form"] = LimitForm(key=key, user=request.user)
-        except lifecycle.LifecycleError as exc:
-            context["limit_error"] = exc.message
-            status = 429 if exc.status == 429 else status
-    elif form.denials:
-        chain.record_request(
-            request,
-            AuditEvent.Action.KEY_LIMIT_FAILED,
-            AuditEvent.Outcome.DENIED,
-            issuance=key.issuance,
-            api_key_id=key.api_key_id,
-            monthly_limit=None,
-            detail="; ".join(form.denials),
-        )
-    return render_htmx(request, "keys/detail.html", "limit", context, status=status)
 
 
 @vary_on_headers("HX-Request")  # every answer, the redirect and the error page included
 @require_http_methods(["GET", "POST"])
 def key_revoke(request, pk: int):
     """GET asks for confirmation naming the key; POST revokes it upstream, then here."""
-    key = _key_or_404(request, pk)
+    key = key_or_404(request, pk)
     if request.method == "GET":
-        return render_htmx(request, "keys/revoke.html", "confirm", {"key": key})
+        return render_htmx(request, "keys/revoke.html", "confirm", {"key": key, "in_row": wants_partial(request)})
     error = ""
     if key.status == IssuedKey.Status.ACTIVE:
         try:

@@ -1,13 +1,18 @@
-"""Error pages that need nothing that might be broken: no database, no request context."""
+"""Error pages: the same branded pages (navigation and a way back) in production and in the sandbox."""
 
+import logging
 import re
 import sys
 
+from django.conf import settings
+from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.db import InterfaceError, OperationalError
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.template import loader
 from django.views import defaults
 from django.views.debug import SafeExceptionReporterFilter
+
+logger = logging.getLogger("django.request")
 
 
 def server_error(request):
@@ -43,3 +48,34 @@ class ReportFilter(SafeExceptionReporterFilter):
             if name in params:
                 params[name] = self.cleansed_substitute
         return params
+
+
+class SandboxErrorPages:
+    """The sandbox runs at DEBUG (local secrets, no HTTPS) but must show the pages production shows:
+    Django answers a 404, a 400 and a crash at DEBUG with its technical pages, so here they get the
+    portal's own (handler403 already applies at DEBUG). Does nothing outside the sandbox, where a
+    developer at DEBUG wants the technical pages."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    @staticmethod
+    def active() -> bool:
+        return settings.DEBUG and settings.PORTAL_SANDBOX
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        # An address no URL pattern matched never reaches a view (nor process_exception).
+        if self.active() and response.status_code == 404 and request.resolver_match is None:
+            return defaults.page_not_found(request, Http404())
+        return response
+
+    def process_exception(self, request, exception):
+        if not self.active() or isinstance(exception, PermissionDenied):
+            return None
+        if isinstance(exception, Http404):
+            return defaults.page_not_found(request, exception)
+        if isinstance(exception, (BadRequest, SuspiciousOperation)):
+            return defaults.bad_request(request, exception)
+        logger.error("Internal Server Error: %s", request.path, exc_info=exception, extra={"request": request})
+        return server_error(request)

@@ -80,6 +80,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "portal.errors.SandboxErrorPages",
     # Last, as django-axes asks: turns a sign-in it refused into the 429 sign-in page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -220,6 +221,8 @@ REQUESTY_BASE_URL = env.str("REQUESTY_BASE_URL", default="https://api.requesty.a
 if PORTAL_SANDBOX and not REQUESTY_BASE_URL.startswith(("http://127.0.0.1:", "http://localhost:")):
     # The banner promises keys from the stand-in; never let it sit on top of the real Requesty.
     raise ImproperlyConfigured("In sandbox mode REQUESTY_BASE_URL must point at the stand-in on 127.0.0.1.")
+# Where people call models with their keys (OpenAI-compatible): shown with the new key's usage example.
+REQUESTY_GATEWAY_URL = env.str("REQUESTY_GATEWAY_URL", default="https://router.requesty.ai/v1").rstrip("/")
 # The name matches Django's "sensitive settings" pattern (TOKEN), so error pages hide it.
 REQUESTY_ADMIN_TOKEN = _required("REQUESTY_ADMIN_TOKEN", "sandbox-admin-token")
 REQUESTY_CONNECT_TIMEOUT = env.float("REQUESTY_CONNECT_TIMEOUT", default=5.0)

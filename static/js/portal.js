@@ -34,7 +34,7 @@
       note.className = "notice";
       note.append("The key was removed from this page. ");
       var again = document.createElement("a");
-      again.href = panel.querySelector("form[data-dismiss-secret]").getAttribute("action");
+      again.href = panel.getAttribute("data-new-key-url");
       again.textContent = "Create another key";
       note.append(again);
       panel.replaceWith(note);
@@ -42,29 +42,39 @@
     });
   }
 
-  // "I've stored it": without JavaScript this form simply loads a fresh page.
+  // "I've stored it" goes to My keys (the new key marked): clear the secret before leaving.
   document.addEventListener("submit", function (event) {
+    // Only the text: a form taken out of the page during its own submit event is not sent.
     if (!event.target.closest("[data-dismiss-secret]")) return;
-    event.preventDefault();
-    removeSecrets();
+    document.querySelectorAll("[data-secret]").forEach(function (el) { el.textContent = ""; });
   });
 
   // Leaving the page (or the back/forward cache keeping it) must not keep the secret.
   window.addEventListener("pagehide", removeSecrets);
 
-  // Move focus to a freshly shown secret, so keyboard and screen-reader users land on it.
-  document.addEventListener("htmx:afterSwap", function () {
-    var panel = document.querySelector("[data-secret-panel]");
-    if (panel) panel.focus();
-  });
-
-  // A swap that removed the focused element (the pager link just used) would drop focus to <body>:
-  // put it on the page's landing point instead (the audit log's results heading).
-  document.addEventListener("htmx:afterSwap", function () {
-    var active = document.activeElement;
-    if (active && active !== document.body && document.contains(active)) return;
-    var landing = document.querySelector("[data-focus-after-swap]");
-    if (landing) landing.focus();
+  // Focus after every swap a person caused, so keyboard and screen-reader users land on the result
+  // and the next Tab stays in the page: the new secret, else the first invalid field, else the error
+  // summary, else what the swap marked [data-focus] (a question, a confirmation), else the page's
+  // landing point (the audit log's results heading), else any status message, else the new content.
+  // A swap that loads by itself (spend, usage) moves focus only if it removed the focused element.
+  var focusedBeforeSwap = null;
+  document.addEventListener("htmx:beforeSwap", function () { focusedBeforeSwap = document.activeElement; });
+  function focusable(el) {
+    if (el.tabIndex < 0 && !el.hasAttribute("tabindex")) el.setAttribute("tabindex", "-1");
+    return el;
+  }
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var root = event.target;
+    var config = event.detail.requestConfig || {};
+    var lost = focusedBeforeSwap && focusedBeforeSwap !== document.body && !document.contains(focusedBeforeSwap);
+    if (!config.triggeringEvent && !lost) return;
+    var pick = ["[data-secret-panel]", '[aria-invalid="true"]', '[role="alert"]', "[data-focus]"];
+    for (var i = 0; i < pick.length; i++) {
+      var found = root.matches(pick[i]) ? root : root.querySelector(pick[i]);
+      if (found) return focusable(found).focus();
+    }
+    var landing = document.querySelector("[data-focus-after-swap]") || root.querySelector('[role="status"]');
+    focusable(landing || root).focus();
   });
 
   // Errors htmx does not swap in (500, lost connection): say so honestly.

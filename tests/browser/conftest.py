@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 URL = "/keys/new/"
+CREATE = ("POST", "/v1/manage/apikey")  # a fault injected here once meets the create, the first call
 TIMEOUT_MS = 5_000
 HOME = re.compile(r"^http://[^/]+/$")
 ON_FORM = re.compile(r"^http://[^/]+/keys/new/$")

@@ -29,7 +29,7 @@ def test_requester_sees_spend_lowers_the_limit_and_revokes(page, requester, stan
     expect(row).to_contain_text("active")
 
     row.get_by_role("link", name="lifecycle", exact=True).click()
-    expect(page.get_by_text("Daily spend", exact=False).first).to_be_attached()
+    expect(page.get_by_role("heading", name="Last 30 days")).to_be_visible()
     expect(page.locator("svg.chart rect.bar")).to_have_count(30)
     page.get_by_label("Monthly limit (USD)").fill("15")
     page.get_by_role("button", name="Change limit").click()
@@ -72,3 +72,19 @@ def test_requester_extends_then_rotates_a_key_and_sees_the_new_secret_once(page,
     panel.get_by_role("link", name="“rotating”").click()  # the old key's page links to its replacement
     expect(page.locator("dt", has_text="Replaced by")).to_be_visible()
     expect(page.locator("#secret-value")).to_have_count(0)
+
+
+def test_revoking_from_the_key_page_lands_on_my_keys_with_a_confirmation(page, requester, standin, canary):
+    sign_in(page)
+    mint(page, name="from-page", limit="10")
+    (key_id,) = standin.keys
+    errors = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.goto("/keys/")
+    page.get_by_role("link", name="from-page", exact=True).click()
+    page.get_by_role("link", name=re.compile("^Revoke “from-page”")).click()
+    page.get_by_role("button", name="Yes, revoke “from-page”").click()
+    expect(page).to_have_url(re.compile(r"/keys/$"))
+    expect(page.get_by_role("status").filter(has_text="The key “from-page” is revoked.")).to_be_visible()
+    expect(page.locator("tr", has_text="from-page")).to_contain_text("revoked")
+    assert key_id not in standin.keys and not errors

@@ -3,6 +3,7 @@ JavaScript, and under the strict CSP."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -27,6 +28,7 @@ from tests.browser.helpers import (
 from tests.keys.helpers import creates
 
 pytestmark = pytest.mark.browser
+MY_KEYS_NEW = re.compile(r"/keys/\?new=\d+$")
 
 
 def test_sign_in_mint_and_copy(page, requester, standin, canary):
@@ -77,16 +79,14 @@ def test_ive_stored_it_removes_the_secret(page, requester, standin, canary):
     mint(page)
 
     page.get_by_role("button", name="I've stored it").click()
-    expect(secret_panel(page)).to_have_count(0)
-    expect(page.get_by_role("status").filter(has_text="The key was removed from this page")).to_be_visible()
+    expect(page).to_have_url(MY_KEYS_NEW)  # My keys, with the new key marked
+    notice = page.get_by_role("status").filter(has_text="Your new key “laptop” is marked “new” below")
+    expect(notice).to_be_focused()
+    expect(page.locator("tr.new-key", has_text="laptop")).to_contain_text("new")
     assert canary not in page.content()
-    assert same_document(page)  # removed in place, no round trip needed
-
-    again = page.get_by_role("link", name="Create another key")
-    expect(again).to_be_focused()  # the next step is one Enter away
-    page.keyboard.press("Enter")
+    page.go_back(wait_until="commit")  # the secret stays gone from the back/forward cache too
     expect(page).to_have_url(ON_FORM)
-    expect(create_button(page)).to_be_enabled()
+    assert canary not in page.content()
     assert len(creates(standin)) == 1
 
 
@@ -148,14 +148,10 @@ def test_keyboard_only_sign_in_and_mint(page, requester, standin, canary):
 
     tab_to(page, panel.get_by_role("button", name="I've stored it"), presses=5)
     page.keyboard.press("Enter")
-    expect(panel).to_have_count(0)
+    expect(page).to_have_url(MY_KEYS_NEW)
     assert canary not in page.content()
-    again = page.get_by_role("link", name="Create another key")
-    expect(again).to_be_focused()
+    page.keyboard.press("Tab")
     assert focus_outline(page) != "none"
-    page.keyboard.press("Enter")
-    expect(page).to_have_url(ON_FORM)
-    expect(create_button(page)).to_be_visible()
     assert len(creates(standin)) == 1
 
 
@@ -192,10 +188,10 @@ def test_form_works_without_javascript(browser, live_server, requester, standin,
         (call,) = creates(standin)
         assert call.body["name"].startswith("no-js [portal:")
 
-        # Without JavaScript "I've stored it" is a plain GET of a fresh form.
+        # Without JavaScript "I've stored it" is a plain GET of My keys.
         with page.expect_navigation():
             page.get_by_role("button", name="I've stored it").click()
-        expect(create_button(page)).to_be_visible()
+        expect(page).to_have_url(MY_KEYS_NEW)
         assert canary not in page.content()
 
         # Back to the POST that showed the secret: no-store means the browser kept no copy to show
@@ -238,7 +234,7 @@ def test_no_csp_violations_during_a_mint(page, requester, standin, canary):
     secret_panel(page).get_by_role("button", name="Copy to clipboard").click()
     expect(secret_panel(page).get_by_role("status")).to_have_text("Copied to the clipboard.")
     page.get_by_role("button", name="I've stored it").click()
-    expect(secret_panel(page)).to_have_count(0)
+    expect(page).to_have_url(MY_KEYS_NEW)
 
     assert page.evaluate("window.__csp") == []
     violations = [m for m in messages if "Content Security Policy" in m or "Content-Security-Policy" in m]

@@ -264,7 +264,11 @@ def test_mixed_case_allowed_host_is_fine(settings):
 def test_onboarding_links_page(aclient, rclient, template):
     html = aclient.get("/onboarding/").content.decode()
     assert "http://testserver/keys/new/?template=data-team" in html and "Copy link" in html
-    assert "Ignored: host not allowed" in html  # ONBOARDING_RETURN_HOSTS is empty in tests
+    assert "<strong>Not used:</strong> its host is not in ONBOARDING_RETURN_HOSTS" in html  # empty in tests
+    assert "<strong>Data team starter key</strong>" in html  # the description, not the slug, leads
+    form = rclient.get("/keys/new/?template=data-team").content.decode()
+    assert "the onboarding link “Data team starter key”" in form
+    assert "Error:" not in html and "field-error" not in html
     assert rclient.get("/onboarding/").status_code == 403
 
 

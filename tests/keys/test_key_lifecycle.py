@@ -3,6 +3,7 @@ offboarding, over HTTP to the stand-in. Limit changes: test_key_limits.py; the l
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -12,6 +13,7 @@ from keys.models import IssuedKey
 from portal.audit.models import AuditEvent
 from standin import Fault
 from tests.keys.helpers import HTMX, alert_text, mint
+from tests.keys.spend_helpers import spend
 
 
 # --- Access matrix --------------------------------------------------------------------------------
@@ -102,6 +104,12 @@ def test_usage_chart_and_table(rkey, rclient, standin):
     assert html.count("<tr><td>") == 30  # the same numbers as a table
     (call,) = standin.calls_to("GET", f"/v1/manage/apikey/{rkey.api_key_id}/usage")
     assert "<html" not in html
+    # Readable without the table (issue 13): a dollar axis from $0.00 to the peak, dates below, 2 decimals.
+    ticks = re.findall(r'class="tick y-tick">([^<]*)<', html)
+    assert ticks[0] == "$0.00" and all(re.fullmatch(r"\$[\d,]+\.\d{2}", t) for t in ticks) and len(ticks) == 3
+    assert len(re.findall(r'class="tick x-tick x-\w+">\d{1,2} [A-Z][a-z]{2}<', html)) == 3
+    # more than 2 decimals only where 2 would show $0.00
+    assert all(Decimal(v) < Decimal("0.005") for v in re.findall(r"\$(\d+\.\d{3,})", html))
 
 
 @pytest.mark.parametrize(
@@ -109,7 +117,16 @@ def test_usage_chart_and_table(rkey, rclient, standin):
 )
 def test_usage_failures_are_alerts(rkey, rclient, standin, fault):
     standin.inject(fault, method="GET")
-    assert 'role="alert"' in rclient.get(f"/keys/{rkey.pk}/usage/", **HTMX).content.decode()
+    html = rclient.get(f"/keys/{rkey.pk}/usage/", **HTMX).content.decode()
+    assert 'role="alert"' in html and f'hx-get="/keys/{rkey.pk}/usage/"' in html  # with a retry
+
+
+def test_the_key_page_shows_this_months_spend_of_its_limit(rkey, rclient, standin):
+    standin.fake_usage = False  # only the spend recorded here
+    spend(standin, rkey, "5.269057")  # this month's, in the organization usage (keys/usage.py)
+    usage = rclient.get(f"/keys/{rkey.pk}/usage/", **HTMX).content.decode()
+    assert "<h3>This month</h3>" in usage and f'hx-get="/keys/{rkey.pk}/spend/"' in usage
+    assert "$5.27 of $25.00 (21%)" in rclient.get(f"/keys/{rkey.pk}/spend/", **HTMX).content.decode()
 
 
 # --- Revoke ---------------------------------------------------------------------------------------
@@ -117,6 +134,14 @@ def test_revoke_asks_for_confirmation_naming_the_key(rkey, rclient, standin):
     html = rclient.get(f"/keys/{rkey.pk}/revoke/", **HTMX).content.decode()
     assert "Revoke “laptop”?" in html and "Yes, revoke “laptop”" in html and "<html" not in html
     assert rkey.api_key_id in standin.keys  # asking is not revoking
+
+
+def test_revoke_page_posts_a_plain_form_and_the_row_question_targets_its_row(rkey, rclient, standin):
+    """The key's own page has no row to swap: its form must not aim htmx at one (htmx:targetError)."""
+    page = rclient.get(f"/keys/{rkey.pk}/revoke/").content.decode()
+    assert "<html" in page and "hx-target" not in page and f'action="/keys/{rkey.pk}/revoke/"' in page
+    row_question = rclient.get(f"/keys/{rkey.pk}/revoke/", **HTMX).content.decode()
+    assert f'hx-target="#key-{rkey.pk}"' in row_question
 
 
 def test_revoke_through_htmx_flips_the_row(rkey, rclient, standin):

@@ -25,6 +25,14 @@ def test_my_keys_lists_only_mine_newest_first(rclient, r2client, requester, requ
     assert "manage none, completions write" in html and "active" in html
 
 
+def test_the_new_key_is_marked_for_its_owner_only(rclient, r2client, requester, standin):
+    key = mint(rclient, requester, name="fresh")
+    html = rclient.get(f"/keys/?new={key.pk}").content.decode()
+    assert f'<tr id="key-{key.pk}" class="new-key">' in html and "Your new key “fresh”" in html
+    assert "Your new key" not in r2client.get(f"/keys/?new={key.pk}").content.decode()
+    assert rclient.get("/keys/?new=x").status_code == 400
+
+
 def test_unknown_outcomes_are_listed_honestly(rclient, requester, standin):
     standin.inject(Fault.status(502), method="POST", path="/v1/manage/apikey")
     rclient.post(
@@ -182,7 +190,7 @@ def test_unknown_outcomes_say_how_many_are_not_shown(rclient, requester):
     make_issuances(requester, 105, "limbo", "unknown")
     html = rclient.get("/keys/").content.decode()
     assert "105 key requests have an unknown outcome; showing the newest 100" in html
-    assert html.count("being checked with Requesty") == 100
+    assert html.count("the portal checks with Requesty every 15 minutes") == 100
 
 
 def test_a_page_costs_the_same_queries_however_many_keys(aclient, requester, requester2, django_assert_max_num_queries):

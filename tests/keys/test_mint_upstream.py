@@ -97,6 +97,8 @@ def test_unknown_outcomes_are_reported_honestly(rclient, requester, standin, can
     assert response.status_code == 202
     assert any("could not confirm whether Requesty created the key" in t for t in alerts(response))
     assert canary not in html and 'name="name"' not in html  # nothing to resubmit blindly
+    assert "Start a new request" not in html and 'href="/keys/">Go to My keys' in html  # no contradiction
+    assert "checks with Requesty every 15 minutes" in html
     issuance = Issuance.objects.get()
     assert issuance.state == "unknown"
     assert issuance.reference in html

@@ -80,7 +80,7 @@ def test_hostile_link_is_clamped_and_never_submits(rclient, standin):
     response = rclient.get(URL, {"manage": "write", "monthly_limit": "99999", "completions": "all", "name": "x\x07y"})
     html = response.content.decode()
     assert 'value="100"' in html  # clamped to PORTAL_MAX_MONTHLY_LIMIT
-    assert "up to $100 without approval" in html
+    assert "without approval you can have up to $100.00" in html
     assert "cannot set the manage permission" in html
     assert 'name="name" value=""' in html
     manage = re.search(r'<select id="id_manage".*?</select>', html, re.S).group(0)
@@ -168,6 +168,8 @@ def test_superuser_counts_as_admin(superuser, standin):
         ("monthly_limit", "1e2", "plain digits"),
         ("monthly_limit", "-5", "cannot be negative"),
         ("monthly_limit", "1,000", "thousands separators"),
+        ("monthly_limit", "ten dollars", "plain digits"),
+        ("monthly_limit", "12 50", "plain digits"),
         ("monthly_limit", "1.005", "2 decimal places"),
         ("monthly_limit", "0", "more than 0"),
         ("monthly_limit", "0x10", "plain digits"),
@@ -348,3 +350,10 @@ def test_a_mint_stays_within_its_statement_budget(rclient, requester, standin, d
     with django_assert_max_num_queries(29 if connection.vendor == "postgresql" else 28):
         response = rclient.post(URL, form_data(requester, name="counted"), **HTMX)
     assert response.status_code == 200 and IssuedKey.objects.filter(name="counted").exists()
+
+
+def test_permission_levels_say_what_they_allow(rclient):
+    html = rclient.get(URL).content.decode()
+    assert '<option value="write" selected>write (can call models through the gateway)</option>' in html
+    assert '<option value="read">read (read-only: cannot call models)</option>' in html
+    assert '<option value="none" selected>none (no access to other keys)</option>' in html

@@ -79,7 +79,23 @@ def test_form_shows_what_is_left(rclient, requester, standin):
     requester.groups.add(group_policy("t", max_total_limit=100, max_active_keys=3))
     assert post_mint(rclient, requester, monthly_limit="40").status_code == 200
     html = rclient.get("/keys/new/").content.decode()
-    assert "You can mint up to $60.00 more in monthly limits across 2 more keys" in html
+    assert "<strong>$40.00 of $100.00</strong> used by 1 active key." in html
+    assert "A new key can have up to $50.00 a month; you can create 2 more keys." in html
+    after_a_mistake = post_mint(rclient, requester, name="").content.decode()
+    assert "<strong>$40.00 of $100.00</strong>" in after_a_mistake  # the meter stays after an error
+
+
+def test_a_spent_budget_is_explained_never_prefilled_with_an_invalid_limit(rclient, requester, standin):
+    """Issue 13: a key using the whole total used to prefill 0, "up to $0", and fail on Create."""
+    requester.groups.add(group_policy("t", max_key_limit=500, max_total_limit=500))
+    assert post_mint(rclient, requester, name="big", monthly_limit="500").status_code == 200
+    for url in ("/keys/new/", "/keys/new/?monthly_limit=50&name=more"):
+        html = rclient.get(url).content.decode()
+        assert 'name="monthly_limit" value=""' in html, url  # empty, not 0
+        assert "<strong>$500.00 of $500.00</strong> used by 1 active key." in html
+        assert "Your keys already use your whole monthly budget" in html and ">big</a>: $500.00 a month" in html
+        assert "up to $0" not in html
+    assert "Ask an admin for more" in rclient.get("/keys/new/?monthly_limit=50&name=more").content.decode()
 
 
 def test_form_offers_only_allowed_completions(rclient, requester):

@@ -11,6 +11,7 @@ from django.test import Client
 
 from keys.models import Issuance
 from portal.audit.models import AuditEvent
+from standin import Fault
 from tests.keys.helpers import creates, post_mint
 
 
@@ -23,6 +24,17 @@ def test_rate_limit(rclient, requester, standin, settings):
     assert "Try again in 60 minutes" in response.content.decode() and 'role="alert"' in response.content.decode()
     assert len(creates(standin)) == 3
     assert AuditEvent.objects.filter(action="mint.rate_limited").count() == 1
+
+
+@pytest.mark.parametrize("fault", [Fault.status(503), Fault.reset(), Fault.after_action_status(500)])
+def test_refused_and_unknown_attempts_do_not_use_up_the_hourly_limit(rclient, requester, standin, settings, fault):
+    """A Requesty outage must not lock people out for an hour (issue 13): only keys count."""
+    settings.PORTAL_MINTS_PER_HOUR, settings.REQUESTY_READ_TIMEOUT = 2, 0.5
+    for i in range(3):
+        standin.inject(fault, method="POST", path="/v1/manage/apikey")
+        assert post_mint(rclient, requester, name=f"down{i}").status_code in (202, 429, 502, 503)
+    assert not AuditEvent.objects.filter(action="mint.rate_limited").exists()
+    assert post_mint(rclient, requester, name="up").status_code == 200
 
 
 def test_rate_limit_counts_per_user(rclient, requester, requester2, standin, settings):

@@ -224,3 +224,15 @@ def test_the_sweep_reads_the_messages_cookie(db):
     storage.update(response)
     assert "PLANTED-IN-COOKIE" not in response.cookies["messages"].value
     assert sweep("PLANTED-IN-COOKIE", responses=[response]) == ["the messages cookie"]
+
+
+def test_the_usage_example_sits_in_the_once_only_panel_and_never_repeats_the_key(rclient, requester, standin, canary):
+    """Issue 13: how to use the key, shown with it and gone with it; the key itself appears once."""
+    from tests.keys.helpers import post_mint
+
+    html = post_mint(rclient, requester).content.decode()
+    panel = html[html.index("data-secret-panel") : html.index("</section>", html.index('id="use-title"'))]
+    assert "https://router.requesty.ai/v1/chat/completions" in panel and "OpenAI(api_key=os.environ" in panel
+    assert html.count(canary) == 1
+    assert "REQUESTY_API_KEY" not in rclient.get("/keys/new/").content.decode()
+    assert "REQUESTY_API_KEY" not in rclient.get("/keys/").content.decode()

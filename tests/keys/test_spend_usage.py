@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+import pytest
 import time_machine
 from django.core.cache import caches
 from django.core.cache.backends.db import DatabaseCache
@@ -62,9 +63,12 @@ def test_a_failed_organization_call_is_not_retried_within_the_period(standin, re
         assert org_calls(standin) == 2
 
 
+@pytest.mark.postgres
 def test_parallel_processes_share_one_call(transactional_db, standin):
     """Threads with their own database connections stand in for workers and instances: the gate
-    (`cache.add` on the database cache) lets one call through; the others wait for its answer."""
+    (`cache.add` on the database cache) lets one call through; the others wait for its answer.
+    PostgreSQL only: the SQLite test database is one in-memory database shared between threads,
+    which answers concurrent writers with "table is locked" instead of waiting as a file does."""
     standin.latency = 0.3
     answers, errors = [], []
 

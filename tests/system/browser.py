@@ -16,7 +16,7 @@ from .harness import PASSWORD, TIMEOUT, new_http
 _NONCE = re.compile(r'<input[^>]*name="nonce"[^>]*value="([^"]+)"')
 _HTMX_CSRF = re.compile(r'"x-csrftoken": "([^"]+)"')
 _LOGIN_CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-_ROW = re.compile(r'<tr id="key-(\d+)">\s*<td><a href="/keys/\d+/">([^<]*)</a>')
+_ROW = re.compile(r'<tr id="key-(\d+)"[^>]*>\s*<td[^>]*>(?:<span>)?<a href="/keys/\d+/">([^<]*)</a>')
 _ALERT = re.compile(r'role="alert"[^>]*>\s*(?:<p>)?([^<]{1,300})')
 
 

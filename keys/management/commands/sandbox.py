@@ -9,9 +9,23 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+
+# What the demo admin edits in Django's admin (the portal links there): spending policies and
+# onboarding templates; the rest it may look at. Real deployments grant these per person.
+DEMO_ADMIN_PERMISSIONS = [
+    *(
+        f"{verb}_{model}"
+        for verb in ("view", "add", "change", "delete")
+        for model in ("spendingpolicy", "onboardingtemplate")
+    ),
+    "view_issuance",
+    "view_issuedkey",
+    "view_approvalrequest",
+    "view_group",
+]
 
 DEMO_USERS = [
     # username, password, admin?
@@ -81,3 +95,5 @@ class Command(BaseCommand):
                 user.save()
                 if is_admin:
                     user.groups.add(portal_admins)
+            if is_admin:  # also for a sandbox database made before these permissions were granted
+                user.user_permissions.add(*Permission.objects.filter(codename__in=DEMO_ADMIN_PERMISSIONS))
