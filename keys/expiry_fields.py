@@ -17,6 +17,7 @@ from django.utils import timezone
 from portal.inputs import parse_id
 
 from . import policy
+from .models import REASON_MAX_LENGTH
 
 PRESET_DAYS = (30, 90, 180, 365)
 DEFAULT_DAYS = 90
@@ -120,7 +121,9 @@ class ExtendForm(ExpiresFields):
     """A later expiry for an existing key. `beyond`: the policy's reason when the choice needs an
     admin's approval (the authoritative check runs in expiry.extend, under the owner's lock)."""
 
-    reason = forms.CharField(label="Why do you need this?", max_length=1000, required=False, widget=forms.Textarea)
+    reason = forms.CharField(
+        label="Why do you need this?", max_length=REASON_MAX_LENGTH, required=False, widget=forms.Textarea
+    )
 
     def __init__(self, *args, key, user, asking: bool = False, **kwargs):
         kwargs.setdefault("initial", initial_for(default_days(policy.resolve(user)), timezone.now().date()))

@@ -14,11 +14,11 @@ from django.views.decorators.http import require_POST
 
 from portal.accounts.permissions import is_portal_admin
 from portal.accounts.reauth import require_recent_sign_in
-from portal.audit import chain
+from portal.audit import bounds, chain
 from portal.audit.models import AuditEvent
 from portal.htmx import render_htmx
 
-from . import expiry, lifecycle, rotation, usage
+from . import expiry, lifecycle, policy, rotation, usage
 from .expiry_fields import ExtendForm
 from .forms import LimitForm, new_nonce, read_nonce
 from .minting import MintError
@@ -105,6 +105,13 @@ def key_extend(request, pk: int):
 def key_extend_request(request, pk: int):
     """Ask an admin for a later expiry than the policy allows (ApprovalRequest, kind EXPIRY)."""
     key = _visible_key(request, pk, own=True)
+    if bounds.refusals_exceeded(request.user):  # the per-person bound on refusals (issue 16, item 3)
+        from .views import too_many_refusals  # here: keys.views imports this module
+
+        message, wait = too_many_refusals(request)
+        response = key_page(request, key, status=429, extend_error=message)
+        response["Retry-After"] = str(wait)
+        return response
     if key.status != Status.ACTIVE or key.expires_at is None:
         return key_page(request, key, extend_error="Only an active key with an expiry can be extended.")
     form = ExtendForm(request.POST, key=key, user=request.user, asking=True)
@@ -112,6 +119,16 @@ def key_extend_request(request, pk: int):
         return key_page(request, key, ask_form=form)
     new = form.cleaned_data["expires_at"]
     with transaction.atomic():
+        if message := policy.pending_approvals_full(request.user):
+            chain.record_request(
+                request,
+                Action.APPROVAL_REFUSED,
+                Outcome.DENIED,
+                issuance=key.issuance,
+                detail=f"approval request refused: {message}",
+            )
+            form.add_error(None, message)
+            return key_page(request, key, ask_form=form)
         approval = ApprovalRequest.objects.create(
             kind=Kind.EXPIRY,
             key=key,

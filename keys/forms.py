@@ -19,6 +19,7 @@ from django.utils import timezone
 from . import policy
 from .expiry_fields import ExpiresFields
 from .lifecycle import PENDING_LIMIT_MESSAGE
+from .models import REASON_MAX_LENGTH
 
 _AMOUNT = re.compile(r"\d{1,10}(\.\d{1,2})?")
 _NONCE_SALT = "keys.mint-form-nonce"
@@ -164,9 +165,6 @@ class KeyRequestForm(ExpiresFields, KeyValuesForm):
 
     def requested_values(self) -> dict:
         return {k: self.cleaned_data.get(k) for k in ("name", "monthly_limit", "manage", "completions")}
-
-
-REASON_MAX_LENGTH = 500  # a reason is a sentence or two; it is copied into the audit log
 
 
 class ReasonForm(forms.Form):

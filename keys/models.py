@@ -12,6 +12,7 @@ from django.db import models
 from django.utils import timezone
 
 LEVELS = [("none", "none"), ("read", "read"), ("write", "write")]
+REASON_MAX_LENGTH = 500  # an approval request's reason: a sentence or two, copied into the audit log
 
 
 def default_max_key_days() -> int | None:

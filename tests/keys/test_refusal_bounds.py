@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import re
 
-from keys.forms import REASON_MAX_LENGTH
-from keys.models import ApprovalRequest
+from keys.models import REASON_MAX_LENGTH, ApprovalRequest
 from portal.audit.models import AuditEvent
-from tests.keys.helpers import HTMX, alert_text, alerts, creates, post_mint
+from tests.keys.helpers import HTMX, alert_text, alerts, creates, mint, post_mint
 
 BIG = {"name": "big-batch", "monthly_limit": "250", "manage": "none", "completions": "write"}
 
@@ -153,3 +152,22 @@ def test_deciding_ones_own_request_counts_towards_the_bound(admin_user, settings
     assert response.status_code == 429 and "not taking more from you" in response.content.decode()
     assert AuditEvent.objects.filter(action="approval.refused").count() == 2
     assert ApprovalRequest.objects.get(pk=own.pk).status == "pending"
+
+
+def test_the_pending_cap_covers_requests_about_existing_keys(rclient, requester, settings, standin):
+    """A higher limit and a later expiry for an existing key wait in the same queue, under the same
+    cap, as requests for new keys: neither can be used to flood /approvals/."""
+    settings.PORTAL_MAX_PENDING_APPROVALS = 1
+    key = mint(rclient, requester, name="existing")
+    reason = "The nightly batch needs more this quarter."
+    asked = rclient.post(f"/keys/{key.pk}/limit/approval/", {"monthly_limit": "250", "reason": reason}, **HTMX)
+    assert "already have" not in asked.content.decode() and ApprovalRequest.objects.count() == 1
+    more = rclient.post(f"/keys/{key.pk}/limit/approval/", {"monthly_limit": "300", "reason": reason}, **HTMX)
+    assert "already have 1 requests waiting" in " ".join(alerts(more))
+    later = {"expires": "date", "expires_on": "2099-01-01", "reason": reason}
+    refused = rclient.post(f"/keys/{key.pk}/extend/request/", later, **HTMX)
+    assert "already have 1 requests waiting" in " ".join(alerts(refused))
+    assert ApprovalRequest.objects.count() == 1
+    assert AuditEvent.objects.filter(action="approval.refused", actor_id=requester.pk).count() == 2
+    for answer in (more, refused):  # reasons bounded as for new keys
+        assert f'maxlength="{REASON_MAX_LENGTH}"' in answer.content.decode()
