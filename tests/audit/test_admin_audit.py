@@ -261,7 +261,7 @@ def test_admin_changes_show_on_the_audit_page_and_its_filters(suclient):
 
     page = suclient.get("/audit/?action=policy.changed").content.decode()
     assert f'href="/audit/events/{event.seq}/"' in page
-    assert "<code>policy.changed</code>" in page
+    assert '<code class="muted">policy.changed</code>' in page
     for action in (
         "policy.changed",
         "policy.deleted",
@@ -277,3 +277,17 @@ def test_admin_changes_show_on_the_audit_page_and_its_filters(suclient):
     assert "policy of group &#x27;Engineering&#x27;: max_key_limit: 50.00 -&gt; 500.00" in detail
     exported = b"".join(suclient.get("/audit/export.csv?action=policy.changed").streaming_content).decode()
     assert "max_key_limit: 50.00 -> 500.00" in exported
+
+
+def test_actions_read_as_plain_words_beside_their_codes(auclient, requester):
+    """The log says "Key requested", not "Mint Requested" or only `mint.requested`; exports keep the codes."""
+    from portal.audit import chain
+    from portal.audit.models import AuditEvent
+
+    chain.record(AuditEvent.Action.ISSUANCE_ABSENT, "success", actor=requester, key_name="gone")
+    page = auclient.get("/audit/").content.decode()
+    assert "Key request proved never created" in page and '<code class="muted">issuance.absent</code>' in page
+    assert "Issuance Absent" not in page and "Mint Requested" not in page  # nor in the action filter
+    assert '<option value="mint.requested">Key requested</option>' in page
+    export = b"".join(auclient.get("/audit/export.jsonl").streaming_content).decode()
+    assert '"issuance.absent"' in export and "proved never created" not in export
