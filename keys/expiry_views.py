@@ -17,6 +17,7 @@ from portal.accounts.reauth import require_recent_sign_in
 from portal.audit import bounds, chain
 from portal.audit.models import AuditEvent
 from portal.htmx import render_htmx
+from portal.inputs import parse_id
 
 from . import expiry, lifecycle, policy, rotation, usage
 from .expiry_fields import ExtendForm
@@ -63,6 +64,17 @@ def key_page(request, key: IssuedKey, status: int = 200, **extra):
     return render_htmx(request, "keys/detail.html", "expiry", context, status=status)
 
 
+def _refused_unexamined(request, key: IssuedKey):
+    """Past the per-person bound of refusals (portal/audit/bounds.py, issue 16 item 3): say so,
+    examine nothing, append nothing more."""
+    from .views import too_many_refusals  # here: keys.views imports this module
+
+    message, wait = too_many_refusals(request)
+    response = key_page(request, key, status=429, extend_error=message)
+    response["Retry-After"] = str(wait)
+    return response
+
+
 def _replacement_url(key: IssuedKey) -> str:
     """The create form, prefilled like an onboarding link with the old key's settings (its
     lifetime again; the form clamps it to today's policy)."""
@@ -74,6 +86,8 @@ def _replacement_url(key: IssuedKey) -> str:
 @require_POST
 def key_extend(request, pk: int):
     key = _visible_key(request, pk)
+    if bounds.refusals_exceeded(request.user):
+        return _refused_unexamined(request, key)
     approval_id = request.POST.get("approval", "")
     form = None if approval_id else ExtendForm(request.POST, key=key, user=request.user)
     extra = {}
@@ -84,7 +98,7 @@ def key_extend(request, pk: int):
             expiry.extend(key, form.cleaned_data["expires_at"], actor=request.user, source_ip=chain.client_ip(request))
         else:
             approval = ApprovalRequest.objects.filter(
-                pk=int(approval_id) if approval_id.isdigit() else 0, requester=request.user, key=key, kind=Kind.EXPIRY
+                pk=parse_id(approval_id) or 0, requester=request.user, key=key, kind=Kind.EXPIRY
             ).first()
             if approval is None:
                 raise lifecycle.LifecycleError("That approval cannot be used (not yours, or for another key).", 403)
@@ -105,13 +119,8 @@ def key_extend(request, pk: int):
 def key_extend_request(request, pk: int):
     """Ask an admin for a later expiry than the policy allows (ApprovalRequest, kind EXPIRY)."""
     key = _visible_key(request, pk, own=True)
-    if bounds.refusals_exceeded(request.user):  # the per-person bound on refusals (issue 16, item 3)
-        from .views import too_many_refusals  # here: keys.views imports this module
-
-        message, wait = too_many_refusals(request)
-        response = key_page(request, key, status=429, extend_error=message)
-        response["Retry-After"] = str(wait)
-        return response
+    if bounds.refusals_exceeded(request.user):
+        return _refused_unexamined(request, key)
     if key.status != Status.ACTIVE or key.expires_at is None:
         return key_page(request, key, extend_error="Only an active key with an expiry can be extended.")
     form = ExtendForm(request.POST, key=key, user=request.user, asking=True)

@@ -22,7 +22,7 @@ _NOTE = "[bound reached]"
 # What a signed-in person can have refused at will, as often as they like; counted together.
 _REFUSALS = Q(
     action__in=(Action.MINT_DENIED, Action.MINT_RATE_LIMITED, Action.MINT_DUPLICATE, Action.APPROVAL_REFUSED)
-) | Q(action=Action.KEY_LIMIT_FAILED, outcome=Outcome.DENIED)
+) | Q(action__in=(Action.KEY_LIMIT_FAILED, Action.KEY_EXPIRY_FAILED), outcome=Outcome.DENIED)
 
 
 def _recent(**filters):

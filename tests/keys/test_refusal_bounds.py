@@ -171,3 +171,23 @@ def test_the_pending_cap_covers_requests_about_existing_keys(rclient, requester,
     assert AuditEvent.objects.filter(action="approval.refused", actor_id=requester.pk).count() == 2
     for answer in (more, refused):  # reasons bounded as for new keys
         assert f'maxlength="{REASON_MAX_LENGTH}"' in answer.content.decode()
+
+
+def test_refused_extensions_count_towards_the_bound_then_are_refused_unexamined(rkey, rclient, settings, standin):
+    """Asking for an expiry beyond the policy is a refusal a person can cause at will: bounded like
+    the others. An approval id that is not plain digits ("²") changes nothing and is no error."""
+    settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 2
+    beyond = {"expires": "date", "expires_on": "2099-01-01"}
+    for _ in range(2):
+        response = rclient.post(f"/keys/{rkey.pk}/extend/", beyond, **HTMX)
+        assert response.status_code < 500 and "at most" in " ".join(alerts(response))
+    refused = AuditEvent.objects.filter(action="key.expiry_failed", outcome="denied")
+    assert refused.count() == 2
+    response = rclient.post(f"/keys/{rkey.pk}/extend/", beyond, **HTMX)
+    assert response.status_code == 429 and "not taking more from you for now" in " ".join(alerts(response))
+    asked = {**beyond, "reason": "The project runs until then."}
+    assert rclient.post(f"/keys/{rkey.pk}/extend/request/", asked, **HTMX).status_code == 429
+    assert refused.count() == 2 and not ApprovalRequest.objects.exists()
+    settings.PORTAL_AUDIT_REFUSALS_PER_HOUR = 60
+    odd = rclient.post(f"/keys/{rkey.pk}/extend/", {"approval": "²"}, **HTMX)
+    assert odd.status_code < 500 and "cannot be used" in " ".join(alerts(odd))
