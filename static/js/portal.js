@@ -63,7 +63,9 @@
     if (el.tabIndex < 0 && !el.hasAttribute("tabindex")) el.setAttribute("tabindex", "-1");
     return el;
   }
-  document.addEventListener("htmx:afterSwap", function (event) {
+  // After settle, not after swap: htmx wires the new content's hx-* attributes while settling, and a
+  // keyboard user who acts on the focused element at once must meet a live htmx form, not a plain one.
+  document.addEventListener("htmx:afterSettle", function (event) {
     var root = event.target;
     var config = event.detail.requestConfig || {};
     var lost = focusedBeforeSwap && focusedBeforeSwap !== document.body && !document.contains(focusedBeforeSwap);

@@ -50,7 +50,6 @@ def test_focus_lands_on_each_swaps_result(page, requester, standin, canary):
 
     mint(page, name="laptop")
     page.goto("/keys/")
-    page.wait_for_load_state("networkidle")  # htmx has processed the list before the keyboard acts
     row = page.locator("tr", has_text="laptop")
     row.get_by_role("link", name=re.compile("Revoke")).focus()
     page.keyboard.press("Enter")
