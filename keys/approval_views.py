@@ -22,7 +22,8 @@ from . import policy
 from .forms import ApprovalRequestForm, DecisionForm
 from .models import ApprovalRequest, OnboardingTemplate
 from .onboarding import safe_return_url
-from .views import refused_unexamined, too_many_refusals
+from .refusals import too_many_refusals
+from .views import refused_unexamined
 
 Action, Outcome = AuditEvent.Action, AuditEvent.Outcome
 log = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ from .expiry_fields import ExtendForm
 from .forms import LimitForm, new_nonce, read_nonce
 from .minting import MintError
 from .models import ApprovalRequest, IssuedKey
+from .refusals import too_many_refusals
 
 Action, Outcome, Status, Kind = AuditEvent.Action, AuditEvent.Outcome, IssuedKey.Status, ApprovalRequest.Kind
 
@@ -67,8 +68,6 @@ def key_page(request, key: IssuedKey, status: int = 200, **extra):
 def _refused_unexamined(request, key: IssuedKey):
     """Past the per-person bound of refusals (portal/audit/bounds.py, issue 16 item 3): say so,
     examine nothing, append nothing more."""
-    from .views import too_many_refusals  # here: keys.views imports this module
-
     message, wait = too_many_refusals(request)
     response = key_page(request, key, status=429, extend_error=message)
     response["Retry-After"] = str(wait)

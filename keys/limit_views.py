@@ -18,6 +18,7 @@ from .approval_views import audit_approval
 from .forms import LimitApprovalForm, LimitForm
 from .listing import key_or_404
 from .models import ApprovalRequest, IssuedKey
+from .refusals import too_many_refusals
 
 Action, Outcome = AuditEvent.Action, AuditEvent.Outcome
 
@@ -36,8 +37,6 @@ def limit_context(request, key: IssuedKey, **extra) -> dict:
 
 def _refused_unexamined(request, key: IssuedKey):
     """Past the per-person bound of refusals (portal/audit/bounds.py): say so, examine nothing."""
-    from .views import too_many_refusals  # here: keys.views imports this module
-
     message, wait = too_many_refusals(request)
     context = limit_context(request, key, limit_error=message)
     response = render_htmx(request, "keys/detail.html", "limit", context, status=429)

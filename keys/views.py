@@ -24,9 +24,10 @@ from . import expiry_fields, expiry_views, lifecycle, listing, policy, reminders
 from .charts import usage_chart
 from .forms import ApprovalRequestForm, KeyPageForm, KeyRequestForm, new_nonce
 from .listing import key_or_404, visible_keys
-from .minting import MintError, in_minutes, mint_key, seconds_until_an_hour_after
+from .minting import MintError, mint_key
 from .models import ApprovalRequest, Issuance, IssuedKey, OnboardingTemplate
 from .onboarding import prefill, safe_return_url
+from .refusals import too_many_refusals
 
 TEMPLATE = "keys/new.html"
 
@@ -167,20 +168,6 @@ def refused_unexamined(request):
     response = _mint_page(request, {"form": None, "error": error}, status=429)
     response["Retry-After"] = str(wait)
     return response
-
-
-def too_many_refusals(request) -> tuple[str, int]:
-    """Record (once an hour) that this person's requests are refused unexamined; the message and
-    the seconds until the hour has room again."""
-    bounds.record_refusals_exceeded(request.user, chain.client_ip(request))
-    moment = bounds.refusal_keeping_the_bound(request.user)
-    wait = seconds_until_an_hour_after(moment) if moment else 60
-    message = (
-        f"The portal refused {settings.PORTAL_AUDIT_REFUSALS_PER_HOUR} of your requests in the last hour, "
-        f"so it is not taking more from you for now. Nothing was created or changed. Try again in "
-        f"{in_minutes(wait)}, or ask a portal admin if you need something sooner."
-    )
-    return message, wait
 
 
 def _audit_denial(request, form: KeyRequestForm) -> None:

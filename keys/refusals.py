@@ -1,0 +1,25 @@
+"""What a person is told once their refusals this hour reach PORTAL_AUDIT_REFUSALS_PER_HOUR
+(portal/audit/bounds.py): every form that can be refused at will (a key, a limit, an expiry, an
+approval request) answers with this, examining nothing and appending nothing more."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from portal.audit import bounds, chain
+
+from .minting import in_minutes, seconds_until_an_hour_after
+
+
+def too_many_refusals(request) -> tuple[str, int]:
+    """Record (once an hour) that this person's requests are refused unexamined; the message and
+    the seconds until the hour has room again."""
+    bounds.record_refusals_exceeded(request.user, chain.client_ip(request))
+    moment = bounds.refusal_keeping_the_bound(request.user)
+    wait = seconds_until_an_hour_after(moment) if moment else 60
+    message = (
+        f"The portal refused {settings.PORTAL_AUDIT_REFUSALS_PER_HOUR} of your requests in the last hour, "
+        f"so it is not taking more from you for now. Nothing was created or changed. Try again in "
+        f"{in_minutes(wait)}, or ask a portal admin if you need something sooner."
+    )
+    return message, wait
