@@ -87,12 +87,22 @@ def idp(tmp_path_factory) -> IdentityProvider:
         "OIDC_TEST_ACCOUNTS": str(accounts_file),
         "NODE_ENV": "test",
     }
-    with stderr_file.open("wb") as stderr:
-        process = subprocess.Popen(
-            [node, "provider.js"], cwd=PROVIDER_DIR, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True
-        )
+    # Up to three starts: once in CI the provider printed nothing and all SSO tests errored at setup.
+    for attempt in range(3):
+        with stderr_file.open("ab") as stderr:
+            process = subprocess.Popen(
+                [node, "provider.js"], cwd=PROVIDER_DIR, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True
+            )
+        try:
+            issuer = _read_issuer(process)
+            break
+        except RuntimeError as exc:
+            process.kill()
+            process.wait()
+            if attempt == 2:
+                message = f"{exc} (exit status {process.returncode}, 3 attempts)"
+                pytest.fail(f"{message}\n{stderr_file.read_text(errors='replace')}", pytrace=False)
     try:
-        issuer = _read_issuer(process)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
