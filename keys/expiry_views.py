@@ -24,7 +24,7 @@ from .expiry_fields import ExtendForm
 from .forms import LimitForm, new_nonce, read_nonce
 from .minting import MintError
 from .models import ApprovalRequest, IssuedKey
-from .refusals import too_many_refusals
+from .refusals import refuse_request_for_more, too_many_refusals
 
 Action, Outcome, Status, Kind = AuditEvent.Action, AuditEvent.Outcome, IssuedKey.Status, ApprovalRequest.Kind
 
@@ -128,14 +128,7 @@ def key_extend_request(request, pk: int):
     new = form.cleaned_data["expires_at"]
     with transaction.atomic():
         if message := policy.pending_approvals_full(request.user):
-            chain.record_request(
-                request,
-                Action.APPROVAL_REFUSED,
-                Outcome.DENIED,
-                issuance=key.issuance,
-                detail=f"approval request refused: {message}",
-            )
-            form.add_error(None, message)
+            refuse_request_for_more(request, form, message, issuance=key.issuance)
             return key_page(request, key, ask_form=form)
         approval = ApprovalRequest.objects.create(
             kind=Kind.EXPIRY,

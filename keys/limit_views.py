@@ -18,7 +18,7 @@ from .approval_views import audit_approval
 from .forms import LimitApprovalForm, LimitForm
 from .listing import key_or_404
 from .models import ApprovalRequest, IssuedKey
-from .refusals import too_many_refusals
+from .refusals import refuse_request_for_more, too_many_refusals
 
 Action, Outcome = AuditEvent.Action, AuditEvent.Outcome
 
@@ -107,15 +107,8 @@ def limit_approval_request(request, pk: int):
         return render_htmx(request, "keys/detail.html", "limit", limit_context(request, key, limit_offer=form))
     with transaction.atomic():
         if message := policy.pending_approvals_full(request.user):
-            chain.record_request(
-                request,
-                Action.APPROVAL_REFUSED,
-                Outcome.DENIED,
-                issuance=key.issuance,
-                monthly_limit=form.cleaned_data["monthly_limit"],
-                detail=f"approval request refused: {message}",
-            )
-            form.add_error(None, message)
+            limit = form.cleaned_data["monthly_limit"]
+            refuse_request_for_more(request, form, message, issuance=key.issuance, monthly_limit=limit)
             return render_htmx(request, "keys/detail.html", "limit", limit_context(request, key, limit_offer=form))
         approval = ApprovalRequest.objects.create(
             kind=ApprovalRequest.Kind.LIMIT,

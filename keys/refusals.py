@@ -7,6 +7,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from portal.audit import bounds, chain
+from portal.audit.models import AuditEvent
 
 from .minting import in_minutes, seconds_until_an_hour_after
 
@@ -23,3 +24,16 @@ def too_many_refusals(request) -> tuple[str, int]:
         f"{in_minutes(wait)}, or ask a portal admin if you need something sooner."
     )
     return message, wait
+
+
+def refuse_request_for_more(request, form, message: str, **values) -> None:
+    """An approval request about an existing key refused before it was made (the pending cap):
+    audited with what it was about, and the form says why."""
+    chain.record_request(
+        request,
+        AuditEvent.Action.APPROVAL_REFUSED,
+        AuditEvent.Outcome.DENIED,
+        detail=f"approval request refused: {message}",
+        **values,
+    )
+    form.add_error(None, message)
