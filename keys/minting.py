@@ -2,7 +2,8 @@
 
 1. Commit an issuance record (state `requested`) and its audit event *before* calling Requesty;
    the unique form nonce makes a replayed or double-clicked form mint nothing.
-2. Call Requesty once (never retried).
+2. Call Requesty once (never retried) to create the key; then set its expiry and labels, the two
+   calls side by side (Requesty takes neither at creation).
 3. Record the outcome: `issued`, `rejected` (a definite no) or `unknown` (it may exist upstream).
 4. If Requesty created the key but the record cannot be committed, delete it upstream
    (compensation): no secret is shown without its audit record.
@@ -23,7 +24,7 @@ from django.views.decorators.debug import sensitive_variables
 from portal.audit import chain
 from portal.audit.models import AuditEvent
 
-from . import expiry, labels, policy, requesty
+from . import expiry, labels, policy, requesty, sidecalls
 from .faultpoints import reached
 from .models import ApprovalRequest, Issuance, IssuedKey
 
@@ -102,12 +103,28 @@ def mint_key(
             f"Please try again later and quote reference {issuance.reference} if it persists."
         )
         raise MintError("failed", message, 503, issuance.reference) from None
-    if key.expires_at is not None:
-        # The key exists and works whatever happens now: a failure here only marks it "expiry not
-        # yet set in Requesty", which housekeeping retries (and it enforces the expiry itself).
-        expiry.push(key, actor=actor, source_ip=source_ip)
-    labels.label_new_key(key)  # never raises: a failed label call is retried by housekeeping
+    _expiry_and_labels(key, actor, source_ip)
     return Minted(key=key, secret=created.api_key)
+
+
+def _expiry_and_labels(key: IssuedKey, actor, source_ip: str | None) -> None:
+    """Requesty takes neither at creation: two more calls, which need nothing from each other, so
+    the label call goes out from a pool thread (keys/sidecalls.py) while this thread sets the
+    expiry, and the mint waits for one latency, not two. Both outcomes are recorded here, in this
+    thread, the expiry's first, as before. The key exists and works whatever happens now: a failed
+    expiry call marks it "expiry not yet set in Requesty" and a failed label call leaves its labels
+    unconfirmed; housekeeping retries both (and enforces the expiry itself)."""
+    labelling = labels.for_new_key(key)  # None: logged, housekeeping labels it
+    if key.expires_at is None:  # one call: nothing to overlap
+        if labelling is not None:
+            labelling.record(sidecalls.attempt(labelling.call()))
+        return
+    pending = sidecalls.start(labelling.call()) if labelling is not None else None
+    try:
+        expiry.push(key, actor=actor, source_ip=source_ip)
+    finally:
+        if pending is not None:
+            labelling.record(pending.outcome())  # never raises
 
 
 def _open_issuance(

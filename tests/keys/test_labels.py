@@ -54,7 +54,7 @@ def test_a_new_key_carries_owner_team_reference_and_template(standin, requester,
 
 
 def test_a_failed_label_call_keeps_the_key_and_housekeeping_retries_it(standin, requester, rclient, canary):
-    # The two calls after the create, not the create: the expiry call, then the label call.
+    # The two calls after the create, not the create: the expiry and the label call, side by side.
     standin.inject(Fault.status(503), method="POST", path="/v1/manage/apikey/", times=2)
     response = rclient.post("/keys/new/", form_data(requester, name="kept"), **HTMX)
     assert response.status_code == 200 and canary in response.content.decode()  # the secret is shown
