@@ -60,12 +60,15 @@ def push(key: IssuedKey, *, actor=None, source_ip=None) -> bool:
                 f"retrying from {describe(key.expiry_retry_at)}, the portal enforces it meanwhile",
             )
         return False
+    detail = f"expiry {describe(sent)} set in Requesty"
+    if key.expiry_retry_at is None and not key.expiry_failures:  # right after a mint: nothing to clear
+        _audit_set(key, actor, source_ip, detail)  # one append: its own transaction, no savepoint
+        return True
     with transaction.atomic():
-        if key.expiry_retry_at is not None or key.expiry_failures:  # nothing to clear right after a mint
-            # Only if the record still says what was sent (an extension may have come in meanwhile).
-            IssuedKey.objects.filter(pk=key.pk, expires_at=sent).update(expiry_retry_at=None, expiry_failures=0)
-            key.expiry_retry_at, key.expiry_failures = None, 0
-        _audit_set(key, actor, source_ip, f"expiry {describe(sent)} set in Requesty")
+        # Only if the record still says what was sent (an extension may have come in meanwhile).
+        IssuedKey.objects.filter(pk=key.pk, expires_at=sent).update(expiry_retry_at=None, expiry_failures=0)
+        key.expiry_retry_at, key.expiry_failures = None, 0
+        _audit_set(key, actor, source_ip, detail)
     return True
 
 

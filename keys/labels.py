@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from django.contrib.auth.models import Group
+from django.db import transaction
 
 from portal.audit import chain
 from portal.audit.models import AuditEvent
@@ -68,33 +69,28 @@ def record_outcome(key: IssuedKey, portal: dict[str, str], labels: dict[str, str
     confirmed them): the confirmed portal labels remembered, or the failure audited, to be sent
     again by housekeeping. Raises only what a Requesty call should never raise."""
     detail = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))[:400]
-    if error is not None:
-        if not isinstance(error, (requesty.RequestyError, ValueError)):
-            raise error
+    said = AuditEvent.Outcome  # (this module's Outcome is a housekeeping run's)
+    if error is None:
+        action, outcome, status = AuditEvent.Action.KEY_LABELLED, said.SUCCESS, 204
+    elif isinstance(error, (requesty.RequestyError, ValueError)):
         log.warning("Requesty label call failed: %s", type(error).__name__, extra={"api_key_id": key.api_key_id})
         unknown = isinstance(error, requesty.OutcomeUnknown)
+        action, outcome = AuditEvent.Action.KEY_LABEL_FAILED, said.UNKNOWN if unknown else said.FAILURE
+        status, detail = getattr(error, "status", None), f"{type(error).__name__}; will be retried: {detail}"[:500]
+    else:
+        raise error
+    # Confirmed labels and their event commit together, in the append's own transaction (one commit,
+    # not two; joined without a savepoint when a caller has one open, as `chain.record` is).
+    with transaction.atomic(savepoint=False):
+        if error is None:
+            IssuedKey.objects.filter(pk=key.pk).update(labels_applied=portal)
         chain.record(
-            AuditEvent.Action.KEY_LABEL_FAILED,
-            AuditEvent.Outcome.UNKNOWN if unknown else AuditEvent.Outcome.FAILURE,
-            actor=actor,
-            issuance=key.issuance,
-            api_key_id=key.api_key_id,
-            upstream_status=getattr(error, "status", None),
-            detail=f"{type(error).__name__}; will be retried: {detail}"[:500],
-        )
-        return False
-    IssuedKey.objects.filter(pk=key.pk).update(labels_applied=portal)
-    key.labels_applied = portal
-    chain.record(
-        AuditEvent.Action.KEY_LABELLED,
-        AuditEvent.Outcome.SUCCESS,
-        actor=actor,
-        issuance=key.issuance,
-        api_key_id=key.api_key_id,
-        upstream_status=204,
-        detail=detail,
-    )
-    return True
+            action, outcome, actor=actor, issuance=key.issuance, api_key_id=key.api_key_id,
+            upstream_status=status, detail=detail,
+        )  # fmt: skip
+    if error is None:
+        key.labels_applied = portal
+    return error is None
 
 
 @dataclass(frozen=True)
@@ -119,11 +115,13 @@ class NewKeyLabels:
             _logged_for_housekeeping(self.key)
 
 
-def for_new_key(key: IssuedKey) -> NewKeyLabels | None:
-    """The labels a key just minted gets (its owner's team read here); None if even that failed
-    (logged: the key stays unlabelled, and housekeeping labels it)."""
+def for_new_key(key: IssuedKey, team: str | None = None) -> NewKeyLabels | None:
+    """The labels a key just minted gets. `team`: the owner's, as read with their policy when
+    minting (None: read here). None if even that failed (logged: the key stays unlabelled, and
+    housekeeping labels it)."""
     try:
-        team = teams([key.owner_id]).get(key.owner_id, "") if key.owner_id else ""
+        if team is None:
+            team = teams([key.owner_id]).get(key.owner_id, "") if key.owner_id else ""
         portal = wanted(key, team)
     except Exception:
         _logged_for_housekeeping(key)

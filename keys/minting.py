@@ -70,7 +70,7 @@ def mint_key(
     """`cleaned["expires_at"]`: when the key ends (None: never; absent: the policy's longest).
     `rotates`: the key this one replaces (keys/rotation.py), which then does not count against
     the caps; it is not touched here."""
-    issuance = _open_issuance(actor, cleaned, nonce, source_ip, approval_id, rotates)
+    issuance, team = _open_issuance(actor, cleaned, nonce, source_ip, approval_id, rotates)
     try:
         reached("before_upstream")
         created = requesty.create_key(issuance.upstream_name, issuance.monthly_limit, issuance.permissions)
@@ -103,18 +103,18 @@ def mint_key(
             f"Please try again later and quote reference {issuance.reference} if it persists."
         )
         raise MintError("failed", message, 503, issuance.reference) from None
-    _expiry_and_labels(key, actor, source_ip)
+    _expiry_and_labels(key, actor, source_ip, team)
     return Minted(key=key, secret=created.api_key)
 
 
-def _expiry_and_labels(key: IssuedKey, actor, source_ip: str | None) -> None:
+def _expiry_and_labels(key: IssuedKey, actor, source_ip: str | None, team: str | None) -> None:
     """Requesty takes neither at creation: two more calls, which need nothing from each other, so
     the label call goes out from a pool thread (keys/sidecalls.py) while this thread sets the
     expiry, and the mint waits for one latency, not two. Both outcomes are recorded here, in this
     thread, the expiry's first, as before. The key exists and works whatever happens now: a failed
     expiry call marks it "expiry not yet set in Requesty" and a failed label call leaves its labels
     unconfirmed; housekeeping retries both (and enforces the expiry itself)."""
-    labelling = labels.for_new_key(key)  # None: logged, housekeeping labels it
+    labelling = labels.for_new_key(key, team)  # None: logged, housekeeping labels it
     if key.expires_at is None:  # one call: nothing to overlap
         if labelling is not None:
             labelling.record(sidecalls.attempt(labelling.call()))
@@ -129,9 +129,10 @@ def _expiry_and_labels(key: IssuedKey, actor, source_ip: str | None) -> None:
 
 def _open_issuance(
     actor, cleaned: dict, nonce: str, source_ip: str | None, approval_id: int | None, rotates: IssuedKey | None
-) -> Issuance:
+) -> tuple[Issuance, str | None]:
     """Check the rate limit and the policy (or the approval) and write the issuance record in one
-    transaction, under a per-user lock, so parallel requests cannot together exceed a cap."""
+    transaction, under a per-user lock, so parallel requests cannot together exceed a cap. Returns
+    the record and the actor's team as read with the policy (Policy.team), for the key's labels."""
     try:
         with transaction.atomic():
             policy.lock_user(actor)
@@ -183,7 +184,7 @@ def _open_issuance(
             "The portal cannot reach its database right now, so no key was created. Try again in a few minutes.",
             503,
         ) from None
-    return issuance
+    return issuance, pol.team
 
 
 def _room_for_rotation(actor, pol: policy.Policy, old: IssuedKey) -> policy.Headroom:
