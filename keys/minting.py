@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
@@ -111,8 +112,9 @@ def _expiry_and_labels(key: IssuedKey, actor, source_ip: str | None, team: str |
     """Requesty takes neither at creation: two more calls, which need nothing from each other, so
     the label call goes out from a pool thread (keys/sidecalls.py) while this thread sets the
     expiry, and the mint waits for one latency, not two. Both outcomes are recorded here, in this
-    thread, the expiry's first, as before. The key exists and works whatever happens now: a failed
-    expiry call marks it "expiry not yet set in Requesty" and a failed label call leaves its labels
+    thread, once both calls are back (so no call of this mint competes with its audit appends), the
+    expiry's first, as before. The key exists and works whatever happens now: a failed expiry call
+    marks it "expiry not yet set in Requesty" and a failed label call leaves its labels
     unconfirmed; housekeeping retries both (and enforces the expiry itself)."""
     labelling = labels.for_new_key(key, team)  # None: logged, housekeeping labels it
     if key.expires_at is None:  # one call: nothing to overlap
@@ -120,11 +122,14 @@ def _expiry_and_labels(key: IssuedKey, actor, source_ip: str | None, team: str |
             labelling.record(sidecalls.attempt(labelling.call()))
         return
     pending = sidecalls.start(labelling.call()) if labelling is not None else None
+    sent = key.expires_at
+    expiry_error = sidecalls.attempt(partial(requesty.set_expiry, key.api_key_id, sent))
+    label_error = pending.outcome() if pending is not None else None
     try:
-        expiry.push(key, actor=actor, source_ip=source_ip)
+        expiry.pushed(key, sent, expiry_error, actor=actor, source_ip=source_ip)
     finally:
-        if pending is not None:
-            labelling.record(pending.outcome())  # never raises
+        if labelling is not None:
+            labelling.record(label_error)  # never raises
 
 
 def _open_issuance(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 
-from keys import requesty, sidecalls
+from keys import expiry, labels, requesty, sidecalls
 from keys.models import IssuedKey
 from portal.audit.models import AuditEvent
 from standin import Fault
@@ -35,6 +35,37 @@ def test_the_expiry_and_label_calls_are_in_flight_at_once(rclient, requester, st
         ("key.expiry_set", "success"),
         ("key.labelled", "success"),
     ]
+
+
+def test_the_outcomes_are_recorded_once_both_calls_are_back(rclient, requester, standin, monkeypatch):
+    """Nothing is recorded (and no audit append waits on the chain's lock) while a call of the mint
+    still runs: here the label call is sent only after the expiry call is back, so it ends last."""
+    expiry_back, labels_when_recorded = threading.Event(), []
+    set_expiry, label_call, pushed = requesty.set_expiry, labels.NewKeyLabels.call, expiry.pushed
+
+    def set_expiry_and_tell(*args):
+        set_expiry(*args)
+        expiry_back.set()
+
+    def call_after_the_expiry(self):
+        send = label_call(self)
+
+        def held():
+            expiry_back.wait(5)
+            send()
+
+        return held
+
+    def recording(key, *args, **kwargs):
+        labels_when_recorded.append(dict(standin.keys[key.api_key_id]["labels"]))
+        return pushed(key, *args, **kwargs)
+
+    monkeypatch.setattr(requesty, "set_expiry", set_expiry_and_tell)
+    monkeypatch.setattr(labels.NewKeyLabels, "call", call_after_the_expiry)
+    monkeypatch.setattr(expiry, "pushed", recording)
+    assert rclient.post(URL, form_data(requester, name="last", expires="30"), **HTMX).status_code == 200
+    assert labels_when_recorded[0].get("owner") == "rita"  # the label call was back before the first record
+    assert actions()[2:] == [("key.expiry_set", "success"), ("key.labelled", "success")]
 
 
 def test_with_no_free_thread_the_calls_go_one_after_the_other(rclient, requester, standin, canary, monkeypatch):
