@@ -20,9 +20,10 @@ from portal.audit.models import AuditEvent
 from portal.htmx import render_htmx, wants_partial
 from portal.inputs import parse_id
 
-from . import expiry_fields, expiry_views, lifecycle, listing, policy, reminders, requesty, usage
+from . import expiry_fields, lifecycle, listing, policy, reminders, requesty, usage
 from .charts import usage_chart
 from .forms import ApprovalRequestForm, KeyPageForm, KeyRequestForm, new_nonce
+from .key_page import key_page
 from .listing import key_or_404, visible_keys
 from .minting import MintError, mint_key
 from .models import ApprovalRequest, Issuance, IssuedKey, OnboardingTemplate
@@ -247,7 +248,7 @@ def key_spend(request, pk: int):
 
 @require_GET
 def key_detail(request, pk: int):
-    return expiry_views.key_page(request, key_or_404(request, pk))
+    return key_page(request, key_or_404(request, pk))
 
 
 @require_GET
