@@ -1,6 +1,7 @@
-"""What a person is told once their refusals this hour reach PORTAL_AUDIT_REFUSALS_PER_HOUR
-(portal/audit/bounds.py): every form that can be refused at will (a key, a limit, an expiry, an
-approval request) answers with this, examining nothing and appending nothing more."""
+"""Refused requests: what a refused request for a key or for more records, and what a person is
+told once their refusals this hour reach PORTAL_AUDIT_REFUSALS_PER_HOUR (portal/audit/bounds.py):
+every form that can be refused at will (a key, a limit, an expiry, an approval request) answers
+with this, examining nothing and appending nothing more."""
 
 from __future__ import annotations
 
@@ -26,9 +27,20 @@ def too_many_refusals(request) -> tuple[str, int]:
     return message, wait
 
 
-def refuse_request_for_more(request, form, message: str, **values) -> None:
-    """An approval request about an existing key refused before it was made (the pending cap):
-    audited with what it was about, and the form says why."""
+def asked_values(form) -> dict:
+    """What a refused key form asked for, as it was sent (cut to the audit log's column sizes): the
+    name and rights, and the limit if it was an amount."""
+    data = form.data
+    return {
+        "key_name": str(data.get("name", ""))[:200],
+        "monthly_limit": form.cleaned_data.get("monthly_limit"),
+        "manage": str(data.get("manage", ""))[:16],
+        "completions": str(data.get("completions", ""))[:16],
+    }
+
+
+def record_refused_approval_request(request, message: str, **values) -> None:
+    """An approval request refused before it was made, audited with what it was about (`values`)."""
     chain.record_request(
         request,
         AuditEvent.Action.APPROVAL_REFUSED,
@@ -36,4 +48,10 @@ def refuse_request_for_more(request, form, message: str, **values) -> None:
         detail=f"approval request refused: {message}",
         **values,
     )
+
+
+def refuse_request_for_more(request, form, message: str, **values) -> None:
+    """An approval request refused before it was made (the pending cap): audited with what it was
+    about, and the form says why."""
+    record_refused_approval_request(request, message, **values)
     form.add_error(None, message)

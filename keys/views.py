@@ -28,7 +28,7 @@ from .listing import key_or_404, visible_keys
 from .minting import MintError, mint_key
 from .models import ApprovalRequest, Issuance, IssuedKey, OnboardingTemplate
 from .onboarding import prefill, safe_return_url
-from .refusals import too_many_refusals
+from .refusals import asked_values, too_many_refusals
 
 TEMPLATE = "keys/new.html"
 
@@ -172,17 +172,9 @@ def refused_unexamined(request):
 
 
 def _audit_denial(request, form: KeyRequestForm) -> None:
-    data = form.data
-    chain.record_request(
-        request,
-        AuditEvent.Action.MINT_DENIED,
-        AuditEvent.Outcome.DENIED,
-        key_name=str(data.get("name", ""))[:200],
-        monthly_limit=form.cleaned_data.get("monthly_limit"),  # the amount asked for, if it was one
-        manage=str(data.get("manage", ""))[:16],
-        completions=str(data.get("completions", ""))[:16],
-        detail="; ".join(form.denials + form.beyond),
-    )
+    """A refused mint, with what it asked for as it was sent."""
+    action, outcome = AuditEvent.Action.MINT_DENIED, AuditEvent.Outcome.DENIED
+    chain.record_request(request, action, outcome, detail="; ".join(form.denials + form.beyond), **asked_values(form))
 
 
 # --- Key lifecycle: my keys, spend, usage, limit, revoke -----------------------------------------
