@@ -93,11 +93,9 @@ def approvals(request):
 def approval_decide(request, pk: int):
     approval = get_object_or_404(ApprovalRequest, pk=pk)
     if bounds.refusals_exceeded(request.user):  # e.g. deciding one's own request, over and over
-        message, wait = too_many_refusals(request)
-        context = {"pending": [], "decided": [], "decide_form": DecisionForm(), "error": message}
-        response = render(request, "keys/approvals.html", context, status=429)
-        response["Retry-After"] = str(wait)
-        return response
+        refused = too_many_refusals(request)
+        context = {"pending": [], "decided": [], "decide_form": DecisionForm(), "error": refused.message}
+        return refused.answer(render(request, "keys/approvals.html", context, status=429))
     if approval.requester_id == request.user.pk:
         detail = ": nobody may decide their own request"
         audit_approval(request, approval, Action.APPROVAL_REFUSED, Outcome.DENIED, detail)

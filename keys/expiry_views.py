@@ -29,10 +29,8 @@ Action, Outcome, Status, Kind = AuditEvent.Action, AuditEvent.Outcome, IssuedKey
 def _refused_unexamined(request, key: IssuedKey):
     """Past the per-person bound of refusals (portal/audit/bounds.py, issue 16 item 3): say so,
     examine nothing, append nothing more."""
-    message, wait = too_many_refusals(request)
-    response = key_page(request, key, status=429, extend_error=message)
-    response["Retry-After"] = str(wait)
-    return response
+    refused = too_many_refusals(request)
+    return refused.answer(key_page(request, key, status=429, extend_error=refused.message))
 
 
 @require_POST

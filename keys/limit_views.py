@@ -26,11 +26,9 @@ Action, Outcome = AuditEvent.Action, AuditEvent.Outcome
 
 def _refused_unexamined(request, key: IssuedKey):
     """Past the per-person bound of refusals (portal/audit/bounds.py): say so, examine nothing."""
-    message, wait = too_many_refusals(request)
-    context = limit_context(request, key, limit_error=message)
-    response = render_htmx(request, "keys/detail.html", "limit", context, status=429)
-    response["Retry-After"] = str(wait)
-    return response
+    refused = too_many_refusals(request)
+    context = limit_context(request, key, limit_error=refused.message)
+    return refused.answer(render_htmx(request, "keys/detail.html", "limit", context, status=429))
 
 
 @require_POST

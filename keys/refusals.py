@@ -5,7 +5,10 @@ with this, examining nothing and appending nothing more."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.conf import settings
+from django.http import HttpResponse
 
 from portal.audit import bounds, chain
 from portal.audit.models import AuditEvent
@@ -13,9 +16,22 @@ from portal.audit.models import AuditEvent
 from .minting import in_minutes, seconds_until_an_hour_after
 
 
-def too_many_refusals(request) -> tuple[str, int]:
-    """Record (once an hour) that this person's requests are refused unexamined; the message and
-    the seconds until the hour has room again."""
+@dataclass(frozen=True)
+class TooManyRefusals:
+    """What a person is told once their refusals this hour reach the bound, and in how many seconds
+    the hour has room again."""
+
+    message: str
+    wait: int
+
+    def answer(self, response: HttpResponse) -> HttpResponse:
+        """`response` (the page or section showing `message`, status 429), telling when to try again."""
+        response["Retry-After"] = str(self.wait)
+        return response
+
+
+def too_many_refusals(request) -> TooManyRefusals:
+    """Record (once an hour) that this person's requests are refused unexamined; what to tell them."""
     bounds.record_refusals_exceeded(request.user, chain.client_ip(request))
     moment = bounds.refusal_keeping_the_bound(request.user)
     wait = seconds_until_an_hour_after(moment) if moment else 60
@@ -24,7 +40,7 @@ def too_many_refusals(request) -> tuple[str, int]:
         f"so it is not taking more from you for now. Nothing was created or changed. Try again in "
         f"{in_minutes(wait)}, or ask a portal admin if you need something sooner."
     )
-    return message, wait
+    return TooManyRefusals(message, wait)
 
 
 def asked_values(form) -> dict:

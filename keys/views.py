@@ -164,11 +164,9 @@ def _mint_page(request, context: dict, status: int = 200):
 
 def refused_unexamined(request):
     """Too many refusals this hour (bounds.refusals_exceeded): say so on the mint page, examine nothing."""
-    message, wait = too_many_refusals(request)
-    error = MintError("rate_limited", message, 429, retry_after=wait)
-    response = _mint_page(request, {"form": None, "error": error}, status=429)
-    response["Retry-After"] = str(wait)
-    return response
+    refused = too_many_refusals(request)
+    error = MintError("rate_limited", refused.message, 429, retry_after=refused.wait)
+    return refused.answer(_mint_page(request, {"form": None, "error": error}, status=429))
 
 
 def _audit_denial(request, form: KeyRequestForm) -> None:
