@@ -4,7 +4,6 @@ housekeeping runs at once on PostgreSQL doing each piece of work once."""
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
@@ -13,20 +12,17 @@ import time_machine
 from django.contrib.auth.models import User
 from django.core import mail
 from django.core.management import CommandError, call_command
-from django.db import connection
 
 from keys import housekeeping, reminders
 from keys.models import IssuedKey
 from portal.audit.models import AuditEvent
-from tests.keys.helpers import mint
+from tests.keys.helpers import frozen_clock, mint
+from tests.threads import run_together
 
 NOW = datetime(2030, 6, 1, 9, 30, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def clock():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
+clock = frozen_clock(NOW, autouse=True)
 
 
 def remind() -> str:
@@ -126,20 +122,7 @@ def test_two_housekeeping_runs_at_once_do_each_piece_of_work_once(standin, reque
     due = [k for k in keys if k.name.startswith("due")]
     IssuedKey.objects.filter(pk__in=[k.pk for k in due]).update(expires_at=NOW - timedelta(minutes=1))
     IssuedKey.objects.exclude(pk__in=[k.pk for k in due]).update(expires_at=NOW + timedelta(days=2))
-    gate = threading.Barrier(2)
-
-    def instance():
-        gate.wait()
-        try:
-            housekeeping.run_once()
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=instance) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(housekeeping.run_once, housekeeping.run_once)
     assert len(standin.calls_to("DELETE", "/v1/manage/apikey/")) == 2
     assert sorted(IssuedKey.objects.values_list("status", flat=True)) == ["active", "active", "expired", "expired"]
     assert AuditEvent.objects.filter(action="key.expired").count() == 2
