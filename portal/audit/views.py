@@ -94,10 +94,10 @@ def keyset_page(qs: QuerySet, data: dict) -> dict:
 
 
 def shown(rows: list[dict]) -> list[dict]:
-    """Each row as the table shows it, worked out once here rather than cell by cell in the template
-    (a label lookup, two date formats and two URL reversals a row were most of a page's time). The
-    same text as before: the action's label, the time in UTC (ISO 8601 for `datetime`, to the second
-    on screen), the limit in dollars, "—" for a missing actor or level. Autoescaping still applies."""
+    """Each row as the table shows it, worked out here in plain Python: done cell by cell by template
+    filters and tags (a label lookup, two date formats, two URL reversals a row) it was most of a
+    page's time. The action's label, the time in UTC (ISO 8601 for `datetime`, to the second on
+    screen), the limit in dollars, "—" for a missing actor or level. The template still escapes all."""
     event_url, key_url = _route("audit-event"), _route("audit-key")
     for row in rows:
         created = row["created_at"].astimezone(UTC)
