@@ -208,13 +208,13 @@ def key_list(request):
         status=status,
         statuses=[*IssuedKey.Status.choices, ("unknown", "outcome unknown")],
         approval_requests=ApprovalRequest.objects.filter(requester=request.user).select_related("decided_by")[:20],
-        expiring_soon=reminders.expiring_soon(request.user, timezone.now()),
         revocation_failures=IssuedKey.objects.filter(
             status=IssuedKey.Status.ACTIVE, revocation_failed_at__isnull=False
         ).select_related("owner")
         if is_admin
         else [],
     )
+    context["expiring_soon"], context["expiring_total"] = reminders.expiring_soon(request.user, timezone.now())
     return render(request, "keys/list.html", context)
 
 

@@ -4,6 +4,7 @@ housekeeping runs at once on PostgreSQL doing each piece of work once."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
@@ -12,6 +13,7 @@ import time_machine
 from django.contrib.auth.models import User
 from django.core import mail
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from keys import housekeeping, reminders
 from keys.models import IssuedKey
@@ -106,6 +108,19 @@ def test_my_keys_shows_a_banner_within_the_first_reminder_window(rclient, reques
     rclient.force_login(requester)
     html = rclient.get("/keys/").content.decode()
     assert "1 of your keys expires soon" in html and f'href="/keys/{key.pk}/#expiry">“ci”</a>' in html
+
+
+def test_the_banner_names_the_keys_that_expire_first_and_counts_the_rest(rclient, requester, standin):
+    from tests.keys.test_key_list import make_keys
+
+    keys = make_keys(requester, reminders.EXPIRING_LISTED + 2, "batch")
+    now = timezone.now()
+    for i, key in enumerate(keys):
+        IssuedKey.objects.filter(pk=key.pk).update(expires_at=now + timedelta(days=1, hours=i))
+    html = rclient.get("/keys/").content.decode()
+    assert "12 of your keys expire soon." in html and "(the 10 that expire first are listed;" in html
+    listed = re.findall(r'href="/keys/(\d+)/#expiry"', html)
+    assert listed == [str(k.pk) for k in keys[: reminders.EXPIRING_LISTED]]
 
 
 @pytest.mark.postgres
