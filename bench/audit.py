@@ -16,17 +16,20 @@ REQUESTY_BASE_URL is a closed port: no page measured here may call Requesty.
    root urlconf extended by ``floor/``, a view returning "ok" behind the same middleware, session
    and login requirement. ``django.test.Client`` (force_login) as the requester: the floor,
    /keys/new/ and /keys/; as the auditor: the floor and the /audit/ pages (first, one actor and
-   month, its "Older" page, last, middle, the middle with sequential scans starting at block 0,
-   a key-name search). Round-robin, --warmup rounds, then --requests timed ones; each page's
-   median against its session's floor, its SQL time and statements, and EXPLAIN (ANALYZE,
-   BUFFERS) of its audit-log queries (the scans; --plans prints the plans).
+   month, its "Older" page, one actor and a month that fills a page on the small log too, last,
+   middle, the middle with sequential scans starting at block 0, a key-name search). Round-robin,
+   --warmup rounds, then --requests timed ones; each page's median against its session's floor,
+   its SQL time and statements, and EXPLAIN (ANALYZE, BUFFERS) of its audit-log queries (the
+   scans; --plans prints the plans).
 2. Export: the portal under gunicorn (one worker x 4 threads); /audit/export.csv and .jsonl
    streamed while the worker's RSS is sampled (and its VmHWM reset first), against
    ``psql -c "COPY (same columns, same rows) TO STDOUT WITH CSV"``.
 3. ``manage.py verify_audit`` over the whole log: its rate; and the walk as it was before issue 17
    over the first --verify-before events, as its floor.
 4. The pages again on a log of --compare-events events (this script, pages only, its own
-   database), then one table of each figure, its floor and the ratio (bench/audit_floors.py).
+   database, --busy-month: every tenth event of one month is the actor's, so that "one actor, one
+   month (full page)" is a full page there as at --events), then one table of each figure, its
+   floor and the ratio (bench/audit_floors.py).
 
     .venv/bin/python bench/audit.py [--events 1000000] [--keys 50] [--many-keys 500] [--requests 50]
         [--compare-events 10000] [--verify-before 200000] [--keep-db]
@@ -47,7 +50,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from contextlib import contextmanager, nullcontext
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -70,7 +73,25 @@ URLCONF = "bench_pages_urls"
 # --- data ------------------------------------------------------------------------------------------
 def seed_note(args) -> dict:
     """What a kept database must have been seeded with to be reused."""
-    return {"events": args.events, "hmac": hashlib.sha256(HMAC_KEY.encode()).hexdigest()[:16]}
+    note = {"events": args.events, "hmac": hashlib.sha256(HMAC_KEY.encode()).hexdigest()[:16]}
+    return {**note, "busy_month": True} if args.busy_month else note
+
+
+BUSY_ACTOR = 42  # user0042: the actor of the "one actor, one month" pages
+
+
+def month(days_ago: int) -> tuple[date, date]:
+    """A month of the log, by its filters: from the first of the month `days_ago` days back, 30 days."""
+    since = (datetime.now(UTC).date() - timedelta(days=days_ago)).replace(day=1)
+    return since, since + timedelta(days=30)
+
+
+def busy_month() -> tuple[int, datetime, datetime]:
+    """The month of "one actor, one month (full page)", as seed_audit's `busy` period (the filter
+    takes events before the day after `until`)."""
+    since, until = month(273)
+    start, end = (datetime.combine(day, datetime.min.time(), UTC) for day in (since, until + timedelta(days=1)))
+    return BUSY_ACTOR, start, end
 
 
 def seed(args, db: harness.Database, reuse: bool) -> dict:
@@ -89,7 +110,7 @@ def seed(args, db: harness.Database, reuse: bool) -> dict:
             reported[0] = done
             log(f"  {done}/{args.events} events after {time.perf_counter() - started:.0f} s")
 
-    seed_audit(args.events, progress=progress)
+    seed_audit(args.events, progress=progress, busy=busy_month() if args.busy_month else None)
     seconds = round(time.perf_counter() - started, 1)
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     db.set_comment(json.dumps({**seed_note(args), "seed_s": seconds, "seeded_at": stamp}))
@@ -184,8 +205,11 @@ def page_list(args, requesters: dict, head_seq: int) -> list[dict]:
         clients[n_keys].force_login(user)
     requester, auditor = clients[args.keys], DjangoClient()
     auditor.force_login(User.objects.get(username=AUDITOR))
-    since = (datetime.now(UTC).date() - timedelta(days=182)).replace(day=1)
-    month = urlencode({"actor": "user0042", "since": since, "until": since + timedelta(days=30)})
+    actor = f"user{BUSY_ACTOR:04d}"
+    since, until = month(182)
+    one_month = urlencode({"actor": actor, "since": since, "until": until})
+    since, until = month(273)
+    full_month = urlencode({"actor": actor, "since": since, "until": until})
 
     def older(query: str) -> str | None:
         """The page's own "Older ›" link."""
@@ -203,8 +227,10 @@ def page_list(args, requesters: dict, head_seq: int) -> list[dict]:
         ("audit: first page, Older", older(""), auditor),
         ("audit: one outcome (denied)", "/audit/?outcome=denied", auditor),
         ("audit: one outcome, Older", older("outcome=denied"), auditor),
-        ("audit: one actor, one month", f"/audit/?{month}", auditor),
-        ("audit: one actor, one month, Older", older(month), auditor),
+        ("audit: one actor, one month", f"/audit/?{one_month}", auditor),
+        ("audit: one actor, one month, Older", older(one_month), auditor),
+        # A full page on the small log too (--busy-month): like for like with the large log's.
+        ("audit: one actor, one month (full page)", f"/audit/?{full_month}", auditor),
         ("audit: last page", "/audit/?last=1", auditor),
         ("audit: middle page", f"/audit/?before={middle}", auditor),
         ("audit: middle, seq scans from block 0", f"/audit/?before={middle}", auditor),
@@ -568,6 +594,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-export", action="store_true", help="skip the export through gunicorn")
     parser.add_argument("--no-verify", action="store_true", help="skip manage.py verify_audit")
     parser.add_argument("--plans", action="store_true", help="print every audit-log query plan in full")
+    parser.add_argument(
+        "--busy-month",
+        action="store_true",
+        help="seed every tenth event of the month of 'one actor, one month (full page)' as that actor's, "
+        "so that it fills a page on a small log too (the --compare-events run does)",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     if args.events < 200 or args.keys < 1 or args.requests < 1 or args.warmup < 0:

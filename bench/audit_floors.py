@@ -37,7 +37,7 @@ def compare_run(args) -> dict:
             *("--events", str(args.compare_events), "--keys", str(args.keys), "--many-keys", str(args.many_keys)),
             *("--requests", str(args.requests), "--warmup", str(args.warmup), "--compare-events", "0"),
             *("--database-url", args.database_url, "--db-name", f"{args.db_name}_small"),
-            *("--no-export", "--no-verify", "--json", str(out)),
+            *("--no-export", "--no-verify", "--busy-month", "--json", str(out)),
         ]
         log(f"pages at {args.compare_events} events: {' '.join(command[1:])}")
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)

@@ -55,7 +55,7 @@ import requests  # noqa: E402
 from bench._common import load_average, machine, print_machine, run_script, write_json  # noqa: E402
 from bench._common import log as _log  # noqa: E402
 from bench._common import summary as _summary  # noqa: E402
-from standin.server import Fault, Reply, StandIn  # noqa: E402
+from standin import Fault, Reply, StandIn  # noqa: E402
 from tests.system import checks, harness  # noqa: E402
 from tests.system.browser import Client, Form, PortalError, alert_text, shows_secret  # noqa: E402
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
 
@@ -34,10 +34,13 @@ def seed_audit(
     batch: int = 5000,
     seed: int = 1,
     progress: Callable[[int], None] | None = None,
+    busy: tuple[int, datetime, datetime] | None = None,
 ) -> int:
     """Append `events` synthetic events, spread evenly over the last 365 days, by `actors` users
     (user0000, user0001...), to an empty audit log; the same `seed` gives the same rows. Returns
-    the head's seq. `progress` is called with the number written after each batch."""
+    the head's seq. `progress` is called with the number written after each batch. `busy` =
+    (actor, since, until): every tenth event in that period is that actor's, so that on a small log
+    the actor's period fills a page as it does on a large one; every other value stays the same."""
     if chain.head():
         raise ValueError("The audit log is not empty: seed_audit only fills a benchmark's empty database.")
     rng = random.Random(seed)
@@ -50,9 +53,12 @@ def seed_audit(
             seq += 1
             action, outcome = rng.choice(ACTIONS)
             actor = rng.randrange(actors)
+            created_at = start + step * seq
+            if busy and busy[1] <= created_at < busy[2] and seq % 10 == 0:
+                actor = busy[0]
             event = AuditEvent(
                 seq=seq,
-                created_at=start + step * seq,
+                created_at=created_at,
                 actor_id=None,
                 actor_username=f"user{actor:04d}",
                 actor_email=f"user{actor:04d}@example.com",

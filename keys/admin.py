@@ -29,15 +29,7 @@ class IssuedKeyAdmin(ReadOnlyAdmin):
 class SpendingPolicyAdmin(AuditedAdmin):
     changed_action = AuditEvent.Action.POLICY_CHANGED
     deleted_action = AuditEvent.Action.POLICY_DELETED
-    list_display = [
-        "group",
-        "max_key_limit",
-        "max_total_limit",
-        "max_active_keys",
-        "max_completions",
-        "manage_requestable",
-        "max_key_days",
-    ]
+    list_display = ["group", *SpendingPolicy.CAPS]
 
     def audit_subject(self, obj) -> str:
         return f"policy of group {obj.group.name!r}"

@@ -22,7 +22,7 @@ from . import policy
 from .forms import ApprovalRequestForm, DecisionForm
 from .models import ApprovalRequest, OnboardingTemplate
 from .onboarding import safe_return_url
-from .refusals import too_many_refusals
+from .refusals import asked_values, record_refused_approval_request, refuse_request_for_more, too_many_refusals
 from .views import refused_unexamined
 
 Action, Outcome = AuditEvent.Action, AuditEvent.Outcome
@@ -45,7 +45,7 @@ def approval_request(request):
     form = ApprovalRequestForm(request.POST, user=request.user)
     if not form.is_valid():  # answered where the form was, as the mint form's answers are
         if form.denials:  # forged values (`manage=write` without the right, `completions=admin`)
-            _refuse(request, form, "; ".join(form.denials))
+            record_refused_approval_request(request, "; ".join(form.denials), **asked_values(form))
         return render_htmx(request, "keys/new.html", "mint", {"form": None, "approval_form": form})
     data = form.cleaned_data
     with transaction.atomic():
@@ -65,25 +65,9 @@ def approval_request(request):
             )
             audit_approval(request, approval, Action.APPROVAL_REQUESTED, Outcome.PENDING, f": {data['reason']}")
     if approval is None:
-        form.add_error(None, message)
-        _refuse(request, form, message)
+        refuse_request_for_more(request, form, message, **asked_values(form))
         return render_htmx(request, "keys/new.html", "mint", {"form": None, "approval_form": form})
     return render_htmx(request, "keys/new.html", "mint", {"form": None, "approval_sent": approval})
-
-
-def _refuse(request, form: ApprovalRequestForm, detail: str) -> None:
-    """A refused approval request, with the values it asked for as they were sent."""
-    data = form.data
-    chain.record_request(
-        request,
-        Action.APPROVAL_REFUSED,
-        Outcome.DENIED,
-        key_name=str(data.get("name", ""))[:200],
-        monthly_limit=form.cleaned_data.get("monthly_limit"),
-        manage=str(data.get("manage", ""))[:16],
-        completions=str(data.get("completions", ""))[:16],
-        detail=f"approval request refused: {detail}",
-    )
 
 
 @require_GET
@@ -109,11 +93,9 @@ def approvals(request):
 def approval_decide(request, pk: int):
     approval = get_object_or_404(ApprovalRequest, pk=pk)
     if bounds.refusals_exceeded(request.user):  # e.g. deciding one's own request, over and over
-        message, wait = too_many_refusals(request)
-        context = {"pending": [], "decided": [], "decide_form": DecisionForm(), "error": message}
-        response = render(request, "keys/approvals.html", context, status=429)
-        response["Retry-After"] = str(wait)
-        return response
+        refused = too_many_refusals(request)
+        context = {"pending": [], "decided": [], "decide_form": DecisionForm(), "error": refused.message}
+        return refused.answer(render(request, "keys/approvals.html", context, status=429))
     if approval.requester_id == request.user.pk:
         detail = ": nobody may decide their own request"
         audit_approval(request, approval, Action.APPROVAL_REFUSED, Outcome.DENIED, detail)

@@ -3,25 +3,22 @@ for a later expiry, rotate. Each answers with the page's `expiry` partial for ht
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from django.db import transaction
-from django.shortcuts import get_object_or_404
-from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_POST
 
-from portal.accounts.permissions import is_portal_admin
 from portal.accounts.reauth import require_recent_sign_in
 from portal.audit import bounds, chain
 from portal.audit.models import AuditEvent
 from portal.htmx import render_htmx
 from portal.inputs import parse_id
 
-from . import expiry, lifecycle, policy, rotation, usage
+from . import expiry, lifecycle, policy, rotation
 from .expiry_fields import ExtendForm
-from .forms import LimitForm, new_nonce, read_nonce
+from .forms import read_nonce
+from .key_page import key_page
+from .listing import key_or_404
 from .minting import MintError
 from .models import ApprovalRequest, IssuedKey
 from .refusals import refuse_request_for_more, too_many_refusals
@@ -29,62 +26,16 @@ from .refusals import refuse_request_for_more, too_many_refusals
 Action, Outcome, Status, Kind = AuditEvent.Action, AuditEvent.Outcome, IssuedKey.Status, ApprovalRequest.Kind
 
 
-def _visible_key(request, pk: int, *, own: bool = False) -> IssuedKey:
-    """Admins reach every key, others their own (404 otherwise); `own`: the owner only (rotating
-    or asking for approval is something one does for oneself)."""
-    keys = IssuedKey.objects.select_related("owner", "issuance", "issuance__rotates")
-    if own or not is_portal_admin(request.user):
-        keys = keys.filter(owner=request.user)
-    return get_object_or_404(keys, pk=pk)
-
-
-def key_page(request, key: IssuedKey, status: int = 200, **extra):
-    """The key page, or its `expiry` section for htmx, with everything the section shows."""
-    from .limit_views import limit_context  # here: limit_views imports keys.views, which imports this module
-
-    user = request.user
-    own, active = key.owner_id == user.pk, key.status == Status.ACTIVE
-    context = {
-        "key": key,
-        "limit_form": LimitForm(key=key, user=user),
-        "extend_form": ExtendForm(key=key, user=user) if active and key.expires_at else None,
-        "grace_choices": rotation.grace_choices() if own and active else None,
-        "rotate_nonce": new_nonce(user) if own and active else "",
-        "replaces": key.issuance.rotates,
-        "replaced_by": IssuedKey.objects.filter(issuance__rotates=key).first(),
-        "expiry_approvals": [
-            a
-            for a in ApprovalRequest.objects.filter(key=key, kind=Kind.EXPIRY, requester=user)[:5]
-            if a.status == ApprovalRequest.Status.PENDING or a.is_usable
-        ],
-        "replacement_url": _replacement_url(key) if own and key.status == Status.EXPIRED else "",
-        "org_usage": usage.attach([key]),
-        **limit_context(request, key),
-        **extra,
-    }
-    return render_htmx(request, "keys/detail.html", "expiry", context, status=status)
-
-
 def _refused_unexamined(request, key: IssuedKey):
     """Past the per-person bound of refusals (portal/audit/bounds.py, issue 16 item 3): say so,
     examine nothing, append nothing more."""
-    message, wait = too_many_refusals(request)
-    response = key_page(request, key, status=429, extend_error=message)
-    response["Retry-After"] = str(wait)
-    return response
-
-
-def _replacement_url(key: IssuedKey) -> str:
-    """The create form, prefilled like an onboarding link with the old key's settings (its
-    lifetime again; the form clamps it to today's policy)."""
-    days = "never" if key.expires_at is None else str(max(1, round((key.expires_at - key.created_at).days)))
-    query = {"name": key.name, "monthly_limit": key.monthly_limit, "completions": key.completions, "expires": days}
-    return f"{reverse('keys:new')}?{urlencode(query)}"
+    refused = too_many_refusals(request)
+    return refused.answer(key_page(request, key, status=429, extend_error=refused.message))
 
 
 @require_POST
 def key_extend(request, pk: int):
-    key = _visible_key(request, pk)
+    key = key_or_404(request, pk)
     if bounds.refusals_exceeded(request.user):
         return _refused_unexamined(request, key)
     approval_id = request.POST.get("approval", "")
@@ -117,7 +68,7 @@ def key_extend(request, pk: int):
 @require_POST
 def key_extend_request(request, pk: int):
     """Ask an admin for a later expiry than the policy allows (ApprovalRequest, kind EXPIRY)."""
-    key = _visible_key(request, pk, own=True)
+    key = key_or_404(request, pk, own=True)
     if bounds.refusals_exceeded(request.user):
         return _refused_unexamined(request, key)
     if key.status != Status.ACTIVE or key.expires_at is None:
@@ -159,7 +110,7 @@ def key_extend_request(request, pk: int):
 def key_rotate(request, pk: int):
     """Mint the replacement (its secret shown once, as on the create page) and schedule the old
     key's end; on any failure the key page says why, and the old key is unchanged."""
-    key = _visible_key(request, pk, own=True)
+    key = key_or_404(request, pk, own=True)
     nonce = read_nonce(request.POST.get("nonce", ""), request.user)
     grace = request.POST.get("grace", "")
     offered = {str(h): h for h, _ in rotation.grace_choices()}

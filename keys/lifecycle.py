@@ -53,7 +53,9 @@ def failure_message(exc: requesty.RequestyError, what: str) -> str:
     return f"Requesty refused to {what}. Nothing was changed."
 
 
-def _audit_key(action, outcome, key: IssuedKey, *, actor, source_ip=None, upstream_status=None, detail="", **values):
+def audit_key(action, outcome, key: IssuedKey, *, actor, source_ip=None, upstream_status=None, detail="", **values):
+    """One event about `key` (its issuance, id and limit unless `values` say otherwise): the one
+    way the key's lifecycle, expiry, rotation and reconcile record what happened to a key."""
     return chain.record(
         action,
         outcome,
@@ -66,12 +68,9 @@ def _audit_key(action, outcome, key: IssuedKey, *, actor, source_ip=None, upstre
     )
 
 
-audit_key = _audit_key  # the same, for keys/expiry.py and keys/rotation.py
-
-
 def _audit_confirmed(action, key: IssuedKey, upstream_status: int, detail: str, *, actor, source_ip=None):
     """A change Requesty confirmed (`upstream_status`), audited in the transaction that records it."""
-    _audit_key(
+    audit_key(
         action, Outcome.SUCCESS, key, actor=actor, source_ip=source_ip, upstream_status=upstream_status, detail=detail
     )
 
@@ -138,7 +137,7 @@ def change_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None, a
                     ApprovalRequest.objects.filter(pk=approval_id, status=ApprovalRequest.Status.USED).update(
                         status=ApprovalRequest.Status.APPROVED
                     )
-            _audit_key(
+            audit_key(
                 Action.KEY_LIMIT_FAILED,
                 Outcome.UNKNOWN if unknown else Outcome.FAILURE,
                 key,
@@ -179,7 +178,7 @@ def _reserve_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None,
             key.save(update_fields=["pending_limit", "pending_limit_at"])
             # Committed with the reservation, as minting records `mint.requested`: a process that
             # dies before the outcome still leaves the attempt in the log.
-            _audit_key(
+            audit_key(
                 Action.KEY_LIMIT_REQUESTED,
                 Outcome.PENDING,
                 key,
@@ -189,7 +188,7 @@ def _reserve_limit(key: IssuedKey, new_limit: Decimal, *, actor, source_ip=None,
                 monthly_limit=new_limit,
             )
     except LifecycleError as exc:
-        _audit_key(
+        audit_key(
             Action.KEY_LIMIT_FAILED,
             Outcome.DENIED,
             key,
@@ -216,7 +215,7 @@ def _claim_limit_approval(key: IssuedKey, new_limit: Decimal, actor, approval_id
         raise LifecycleError("An approval is only good for exactly the limit that was approved.", 403)
     approval.status = ApprovalRequest.Status.USED
     approval.save(update_fields=["status"])
-    _audit_key(Action.APPROVAL_USED, Outcome.SUCCESS, key, actor=actor, detail=f"approval #{approval.pk}")
+    audit_key(Action.APPROVAL_USED, Outcome.SUCCESS, key, actor=actor, detail=f"approval #{approval.pk}")
     return True
 
 
@@ -278,7 +277,7 @@ def revoke(key: IssuedKey, *, actor, source_ip=None, reason: str = "revoked by u
         return Status.DELETED_UPSTREAM
     except requesty.RequestyError as exc:
         _log_failure(exc, "revocation", key)
-        _audit_key(
+        audit_key(
             Action.KEY_REVOKE_FAILED,
             Outcome.UNKNOWN if isinstance(exc, requesty.OutcomeUnknown) else Outcome.FAILURE,
             key,

@@ -16,6 +16,7 @@ from portal.inputs import parse_id
 from . import lifecycle, policy
 from .approval_views import audit_approval
 from .forms import LimitApprovalForm, LimitForm
+from .key_page import limit_context
 from .listing import key_or_404
 from .models import ApprovalRequest, IssuedKey
 from .refusals import refuse_request_for_more, too_many_refusals
@@ -23,25 +24,11 @@ from .refusals import refuse_request_for_more, too_many_refusals
 Action, Outcome = AuditEvent.Action, AuditEvent.Outcome
 
 
-def limit_context(request, key: IssuedKey, **extra) -> dict:
-    """The key page's limit section: the form, and for the owner an approved raise to apply or a
-    request still waiting (ApprovalRequest.kind LIMIT)."""
-    context = {"key": key, "limit_form": LimitForm(key=key, user=request.user), **extra}
-    if key.owner_id == request.user.pk and key.status == IssuedKey.Status.ACTIVE:
-        asked = ApprovalRequest.objects.filter(requester=request.user, key=key, kind=ApprovalRequest.Kind.LIMIT)
-        approved = asked.filter(status=ApprovalRequest.Status.APPROVED).select_related("decided_by").first()
-        context["limit_approval"] = approved if approved is not None and approved.is_usable else None
-        context["limit_request_pending"] = asked.filter(status=ApprovalRequest.Status.PENDING).first()
-    return context
-
-
 def _refused_unexamined(request, key: IssuedKey):
     """Past the per-person bound of refusals (portal/audit/bounds.py): say so, examine nothing."""
-    message, wait = too_many_refusals(request)
-    context = limit_context(request, key, limit_error=message)
-    response = render_htmx(request, "keys/detail.html", "limit", context, status=429)
-    response["Retry-After"] = str(wait)
-    return response
+    refused = too_many_refusals(request)
+    context = limit_context(request, key, limit_error=refused.message)
+    return refused.answer(render_htmx(request, "keys/detail.html", "limit", context, status=429))
 
 
 @require_POST

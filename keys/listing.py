@@ -24,14 +24,17 @@ OLDEST_FIRST = ("created_at", "pk")
 STALE_CURSOR = "That page link no longer points at a key you can see, so this is the newest page."
 
 
-def visible_keys(user) -> QuerySet:
-    """Admins see every key; everyone else only their own (others' ids answer 404, not 403)."""
+def visible_keys(user, *, own: bool = False) -> QuerySet:
+    """Admins see every key; everyone else only their own (others' ids answer 404, not 403).
+    `own`: the user's own keys only, admins' too."""
     keys = IssuedKey.objects.select_related("owner", "issuance")
-    return keys if is_portal_admin(user) else keys.filter(owner=user)
+    return keys if is_portal_admin(user) and not own else keys.filter(owner=user)
 
 
-def key_or_404(request, pk: int) -> IssuedKey:
-    return get_object_or_404(visible_keys(request.user), pk=pk)
+def key_or_404(request, pk: int, *, own: bool = False) -> IssuedKey:
+    """The key if the user may see it (`own`: if it is theirs: rotating or asking for approval is
+    something one does for oneself), else 404; with the key it replaces, which its page shows."""
+    return get_object_or_404(visible_keys(request.user, own=own).select_related("issuance__rotates"), pk=pk)
 
 
 def _newer_than(created_at, pk) -> Q:

@@ -191,6 +191,16 @@ class SpendingPolicy(models.Model):
         help_text="Empty: keys may be created without an expiry (“Never”).",
     )
 
+    # What a policy sets, in the order of keys.policy.Policy's fields (policy.resolve reads them so).
+    CAPS = (
+        "max_key_limit",
+        "max_total_limit",
+        "max_active_keys",
+        "max_completions",
+        "manage_requestable",
+        "max_key_days",
+    )
+
     class Meta:
         verbose_name_plural = "spending policies"
 

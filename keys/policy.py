@@ -68,16 +68,8 @@ ADMIN_POLICY = Policy(None, None, None, "write", True, is_admin=True)
 def resolve(user) -> Policy:
     if is_portal_admin(user):
         return ADMIN_POLICY
-    fields = (
-        "max_key_limit",
-        "max_total_limit",
-        "max_active_keys",
-        "max_completions",
-        "manage_requestable",
-        "max_key_days",
-    )
     rows = SpendingPolicy.objects.filter(group__user=user).order_by("group__name")
-    policies = list(rows.values_list(*fields, "group__name"))
+    policies = list(rows.values_list(*SpendingPolicy.CAPS, "group__name"))
     if not policies:
         return Policy(
             settings.PORTAL_MAX_MONTHLY_LIMIT,

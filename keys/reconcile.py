@@ -249,7 +249,7 @@ def _settle_limit_changes(report, by_id, cutoff, dry_run) -> None:
             ).update(monthly_limit=held, pending_limit=None, pending_limit_at=None):
                 continue
             key.monthly_limit = held
-            lifecycle._audit_key(
+            lifecycle.audit_key(
                 Action.KEY_LIMIT_CHANGED if applied else Action.KEY_LIMIT_FAILED,
                 Outcome.SUCCESS if applied else Outcome.FAILURE,
                 key,
@@ -282,7 +282,7 @@ def _adopt_outside_limits(report, by_id, limits_before, dry_run) -> None:
             ).update(monthly_limit=held):
                 continue
             key.monthly_limit = held
-            lifecycle._audit_key(
+            lifecycle.audit_key(
                 Action.KEY_LIMIT_CHANGED,
                 Outcome.SUCCESS,
                 key,
@@ -321,7 +321,7 @@ def _revive_reappeared(report, by_id, listed_at, dry_run) -> None:
             if not revived:
                 continue
             before, key.status, key.monthly_limit = key.monthly_limit, Status.ACTIVE, limit
-            lifecycle._audit_key(
+            lifecycle.audit_key(
                 Action.KEY_REAPPEARED,
                 Outcome.SUCCESS,
                 key,

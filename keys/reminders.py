@@ -35,9 +35,17 @@ def _candidates(now: datetime):
     )
 
 
-def expiring_soon(user, now: datetime) -> list[IssuedKey]:
-    """My keys' banner: the person's keys within the first (largest) reminder window."""
-    return list(_candidates(now).filter(owner=user).order_by("expires_at"))
+EXPIRING_LISTED = 10  # My keys' banner names at most this many keys, the soonest first
+
+
+def expiring_soon(user, now: datetime) -> tuple[list[IssuedKey], int]:
+    """My keys' banner: the person's keys within the first (largest) reminder window, the soonest
+    EXPIRING_LISTED of them, and how many there are (counted only when there are more): the page
+    costs the same however many of the person's keys expire at once."""
+    keys = _candidates(now).filter(owner=user).order_by("expires_at", "pk")
+    listed = list(keys[: EXPIRING_LISTED + 1])
+    total = keys.count() if len(listed) > EXPIRING_LISTED else len(listed)
+    return listed[:EXPIRING_LISTED], total
 
 
 def due_window(key: IssuedKey, now: datetime) -> int:

@@ -20,14 +20,15 @@ from portal.audit.models import AuditEvent
 from portal.htmx import render_htmx, wants_partial
 from portal.inputs import parse_id
 
-from . import expiry_fields, expiry_views, lifecycle, listing, policy, reminders, requesty, usage
+from . import expiry_fields, lifecycle, listing, policy, reminders, requesty, usage
 from .charts import usage_chart
 from .forms import ApprovalRequestForm, KeyPageForm, KeyRequestForm, new_nonce
+from .key_page import key_page
 from .listing import key_or_404, visible_keys
 from .minting import MintError, mint_key
 from .models import ApprovalRequest, Issuance, IssuedKey, OnboardingTemplate
 from .onboarding import prefill, safe_return_url
-from .refusals import too_many_refusals
+from .refusals import asked_values, too_many_refusals
 
 TEMPLATE = "keys/new.html"
 
@@ -163,25 +164,15 @@ def _mint_page(request, context: dict, status: int = 200):
 
 def refused_unexamined(request):
     """Too many refusals this hour (bounds.refusals_exceeded): say so on the mint page, examine nothing."""
-    message, wait = too_many_refusals(request)
-    error = MintError("rate_limited", message, 429, retry_after=wait)
-    response = _mint_page(request, {"form": None, "error": error}, status=429)
-    response["Retry-After"] = str(wait)
-    return response
+    refused = too_many_refusals(request)
+    error = MintError("rate_limited", refused.message, 429, retry_after=refused.wait)
+    return refused.answer(_mint_page(request, {"form": None, "error": error}, status=429))
 
 
 def _audit_denial(request, form: KeyRequestForm) -> None:
-    data = form.data
-    chain.record_request(
-        request,
-        AuditEvent.Action.MINT_DENIED,
-        AuditEvent.Outcome.DENIED,
-        key_name=str(data.get("name", ""))[:200],
-        monthly_limit=form.cleaned_data.get("monthly_limit"),  # the amount asked for, if it was one
-        manage=str(data.get("manage", ""))[:16],
-        completions=str(data.get("completions", ""))[:16],
-        detail="; ".join(form.denials + form.beyond),
-    )
+    """A refused mint, with what it asked for as it was sent."""
+    action, outcome = AuditEvent.Action.MINT_DENIED, AuditEvent.Outcome.DENIED
+    chain.record_request(request, action, outcome, detail="; ".join(form.denials + form.beyond), **asked_values(form))
 
 
 # --- Key lifecycle: my keys, spend, usage, limit, revoke -----------------------------------------
@@ -217,13 +208,13 @@ def key_list(request):
         status=status,
         statuses=[*IssuedKey.Status.choices, ("unknown", "outcome unknown")],
         approval_requests=ApprovalRequest.objects.filter(requester=request.user).select_related("decided_by")[:20],
-        expiring_soon=reminders.expiring_soon(request.user, timezone.now()),
         revocation_failures=IssuedKey.objects.filter(
             status=IssuedKey.Status.ACTIVE, revocation_failed_at__isnull=False
         ).select_related("owner")
         if is_admin
         else [],
     )
+    context["expiring_soon"], context["expiring_total"] = reminders.expiring_soon(request.user, timezone.now())
     return render(request, "keys/list.html", context)
 
 
@@ -247,7 +238,7 @@ def key_spend(request, pk: int):
 
 @require_GET
 def key_detail(request, pk: int):
-    return expiry_views.key_page(request, key_or_404(request, pk))
+    return key_page(request, key_or_404(request, pk))
 
 
 @require_GET

@@ -1,5 +1,5 @@
 """Outgoing HTTP: the one way the portal builds a `requests` session for the services it calls
-(Requesty in keys/requesty.py, the identity provider in portal/accounts/oidc.py).
+(Requesty in keys/requesty/transport.py, the identity provider in portal/accounts/oidc.py).
 
 Two rules, the same for every such call:
 - nothing comes from the process environment: no proxies (`HTTP(S)_PROXY`, `ALL_PROXY`), no

@@ -13,7 +13,8 @@ import sys
 import threading
 from types import FrameType
 
-from standin.server import StandIn, is_loopback
+from standin.server import is_loopback
+from standin.state import StandIn
 
 
 def main(argv: list[str] | None = None) -> int:

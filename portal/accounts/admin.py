@@ -1,7 +1,10 @@
 """Who may do what, audited: Django's user and group admins, where every change of a user's
 groups, direct permissions and active/staff/superuser flags, a group's permissions, a password set
-and a user's deletion is an audit event; and read-only views of what single sign-on keeps."""
+and a user's deletion is an audit event; read-only views of what single sign-on keeps; and
+django-axes' sign-in lockouts without the action that cannot work here."""
 
+from axes.admin import AccessAttemptAdmin
+from axes.models import AccessAttempt
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
@@ -159,3 +162,18 @@ class SSOGroupGrantAdmin(ReadOnlyAdmin):
     list_display = ["user", "group", "granted_at"]
     list_filter = ["group"]
     search_fields = ["user__username"]
+
+
+class LockoutAdmin(AccessAttemptAdmin):
+    """django-axes' own page of sign-in failures and lockouts (docs/operations.md, "Sign-in
+    lockouts"), without its "Clean up expired attempts" action: in django-axes 8.3.1 that action
+    reads an attribute axes sets only on sign-in requests, so it always failed with a server error.
+    Nothing is lost: axes removes expired rows at every sign-in attempt. Deleting rows (one, or
+    "Delete selected") still lifts lockouts, audited (portal/accounts/access.py)."""
+
+    actions = []
+
+
+if admin.site.is_registered(AccessAttempt):  # as axes registers it unless AXES_ENABLE_ADMIN is off
+    admin.site.unregister(AccessAttempt)
+    admin.site.register(AccessAttempt, LockoutAdmin)

@@ -117,6 +117,8 @@ class AuditEvent(models.Model):
         indexes = [
             # Keyset pagination walks `seq`; each filter gets an index that ends in `seq`.
             models.Index(fields=["actor_username", "seq"], name="audit_actor_seq"),
+            # One actor over a period: the period's events of the actor, however long ago (migration 0007).
+            models.Index(fields=["actor_username", "created_at"], name="audit_actor_time"),
             models.Index(fields=["action", "seq"], name="audit_action_seq"),
             models.Index(fields=["outcome", "seq"], name="audit_outcome_seq"),
             models.Index(fields=["api_key_id", "seq"], name="audit_key_seq"),

@@ -6,15 +6,19 @@ exporting are themselves audit events.
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 
 from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from keys.models import Issuance
+from keys.templatetags.money import usd
 from portal.accounts.permissions import auditor_required
 from portal.htmx import render_htmx, wants_partial
 
@@ -25,6 +29,9 @@ from .models import AuditEvent
 
 PAGE_SIZE = 50
 OWN_ACTIONS = [a for a in AuditEvent.Action.values if a.startswith("audit.")]  # the log's own events
+ACTION_LABELS = dict(AuditEvent.Action.choices)
+# The columns a row of the table shows: not the detail (the event's own page has it, with the hashes).
+ROW_FIELDS = tuple(f for f in chain.CHAINED_FIELDS if f not in ("actor_id", "issuance_id", "detail"))
 
 
 def filtered(data: dict) -> QuerySet:
@@ -86,6 +93,46 @@ def keyset_page(qs: QuerySet, data: dict) -> dict:
     return {"events": rows, "has_newer": has_newer, "has_older": has_older}
 
 
+def shown(rows: list[dict]) -> list[dict]:
+    """Each row as the table shows it, worked out here in plain Python: done cell by cell by template
+    filters and tags (a label lookup, two date formats, two URL reversals a row) it was most of a
+    page's time. The action's label, the time in UTC (ISO 8601 for `datetime`, to the second on
+    screen), the limit in dollars, "—" for a missing actor or level. The template still escapes all."""
+    event_url, key_url = _route("audit-event"), _route("audit-key")
+    for row in rows:
+        created = row["created_at"].astimezone(UTC)
+        manage, completions = row["manage"], row["completions"]
+        row.update(
+            action_label=ACTION_LABELS.get(row["action"], row["action"]),
+            time_iso=created.isoformat(),
+            time=created.strftime("%Y-%m-%d %H:%M:%S"),
+            actor=row["actor_username"] or "—",
+            limit=usd(row["monthly_limit"]) if row["monthly_limit"] is not None else "",
+            levels=f"manage {manage or '—'}, completions {completions or '—'}" if manage or completions else "",
+            url=event_url(row["seq"]),
+            key_url=key_url(row["api_key_id"]) if row["api_key_id"] else "",
+        )
+        row["source_ip"] = row["source_ip"] or ""
+        row["upstream_status"] = row["upstream_status"] or ""
+    return rows
+
+
+_PLAIN = re.compile(r"[0-9A-Za-z-]+")  # what reverse() puts in a URL unchanged (no quoting needed)
+
+
+def _route(name: str) -> Callable[[object], str]:
+    """`reverse(name, args=[value])` for a page of rows: reversed once, and a plain value (an event
+    number, a UUID) put in the place of the marker; any other value is reversed as usual."""
+    marker = "987654321"
+    head, tail = reverse(name, args=[marker]).rsplit(marker, 1)
+
+    def url(value) -> str:
+        text = str(value)
+        return f"{head}{text}{tail}" if _PLAIN.fullmatch(text) else reverse(name, args=[value])
+
+    return url
+
+
 def page_status(form: AuditFilterForm, page: dict) -> str:
     """What the results show, in words: the page's `role="status"` line, which htmx updates in place
     (out of band) on every filter or page change so that screen readers announce it."""
@@ -97,7 +144,7 @@ def page_status(form: AuditFilterForm, page: dict) -> str:
         return "No events match these filters." if filtering else "No events to show."
     n = len(events)
     noun = ("matching " if filtering else "") + ("event" if n == 1 else "events")
-    span = f"#{events[0].seq} to #{events[-1].seq}"
+    span = f"#{events[0]['seq']} to #{events[-1]['seq']}"
     if not has_newer and not has_older:
         return f"Showing 1 {noun}." if n == 1 else f"Showing all {n} {noun}, newest first."
     if not has_newer:
@@ -113,7 +160,8 @@ def audit_log(request):
     form = AuditFilterForm(request.GET)
     context = {"form": form, "events": [], "has_newer": False, "has_older": False}
     if form.is_valid():
-        context.update(keyset_page(filtered(form.cleaned_data), form.cleaned_data))
+        context.update(keyset_page(filtered(form.cleaned_data).values(*ROW_FIELDS), form.cleaned_data))
+        context["events"] = shown(context["events"])
         context["filter_query"] = form.filter_query()
     context["status"] = page_status(form, context)
     chain.record_request(request, AuditEvent.Action.AUDIT_VIEWED, detail=request.GET.urlencode())
@@ -137,7 +185,8 @@ def audit_event(request, seq: int):
 @auditor_required
 def audit_key(request, api_key_id: str):
     issuances = Issuance.objects.filter(api_key_id=api_key_id).values("pk")
-    events = list(AuditEvent.objects.filter(Q(api_key_id=api_key_id) | Q(issuance__in=issuances)).order_by("seq"))
+    matching = AuditEvent.objects.filter(Q(api_key_id=api_key_id) | Q(issuance__in=issuances))
+    events = shown(list(matching.order_by("seq").values(*ROW_FIELDS)))
     if not events:
         raise Http404("No audit events for this key.")
     chain.record_request(request, AuditEvent.Action.AUDIT_VIEWED, detail=f"key={api_key_id}")

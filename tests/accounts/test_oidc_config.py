@@ -179,4 +179,4 @@ def test_the_provider_certificate_is_checked_against_requests_ca_bundle_when_set
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
     session = portal.accounts.oidc.http()
     assert session.verify == str(bundle) and session.trust_env is False
-    assert requesty._session.verify is True and requesty._session.trust_env is False
+    assert requesty.transport.session.verify is True and requesty.transport.session.trust_env is False

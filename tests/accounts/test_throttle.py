@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+import pytest
 from axes.models import AccessAttempt
 from django.test import Client
 
@@ -20,6 +21,8 @@ from tests.accounts.helpers import (
     sso_sign_in,
 )
 from tests.leaks import sweep
+
+LOCKOUTS = "/admin/axes/accessattempt/"
 
 
 def test_repeated_failures_lock_the_sign_in(client, requester, settings):
@@ -162,7 +165,7 @@ def test_admins_see_and_clear_lockouts(client, requester, superuser):
     fail_password(client, times=5)
     admin = Client()
     admin.force_login(superuser)
-    page = admin.get("/admin/axes/accessattempt/")
+    page = admin.get(LOCKOUTS)
     assert page.status_code == 200 and "rita" in page.text
     assert "Access attempts" in admin.get("/admin/").text
     call_command_output("axes_reset_username", "rita")
@@ -171,6 +174,33 @@ def test_admins_see_and_clear_lockouts(client, requester, superuser):
     fail_password(client, times=5)
     call_command_output("axes_reset")
     assert password_sign_in(client).status_code == 302
+
+
+def test_the_lockouts_page_offers_no_clean_up_action_that_would_fail(client, requester, superuser):
+    """django-axes' "Clean up expired attempts" is not offered (portal/accounts/admin.LockoutAdmin),
+    and naming it anyway changes nothing; deleting the selected rows is still there."""
+    fail_password(client, times=2)
+    admin = Client()  # raises what a view raises: a server error would fail here
+    admin.force_login(superuser)
+    page = admin.get(LOCKOUTS)
+    assert page.status_code == 200 and 'value="delete_selected"' in page.text
+    assert "cleanup_expired_attempts" not in page.text and "Clean up expired attempts" not in page.text
+    pks = list(AccessAttempt.objects.values_list("pk", flat=True))
+    response = admin.post(LOCKOUTS, {"action": "cleanup_expired_attempts", "_selected_action": pks})
+    assert response.status_code == 302 and AccessAttempt.objects.count() == 1  # "No action selected."
+
+
+def test_axes_own_clean_up_action_still_fails_outside_a_sign_in(rf, requester, superuser, client):
+    """Why the action is hidden. Once a django-axes release passes this (the action no longer
+    fails on an admin's request), LockoutAdmin may offer it again."""
+    from axes.admin import AccessAttemptAdmin
+    from django.contrib import admin
+
+    fail_password(client, times=2)
+    request = rf.post(LOCKOUTS)
+    request.user = superuser
+    with pytest.raises(AttributeError, match="axes_attempt_time"):
+        AccessAttemptAdmin(AccessAttempt, admin.site).cleanup_expired_attempts(request, AccessAttempt.objects.all())
 
 
 def test_the_password_throttle_leaves_single_sign_on_alone(client, oidc):

@@ -1,4 +1,5 @@
-"""What the audit tests share: events appended straight to the chain, and reading them back."""
+"""What the audit tests share: events appended straight to the chain, reading them back, and
+changes made in Django's admin with the events they append."""
 
 from __future__ import annotations
 
@@ -60,3 +61,22 @@ def assert_one_chained_event(since: int, action: str, actor) -> AuditEvent:
     assert event.prev_hash == (previous or chain.GENESIS)
     assert chain.verify().ok
     return event
+
+
+def admin_post(client, url: str, data: dict) -> None:
+    """POST to a page of Django's admin, which answers a saved form or a confirmed action with a
+    redirect (and shows the page again, with its errors, when it refused)."""
+    response = client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+
+
+def delete_selected(client, changelist: str, pks: list) -> None:
+    """The admin's "Delete selected" action on these rows of a change list, confirmed."""
+    admin_post(client, changelist, {"action": "delete_selected", "_selected_action": pks, "post": "yes"})
+
+
+def admin_event(client, url: str, data: dict, action: str, actor) -> AuditEvent:
+    """POST to an admin page (accepted) and the one chained event it appended."""
+    since = head_seq()
+    admin_post(client, url, data)
+    return assert_one_chained_event(since, action, actor)

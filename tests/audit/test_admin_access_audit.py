@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from portal.audit import admin as audit_admin
 from portal.audit import chain
-from tests.audit.helpers import appended, assert_one_chained_event, head_seq
+from tests.audit.helpers import admin_event, admin_post, appended, assert_one_chained_event, delete_selected, head_seq
 
 USERS = "/admin/auth/user/"
 GROUPS = "/admin/auth/group/"
@@ -43,8 +43,7 @@ def user_form(user: User, **changes) -> dict:
 
 
 def change_user(client: Client, user: User, **changes) -> None:
-    response = client.post(f"{USERS}{user.pk}/change/", user_form(user, **changes))
-    assert response.status_code == 302, response.content.decode()[:2000]
+    admin_post(client, f"{USERS}{user.pk}/change/", user_form(user, **changes))
 
 
 def test_adding_and_removing_groups_is_one_event(suclient, superuser, requester):
@@ -92,12 +91,9 @@ def test_a_save_that_changes_no_access_appends_nothing(suclient, superuser, requ
 
 
 def test_adding_a_user_records_its_access(suclient, superuser):
-    since = head_seq()
     password = "Plaid-Otter-4471"
     form = {"username": "nina", "usable_password": "true", "password1": password, "password2": password}
-    response = suclient.post(f"{USERS}add/", form)
-    assert response.status_code == 302, response.content.decode()[:2000]
-    event = assert_one_chained_event(since, "user.access_changed", superuser)
+    event = admin_event(suclient, f"{USERS}add/", form, "user.access_changed", superuser)
     assert event.detail == (
         "user 'nina' created: groups: none; user_permissions: none; is_active: yes; is_staff: no; is_superuser: no"
     )
@@ -108,27 +104,22 @@ def test_a_group_permission_change_is_one_event(suclient, superuser):
     group.permissions.add(permission("view_audit_log"))
     since = head_seq()
     form = {"name": "Engineering", "permissions": [permission("view_audit_log").pk]}
-    assert suclient.post(f"{GROUPS}{group.pk}/change/", form).status_code == 302
+    admin_post(suclient, f"{GROUPS}{group.pk}/change/", form)
     assert appended(since) == []  # nothing changed, nothing appended
 
     form["permissions"] = [permission("portal_admin").pk]
-    assert suclient.post(f"{GROUPS}{group.pk}/change/", form).status_code == 302
+    event = admin_event(suclient, f"{GROUPS}{group.pk}/change/", form, "group.permissions_changed", superuser)
     assert set(group.permissions.values_list("codename", flat=True)) == {"portal_admin"}
-    event = assert_one_chained_event(since, "group.permissions_changed", superuser)
     assert event.detail == "group 'Engineering': permissions: +keys.portal_admin -audit.view_audit_log"
 
-    since = head_seq()
     form = {"name": "Auditors", "permissions": [permission("view_audit_log").pk]}
-    assert suclient.post(f"{GROUPS}add/", form).status_code == 302
-    event = assert_one_chained_event(since, "group.permissions_changed", superuser)
+    event = admin_event(suclient, f"{GROUPS}add/", form, "group.permissions_changed", superuser)
     assert event.detail == "group 'Auditors' created: permissions: +audit.view_audit_log"
 
 
 def test_deleting_users_is_one_event_each(suclient, superuser, requester, requester2):
     requester.groups.add(Group.objects.create(name="Engineering"))
-    since = head_seq()
-    assert suclient.post(f"{USERS}{requester.pk}/delete/", {"post": "yes"}).status_code == 302
-    event = assert_one_chained_event(since, "user.deleted", superuser)
+    event = admin_event(suclient, f"{USERS}{requester.pk}/delete/", {"post": "yes"}, "user.deleted", superuser)
     assert event.detail == (
         "user 'rita' deleted; it had groups: Engineering; user_permissions: none; "
         "is_active: yes; is_staff: no; is_superuser: no"
@@ -137,8 +128,7 @@ def test_deleting_users_is_one_event_each(suclient, superuser, requester, reques
     other = User.objects.create_user("ole")
     since = head_seq()
     selected = [requester2.pk, other.pk]
-    response = suclient.post(USERS, {"action": "delete_selected", "_selected_action": selected, "post": "yes"})
-    assert response.status_code == 302
+    delete_selected(suclient, USERS, selected)
     assert not User.objects.filter(pk__in=selected).exists()
     events = appended(since)
     assert [(e.action, e.detail.split(" deleted;")[0]) for e in events] == [
@@ -166,18 +156,16 @@ def test_a_failed_audit_append_undoes_the_access_change(suclient, monkeypatch, r
 
 def test_a_password_set_by_an_admin_is_audited_without_it_or_its_hash(suclient, superuser, requester):
     old_hash = requester.password
-    since = head_seq()
     new_password = "Plaid-Otter-4471"
     form = {"usable_password": "true", "password1": new_password, "password2": new_password}
-    assert suclient.post(f"{USERS}{requester.pk}/password/", form).status_code == 302
+    event = admin_event(suclient, f"{USERS}{requester.pk}/password/", form, "user.password_changed", superuser)
     requester.refresh_from_db()
     assert requester.check_password(new_password)
-    event = assert_one_chained_event(since, "user.password_changed", superuser)
     assert event.detail == "user 'rita': password changed by admin"
 
     # Other saves of this user (access changes included) do not carry it either.
     change_user(suclient, requester, is_staff="on")
-    assert suclient.post(f"{USERS}{requester.pk}/delete/", {"post": "yes"}).status_code == 302
+    admin_post(suclient, f"{USERS}{requester.pk}/delete/", {"post": "yes"})
     with connection.cursor() as cursor:
         cursor.execute("SELECT * FROM keys_auditevent")
         table = repr(cursor.fetchall())

@@ -13,7 +13,7 @@ from keys.models import OnboardingTemplate, SpendingPolicy
 from portal.audit import admin as audit_admin
 from portal.audit import chain
 from portal.audit.models import AuditEvent
-from tests.audit.helpers import appended, assert_one_chained_event, head_seq
+from tests.audit.helpers import admin_event, admin_post, appended, delete_selected, head_seq
 
 POLICIES = "/admin/keys/spendingpolicy/"
 TEMPLATES = "/admin/keys/onboardingtemplate/"
@@ -64,20 +64,15 @@ def template_form(template: OnboardingTemplate, **changes) -> dict:
 # --- Spending policies ----------------------------------------------------------------------------
 def test_creating_a_policy_is_one_event_with_its_values(suclient, superuser):
     group = Group.objects.create(name="Engineering")
-    since = head_seq()
-    response = suclient.post(
-        f"{POLICIES}add/",
-        {
-            "group": group.pk,
-            "max_key_limit": "75",
-            "max_total_limit": "300",
-            "max_active_keys": "4",
-            "max_completions": "read",
-            "manage_requestable": "on",
-        },
-    )
-    assert response.status_code == 302, response.content.decode()[:2000]
-    event = assert_one_chained_event(since, "policy.changed", superuser)
+    form = {
+        "group": group.pk,
+        "max_key_limit": "75",
+        "max_total_limit": "300",
+        "max_active_keys": "4",
+        "max_completions": "read",
+        "manage_requestable": "on",
+    }
+    event = admin_event(suclient, f"{POLICIES}add/", form, "policy.changed", superuser)
     assert event.detail == (
         "policy of group 'Engineering' created: group: 'Engineering'; max_key_limit: 75.00; "
         "max_total_limit: 300.00; max_active_keys: 4; max_completions: read; manage_requestable: yes; max_key_days: 90"
@@ -88,12 +83,11 @@ def test_changing_a_policy_names_each_changed_field_from_old_to_new(suclient, su
     policy = make_policy()
     since = head_seq()
     # A save that changes nothing (50 is the stored 50.00) appends nothing.
-    assert suclient.post(f"{POLICIES}{policy.pk}/change/", policy_form(policy)).status_code == 302
+    admin_post(suclient, f"{POLICIES}{policy.pk}/change/", policy_form(policy))
     assert appended(since) == []
 
     changed = policy_form(policy, max_key_limit="500", max_active_keys="10", manage_requestable="on")
-    assert suclient.post(f"{POLICIES}{policy.pk}/change/", changed).status_code == 302
-    event = assert_one_chained_event(since, "policy.changed", superuser)
+    event = admin_event(suclient, f"{POLICIES}{policy.pk}/change/", changed, "policy.changed", superuser)
     assert event.detail == (
         "policy of group 'Engineering': max_key_limit: 50.00 -> 500.00; max_active_keys: 5 -> 10; "
         "manage_requestable: no -> yes"
@@ -105,18 +99,15 @@ def test_changing_a_policy_names_each_changed_field_from_old_to_new(suclient, su
 def test_moving_a_policy_to_another_group_names_both(suclient, superuser):
     policy = make_policy()
     other = Group.objects.create(name="Sales")
-    since = head_seq()
-    assert suclient.post(f"{POLICIES}{policy.pk}/change/", policy_form(policy, group=other.pk)).status_code == 302
-    event = assert_one_chained_event(since, "policy.changed", superuser)
+    form = policy_form(policy, group=other.pk)
+    event = admin_event(suclient, f"{POLICIES}{policy.pk}/change/", form, "policy.changed", superuser)
     assert event.detail == "policy of group 'Sales': group: 'Engineering' -> 'Sales'"
 
 
 def test_deleting_a_policy_records_what_it_was(suclient, superuser):
     policy = make_policy()
-    since = head_seq()
-    assert suclient.post(f"{POLICIES}{policy.pk}/delete/", {"post": "yes"}).status_code == 302
+    event = admin_event(suclient, f"{POLICIES}{policy.pk}/delete/", {"post": "yes"}, "policy.deleted", superuser)
     assert not SpendingPolicy.objects.exists()
-    event = assert_one_chained_event(since, "policy.deleted", superuser)
     assert event.detail.startswith("policy of group 'Engineering' deleted; it was group: 'Engineering'; ")
     assert "max_key_limit: 50.00; max_total_limit: 200.00; max_active_keys: 5" in event.detail
 
@@ -124,10 +115,7 @@ def test_deleting_a_policy_records_what_it_was(suclient, superuser):
 def test_bulk_delete_records_one_event_per_policy(suclient, superuser):
     first, second, kept = make_policy("Engineering"), make_policy("Sales"), make_policy("Support")
     since = head_seq()
-    response = suclient.post(
-        POLICIES, {"action": "delete_selected", "_selected_action": [first.pk, second.pk], "post": "yes"}
-    )
-    assert response.status_code == 302
+    delete_selected(suclient, POLICIES, [first.pk, second.pk])
     assert list(SpendingPolicy.objects.all()) == [kept]
     events = appended(since)
     assert [e.action for e in events] == ["policy.deleted", "policy.deleted"]
@@ -141,20 +129,14 @@ def test_bulk_delete_records_one_event_per_policy(suclient, superuser):
 
 def test_deleting_a_group_records_its_policy_deletion(suclient, superuser):
     policy = make_policy()
-    since = head_seq()
-    assert suclient.post(f"/admin/auth/group/{policy.group_id}/delete/", {"post": "yes"}).status_code == 302
+    url = f"/admin/auth/group/{policy.group_id}/delete/"
+    event = admin_event(suclient, url, {"post": "yes"}, "policy.deleted", superuser)
     assert not SpendingPolicy.objects.exists()
-    event = assert_one_chained_event(since, "policy.deleted", superuser)
     assert event.detail.startswith("policy of group 'Engineering' deleted with its group; it was ")
     # A group without a policy goes without an event.
     bare = Group.objects.create(name="No policy")
     since = head_seq()
-    assert (
-        suclient.post(
-            "/admin/auth/group/", {"action": "delete_selected", "_selected_action": [bare.pk], "post": "yes"}
-        ).status_code
-        == 302
-    )
+    delete_selected(suclient, "/admin/auth/group/", [bare.pk])
     assert appended(since) == []
 
 
@@ -176,9 +158,9 @@ def test_a_failed_audit_append_undoes_the_change(suclient, monkeypatch, bulk):
     with pytest.raises(RuntimeError, match="audit append failed"):
         if bulk:
             selected = [first.pk, second.pk]
-            suclient.post(POLICIES, {"action": "delete_selected", "_selected_action": selected, "post": "yes"})
+            delete_selected(suclient, POLICIES, selected)
         else:
-            suclient.post(f"{POLICIES}{first.pk}/change/", policy_form(first, max_key_limit="999"))
+            admin_post(suclient, f"{POLICIES}{first.pk}/change/", policy_form(first, max_key_limit="999"))
     assert len(calls) == (2 if bulk else 1)
     assert SpendingPolicy.objects.count() == 2
     first.refresh_from_db()
@@ -188,7 +170,6 @@ def test_a_failed_audit_append_undoes_the_change(suclient, monkeypatch, bulk):
 
 # --- Onboarding templates -------------------------------------------------------------------------
 def test_template_create_change_and_delete_are_each_one_event(suclient, superuser):
-    since = head_seq()
     form = {
         "slug": "data-team",
         "name_pattern": "{username}-dev",
@@ -198,26 +179,24 @@ def test_template_create_change_and_delete_are_each_one_event(suclient, superuse
         "return_url": "",
         "description": "",
     }
-    assert suclient.post(f"{TEMPLATES}add/", form).status_code == 302
-    event = assert_one_chained_event(since, "template.changed", superuser)
+    event = admin_event(suclient, f"{TEMPLATES}add/", form, "template.changed", superuser)
     assert event.detail.startswith("template 'data-team' created: slug: 'data-team'; name_pattern: '{username}-dev'; ")
     template = OnboardingTemplate.objects.get()
 
     since = head_seq()
-    assert suclient.post(f"{TEMPLATES}{template.pk}/change/", template_form(template)).status_code == 302
+    admin_post(suclient, f"{TEMPLATES}{template.pk}/change/", template_form(template))
     assert appended(since) == []  # nothing changed, nothing appended
 
     changes = {"monthly_limit": "40", "return_url": "https://wiki.example.com/next", "description": "evil\u202egnp\nx"}
-    assert suclient.post(f"{TEMPLATES}{template.pk}/change/", template_form(template, **changes)).status_code == 302
-    event = assert_one_chained_event(since, "template.changed", superuser)
+    form = template_form(template, **changes)
+    event = admin_event(suclient, f"{TEMPLATES}{template.pk}/change/", form, "template.changed", superuser)
     assert event.detail == (
         "template 'data-team': monthly_limit: 25.00 -> 40.00; "
         "return_url: '' -> 'https://wiki.example.com/next'; description: '' -> 'evil\\u202egnp\\nx'"
     )
 
-    since = head_seq()
-    assert suclient.post(f"{TEMPLATES}{template.pk}/delete/", {"post": "yes"}).status_code == 302
-    event = assert_one_chained_event(since, "template.deleted", superuser)
+    url = f"{TEMPLATES}{template.pk}/delete/"
+    event = admin_event(suclient, url, {"post": "yes"}, "template.deleted", superuser)
     assert event.detail.startswith("template 'data-team' deleted; it was slug: 'data-team'; ")
     assert "return_url: 'https://wiki.example.com/next'" in event.detail
 
@@ -225,10 +204,7 @@ def test_template_create_change_and_delete_are_each_one_event(suclient, superuse
 def test_bulk_delete_records_one_event_per_template(suclient, superuser):
     first, second = make_template("alpha"), make_template("beta")
     since = head_seq()
-    response = suclient.post(
-        TEMPLATES, {"action": "delete_selected", "_selected_action": [first.pk, second.pk], "post": "yes"}
-    )
-    assert response.status_code == 302
+    delete_selected(suclient, TEMPLATES, [first.pk, second.pk])
     assert not OnboardingTemplate.objects.exists()
     events = appended(since)
     assert [(e.action, e.detail.split(" deleted;")[0]) for e in events] == [
@@ -241,14 +217,13 @@ def test_bulk_delete_records_one_event_per_template(suclient, superuser):
 
 def test_a_long_detail_is_cut_visibly(suclient, superuser):
     template = make_template()
-    since = head_seq()
     changes = {
         "name_pattern": "n" * 64,
         "return_url": "https://wiki.example.com/" + "a" * 175,
         "description": "d" * 200,
     }
-    assert suclient.post(f"{TEMPLATES}{template.pk}/change/", template_form(template, **changes)).status_code == 302
-    event = assert_one_chained_event(since, "template.changed", superuser)
+    form = template_form(template, **changes)
+    event = admin_event(suclient, f"{TEMPLATES}{template.pk}/change/", form, "template.changed", superuser)
     assert len(event.detail) == 500 and event.detail.endswith("…")
     assert "return_url: '' -> 'https://wiki.example.com/aaa" in event.detail  # fields in model order
 
@@ -256,7 +231,7 @@ def test_a_long_detail_is_cut_visibly(suclient, superuser):
 # --- In the audit log -----------------------------------------------------------------------------
 def test_admin_changes_show_on_the_audit_page_and_its_filters(suclient):
     policy = make_policy()
-    suclient.post(f"{POLICIES}{policy.pk}/change/", policy_form(policy, max_key_limit="500"))
+    admin_post(suclient, f"{POLICIES}{policy.pk}/change/", policy_form(policy, max_key_limit="500"))
     event = AuditEvent.objects.get(action="policy.changed")
 
     page = suclient.get("/audit/?action=policy.changed").content.decode()

@@ -67,6 +67,37 @@ def test_row_shows_everything_but_secrets(auclient, requester, settings):
     assert settings.REQUESTY_ADMIN_TOKEN not in html
 
 
+def test_a_row_reads_the_same_whatever_it_holds(auclient, requester):
+    """A row's cells exactly (they are worked out once per row in the view, not by template filters):
+    the action's label, the time in UTC to the second with its ISO 8601 `datetime`, "—" for a
+    missing actor or permission level, the limit in dollars, a key id that its link must quote."""
+    event(action="mint.denied", outcome="denied", key_name="", api_key_id="k 1", completions="write")
+    event(actor=requester, key_name="laptop", monthly_limit=Decimal("1234.5"), manage="none", upstream_status=201)
+    when = datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=UTC)
+    with unprotected() as cursor:
+        cursor.execute("UPDATE keys_auditevent SET created_at = %s", [when])
+        cursor.execute("UPDATE keys_auditevent SET actor_username = '' WHERE seq = 1")
+    rows = re.findall(r"<tr>\s*(.*?)\s*</tr>", auclient.get("/audit/").content.decode(), re.DOTALL)[1:]
+    time = '<td><time datetime="2026-03-04T05:06:07.890000+00:00" data-local>2026-03-04 05:06:07</time></td>'
+    cells = [re.sub(r"\n\s*", "", row) for row in rows]
+    assert cells == [
+        "<td>2</td>" + time + '<td>rita<br><span class="muted">rita@example.com</span></td>'
+        '<td>Key created<br><code class="muted">mint.issued</code></td>'
+        '<td><span class="outcome outcome-success">success</span></td><td>laptop</td>'
+        '<td>$1,234.50<br><span class="muted">manage none, completions —</span></td><td></td><td>201</td>'
+        '<td><a href="/audit/events/2/">Details<span class="visually-hidden"> of event 2</span></a></td>',
+        "<td>1</td>" + time + "<td>—</td>"
+        '<td>Key request refused by policy<br><code class="muted">mint.denied</code></td>'
+        '<td><span class="outcome outcome-denied">denied</span></td>'
+        '<td><br><a href="/audit/keys/k%201/" class="muted">k 1</a></td>'
+        '<td><br><span class="muted">manage —, completions write</span></td><td></td><td></td>'
+        '<td><a href="/audit/events/1/">Details<span class="visually-hidden"> of event 1</span></a></td>',
+    ]
+    history = auclient.get("/audit/keys/k%201/").content.decode()
+    assert '<time datetime="2026-03-04T05:06:07.890000+00:00" data-local>2026-03-04 05:06:07 UTC</time>' in history
+    assert "Key request refused by policy" in history and 'href="/audit/events/1/">event #1</a>' in history
+
+
 def test_actor_as_they_were_at_the_time(auclient, requester):
     event(actor=requester)
     requester.username, requester.email = "rita-renamed", "new@example.com"
@@ -251,9 +282,17 @@ def test_filtered_page_uses_the_indexes_on_postgresql(db):
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")  # an empty table would be seq-scanned anyway
         plan = qs.explain()
-    assert "audit_actor_seq" in plan or "keys_auditevent_created_at" in plan, plan
+    assert any(name in plan for name in ("audit_actor_time", "audit_actor_seq", "keys_auditevent_created_at")), plan
     first = AuditEvent.objects.order_by("-seq")[:51].explain()
     assert "Index Scan Backward" in first and "keys_auditevent_seq" in first, first
+
+
+def test_one_actor_over_a_period_has_its_index(db):
+    """(actor, time), audit 0007 (built CONCURRENTLY on PostgreSQL): one actor's month is read from
+    the index, not by walking back through every later event of the actor."""
+    with connection.cursor() as cursor:
+        indexes = connection.introspection.get_constraints(cursor, "keys_auditevent")
+    assert indexes["audit_actor_time"]["columns"] == ["actor_username", "created_at"]
 
 
 # --- Key and event detail -------------------------------------------------------------------------

@@ -1,15 +1,15 @@
 """What the spend tests share: keys made directly in the portal and the stand-in (no mint form),
-spend recorded in the stand-in, and a clock that stands still."""
+and spend recorded in the stand-in."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import date
 from decimal import Decimal
 
 from django.utils import timezone
 
-from keys.models import Issuance, IssuedKey
+from keys.models import IssuedKey
+from tests.keys.helpers import attempt, key_of
 
 ORG_USAGE = "/v1/manage/org/usage"
 
@@ -17,26 +17,7 @@ ORG_USAGE = "/v1/manage/org/usage"
 def issued(standin, owner, name: str, limit: str = "10", **fields) -> IssuedKey:
     """A key that exists in the stand-in and in the portal, as if minted."""
     upstream = standin.add_key(name, Decimal(limit))
-    issuance = Issuance.objects.create(
-        nonce=str(uuid.uuid4()),
-        actor=owner,
-        name=name,
-        monthly_limit=Decimal(limit),
-        manage="none",
-        completions="write",
-        state="issued",
-        api_key_id=upstream["id"],
-    )
-    return IssuedKey.objects.create(
-        api_key_id=upstream["id"],
-        issuance=issuance,
-        owner=owner,
-        name=name,
-        monthly_limit=Decimal(limit),
-        manage="none",
-        completions="write",
-        **fields,
-    )
+    return key_of(attempt(owner, name, limit, api_key_id=upstream["id"]), upstream["id"], **fields)
 
 
 def spend(standin, key: IssuedKey, amount: str, day: date | None = None, requests: int = 1) -> None:

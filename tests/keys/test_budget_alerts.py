@@ -10,22 +10,19 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import time_machine
 from django.contrib.auth.models import Group
 from django.core import mail
 
 from keys import alerts
 from keys.models import BudgetAlert, SpendingPolicy
 from portal.audit.models import AuditEvent
+from tests.keys.helpers import frozen_clock
 from tests.keys.spend_helpers import issued, spend
 
 MID_MONTH = datetime(2026, 11, 14, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def clock():
-    with time_machine.travel(MID_MONTH, tick=False) as traveller:
-        yield traveller
+clock = frozen_clock(MID_MONTH)
 
 
 @pytest.fixture

@@ -11,24 +11,19 @@ from decimal import Decimal
 from io import StringIO
 
 import pytest
-import time_machine
 from django.core.management import call_command
 
 from keys import labels, minting
 from keys.models import IssuedKey, OnboardingTemplate
 from portal.audit.models import AuditEvent
 from standin import Fault
-from tests.keys.helpers import HTMX, alert_text, creates, form_data, mint
+from tests.keys.helpers import HTMX, alert_text, creates, form_data, frozen_clock, mint
 from tests.keys.test_policy import group_policy
 
 NOW = datetime(2030, 6, 1, 9, 30, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def clock():
-    """Autouse, so it starts before the signed-in clients: their sessions live in 2030 too."""
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
+clock = frozen_clock(NOW, autouse=True)  # before the signed-in clients: their sessions live in 2030 too
 
 
 def events(key, prefix="key.expir") -> list[tuple[str, str]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import time_machine
 from django.core import mail
 from django.test import Client
 
@@ -14,15 +13,12 @@ from keys.forms import new_nonce
 from keys.models import ApprovalRequest, IssuedKey
 from portal.audit.models import AuditEvent
 from standin import Fault
-from tests.keys.helpers import HTMX, alert_text, alerts, mint
+from tests.keys.helpers import HTMX, alert_text, alerts, frozen_clock, mint
 
 NOW = datetime(2030, 6, 1, 9, 30, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def clock():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
+clock = frozen_clock(NOW, autouse=True)
 
 
 @pytest.fixture

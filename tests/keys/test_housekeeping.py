@@ -3,19 +3,18 @@ and several instances at once do each job once. Time is moved with time-machine,
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 from io import StringIO
 
 import pytest
 import time_machine
 from django.core.management import CommandError, call_command
-from django.db import connection
 from django.utils import timezone
 
 from keys import housekeeping
 from keys.housekeeping import Job
 from keys.models import HousekeepingJob
+from tests.threads import run_together
 
 
 def run(*args) -> str:
@@ -84,23 +83,10 @@ def test_unknown_job_and_bad_loop_are_refused(db):
 @pytest.mark.django_db(transaction=True)
 def test_instances_running_at_once_do_each_job_once(monkeypatch):
     done = []
-    gate = threading.Barrier(4)
     monkeypatch.setattr(
         housekeeping,
         "jobs",
         lambda: [Job("a", lambda now: done.append("a") or ""), Job("b", lambda now: done.append("b") or "")],
     )
-
-    def instance():
-        gate.wait()
-        try:
-            housekeeping.run_once()
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=instance) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(*[housekeeping.run_once] * 4)
     assert sorted(done) == ["a", "b"]

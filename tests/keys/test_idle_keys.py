@@ -7,24 +7,19 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-import pytest
-import time_machine
 from django.core import mail
 from django.test import Client
 
 from keys import idle
 from keys.models import IssuedKey
 from portal.audit.models import AuditEvent
+from tests.keys.helpers import frozen_clock
 from tests.keys.spend_helpers import issued, spend
 
 START = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def clock(standin):
-    standin.fake_usage = False
-    with time_machine.travel(START, tick=False) as traveller:
-        yield traveller
+clock = frozen_clock(START, recorded_usage=True)
 
 
 def days(clock, n: int) -> None:

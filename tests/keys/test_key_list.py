@@ -7,6 +7,8 @@ import re
 import uuid
 from datetime import timedelta
 
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from keys.forms import new_nonce
@@ -204,3 +206,22 @@ def test_a_page_costs_the_same_queries_however_many_keys(aclient, requester, req
         for query in ("", f"?before={keys[70].pk}", f"?after={keys[100].pk}", "?last=1", "?owner=rob&status=active"):
             with django_assert_max_num_queries(15):
                 assert aclient.get(f"/keys/{query}").status_code == 200
+
+
+def test_my_keys_with_500_keys_costs_what_it_does_with_50(rclient, r2client, requester, requester2, standin):
+    """A page shows 50 keys: someone with 500 keys (120 of them expiring soon) gets the page through
+    the same statements as someone with 50 (12 expiring): only ids, times and totals differ (issue
+    17). The banner names the 10 keys that expire first either way; the totals are counts."""
+    soon = timezone.now() + timedelta(days=2)
+    for owner, count, expiring in ((requester, 50, 12), (requester2, 500, 120)):
+        keys = make_keys(owner, count, owner.username)
+        IssuedKey.objects.filter(pk__in=[k.pk for k in keys[:expiring]]).update(expires_at=soon)
+    statements = []
+    for client in (rclient, r2client):
+        client.get("/keys/")  # the organization's usage, once per period (keys/usage.py): then one cache read
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get("/keys/")
+        assert len(row_ids(response)) == 50 and response.content.decode().count('/#expiry">') == 10
+        statements.append([re.sub(r"'[^']*'|\d+", "?", q["sql"]) for q in queries.captured_queries])
+    assert statements[0] == statements[1]
+    assert "of 500" in response.content.decode() and "120 of your keys expire soon" in response.content.decode()

@@ -4,12 +4,11 @@ The rate limit and the bound on refusals: test_rate_limits.py."""
 
 from __future__ import annotations
 
-import threading
 from decimal import Decimal
+from functools import partial
 
 import pytest
 from django.contrib.auth.models import Group, User
-from django.db import connections
 from django.test import Client
 
 from keys import policy
@@ -17,7 +16,9 @@ from keys.forms import new_nonce
 from keys.models import Issuance, IssuedKey, SpendingPolicy
 from portal.audit.models import AuditEvent
 from standin import Fault
-from tests.keys.helpers import HTMX, creates, post_mint
+from tests.keys.helpers import HTMX, attempt, creates, key_of, post_mint
+from tests.keys.spend_helpers import issued
+from tests.threads import run_together
 
 
 def group_policy(name, **values) -> Group:
@@ -153,31 +154,10 @@ def test_headroom_counts_keys_and_unsettled_attempts_in_one_statement(requester,
     """One statement, one snapshot: a mint turning its attempt into a key between two separate
     queries would otherwise be counted in neither (seen as an extra key in the race test below)."""
     requester.groups.add(group_policy("g", max_active_keys=5, max_total_limit=100))
-
-    def issuance(n, state, limit):
-        return Issuance.objects.create(
-            nonce=f"n{n}",
-            actor=requester,
-            name=f"k{n}",
-            monthly_limit=limit,
-            manage="none",
-            completions="write",
-            state=state,
-        )
-
-    issued = issuance(1, "issued", Decimal("10"))
-    IssuedKey.objects.create(
-        api_key_id="id-1",
-        issuance=issued,
-        owner=requester,
-        name="k1",
-        monthly_limit=Decimal("12.50"),
-        manage="none",
-        completions="write",
-    )
-    issuance(2, "requested", Decimal("5"))
-    issuance(3, "unknown", Decimal("2"))
-    issuance(4, "rejected", Decimal("40"))
+    key_of(attempt(requester, "k1", "10"), "id-1", monthly_limit=Decimal("12.50"))
+    attempt(requester, "k2", "5", state="requested")
+    attempt(requester, "k3", "2", state="unknown")
+    attempt(requester, "k4", "40", state="rejected")
     pol = policy.resolve(requester)
     with django_assert_num_queries(1):
         room = policy.headroom(requester, pol)
@@ -190,22 +170,8 @@ def test_headroom_counts_the_higher_of_limit_and_pending_limit(requester, django
     """A limit change in flight counts at the higher of both limits until Requesty confirmed it: a
     raise whose outcome is unknown may hold upstream, a lowering may not have happened yet."""
     requester.groups.add(group_policy("g", max_total_limit=100))
-    for n, (limit, pending) in enumerate([("10", "30"), ("20", "5"), ("7.50", None)]):
-        issuance = Issuance.objects.create(
-            nonce=f"n{n}", actor=requester, name=f"k{n}", monthly_limit=limit, manage="none", completions="write"
-        )
-        issuance.state = "issued"
-        issuance.save()
-        IssuedKey.objects.create(
-            api_key_id=f"id-{n}",
-            issuance=issuance,
-            owner=requester,
-            name=f"k{n}",
-            monthly_limit=Decimal(limit),
-            pending_limit=None if pending is None else Decimal(pending),
-            manage="none",
-            completions="write",
-        )
+    for n, (limit, pending) in enumerate([("10", Decimal(30)), ("20", Decimal(5)), ("7.50", None)]):
+        key_of(attempt(requester, f"k{n}", limit), f"id-{n}", pending_limit=pending)
     pol = policy.resolve(requester)
     with django_assert_num_queries(1):
         room = policy.headroom(requester, pol)
@@ -251,24 +217,13 @@ def test_the_policy_is_checked_again_when_minting(rclient, requester, standin, m
 # --- Races on PostgreSQL --------------------------------------------------------------------------
 def _together(user, posts: list[tuple[str, dict]]) -> list[int]:
     """POST each (url, data) at the same moment, each from its own client and connection."""
-    start, statuses = threading.Barrier(len(posts)), []
     clients = []
     for _ in posts:
         client = Client()
         client.force_login(user)
         clients.append(client)
-
-    def one(client, url, data):
-        start.wait()
-        statuses.append(client.post(url, data, **HTMX).status_code)
-        connections.close_all()
-
-    threads = [threading.Thread(target=one, args=(c, url, data)) for c, (url, data) in zip(clients, posts, strict=True)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return statuses
+    calls = [partial(client.post, url, data, **HTMX) for client, (url, data) in zip(clients, posts, strict=True)]
+    return [response.status_code for response in run_together(*calls)]
 
 
 def _fire(user, n, **values) -> list[int]:
@@ -297,29 +252,6 @@ def test_parallel_mints_cannot_exceed_the_rate_limit(standin, settings):
     assert len(creates(standin)) == 2
 
 
-def _held_key(user, standin, n: int, limit: Decimal) -> IssuedKey:
-    upstream = standin.add_key(f"held-{n}", limit)
-    issuance = Issuance.objects.create(
-        nonce=f"held-{n}",
-        actor=user,
-        name=f"held-{n}",
-        monthly_limit=limit,
-        manage="none",
-        completions="write",
-        state="issued",
-        api_key_id=upstream["id"],
-    )
-    return IssuedKey.objects.create(
-        api_key_id=upstream["id"],
-        issuance=issuance,
-        owner=user,
-        name=f"held-{n}",
-        monthly_limit=limit,
-        manage="none",
-        completions="write",
-    )
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_parallel_limit_raises_cannot_exceed_the_total_cap(standin):
@@ -327,7 +259,7 @@ def test_parallel_limit_raises_cannot_exceed_the_total_cap(standin):
     and reserves under the user's lock before calling Requesty, so the others see the reservations."""
     user = User.objects.create_user("racer", password="x")
     user.groups.add(group_policy("cap", max_key_limit=50, max_total_limit=100, max_active_keys=10))
-    keys = [_held_key(user, standin, n, Decimal(10)) for n in range(6)]
+    keys = [issued(standin, user, f"held-{n}", "10") for n in range(6)]
     # Slow answers keep every raise in flight together, as with a slow Requesty.
     standin.inject(Fault.delay(0.3), method="POST", path="/v1/manage/apikey/", times=len(keys))
     _together(user, [(f"/keys/{key.pk}/limit/", {"monthly_limit": "30"}) for key in keys])

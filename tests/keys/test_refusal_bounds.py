@@ -87,6 +87,8 @@ def test_pending_approval_requests_are_capped_per_person(rclient, requester, set
     assert ApprovalRequest.objects.filter(requester=requester).count() == 2
     event = AuditEvent.objects.get(action="approval.refused")
     assert event.outcome == "denied" and event.actor_id == requester.pk and "waiting" in event.detail
+    asked = (event.key_name, event.monthly_limit, event.manage, event.completions)
+    assert asked == ("big-batch", 250, "none", "write")  # what the refused request asked for
     assert "sent to the portal admins" in ask(r2client).content.decode()  # everyone has their own cap
     ApprovalRequest.objects.filter(requester=requester).update(status=ApprovalRequest.Status.DENIED)
     assert "sent to the portal admins" in ask(rclient).content.decode()  # decided ones do not count

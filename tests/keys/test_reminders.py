@@ -4,7 +4,7 @@ housekeeping runs at once on PostgreSQL doing each piece of work once."""
 
 from __future__ import annotations
 
-import threading
+import re
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
@@ -13,20 +13,18 @@ import time_machine
 from django.contrib.auth.models import User
 from django.core import mail
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.utils import timezone
 
 from keys import housekeeping, reminders
 from keys.models import IssuedKey
 from portal.audit.models import AuditEvent
-from tests.keys.helpers import mint
+from tests.keys.helpers import frozen_clock, mint
+from tests.threads import run_together
 
 NOW = datetime(2030, 6, 1, 9, 30, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def clock():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
+clock = frozen_clock(NOW, autouse=True)
 
 
 def remind() -> str:
@@ -112,6 +110,19 @@ def test_my_keys_shows_a_banner_within_the_first_reminder_window(rclient, reques
     assert "1 of your keys expires soon" in html and f'href="/keys/{key.pk}/#expiry">“ci”</a>' in html
 
 
+def test_the_banner_names_the_keys_that_expire_first_and_counts_the_rest(rclient, requester, standin):
+    from tests.keys.test_key_list import make_keys
+
+    keys = make_keys(requester, reminders.EXPIRING_LISTED + 2, "batch")
+    now = timezone.now()
+    for i, key in enumerate(keys):
+        IssuedKey.objects.filter(pk=key.pk).update(expires_at=now + timedelta(days=1, hours=i))
+    html = rclient.get("/keys/").content.decode()
+    assert "12 of your keys expire soon." in html and "(the 10 that expire first are listed;" in html
+    listed = re.findall(r'href="/keys/(\d+)/#expiry"', html)
+    assert listed == [str(k.pk) for k in keys[: reminders.EXPIRING_LISTED]]
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_housekeeping_runs_at_once_do_each_piece_of_work_once(standin, requester, requester2, monkeypatch):
@@ -126,20 +137,7 @@ def test_two_housekeeping_runs_at_once_do_each_piece_of_work_once(standin, reque
     due = [k for k in keys if k.name.startswith("due")]
     IssuedKey.objects.filter(pk__in=[k.pk for k in due]).update(expires_at=NOW - timedelta(minutes=1))
     IssuedKey.objects.exclude(pk__in=[k.pk for k in due]).update(expires_at=NOW + timedelta(days=2))
-    gate = threading.Barrier(2)
-
-    def instance():
-        gate.wait()
-        try:
-            housekeeping.run_once()
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=instance) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(housekeeping.run_once, housekeeping.run_once)
     assert len(standin.calls_to("DELETE", "/v1/manage/apikey/")) == 2
     assert sorted(IssuedKey.objects.values_list("status", flat=True)) == ["active", "active", "expired", "expired"]
     assert AuditEvent.objects.filter(action="key.expired").count() == 2

@@ -1,4 +1,4 @@
-"""keys/requesty.py against the stand-in over real HTTP: each failure maps to the right class."""
+"""keys/requesty/ against the stand-in over real HTTP: each failure maps to the right class."""
 
 from __future__ import annotations
 

@@ -10,23 +10,19 @@ from decimal import Decimal
 from io import StringIO
 
 import pytest
-import time_machine
 from django.core.management import call_command
 
 from keys.forms import new_nonce
 from keys.models import Issuance, IssuedKey
 from portal.audit.models import AuditEvent
 from standin import Fault
-from tests.keys.helpers import HTMX, alert_text, creates, mint
+from tests.keys.helpers import HTMX, alert_text, creates, frozen_clock, mint
 from tests.keys.test_policy import group_policy
 
 NOW = datetime(2030, 6, 1, 9, 30, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def clock():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
+clock = frozen_clock(NOW, autouse=True)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import re
 from datetime import UTC, date, datetime
 
 import pytest
-import time_machine
 from django.contrib.auth.models import Group, Permission, User
 from django.test import Client
 
@@ -18,16 +17,13 @@ from keys import usage
 from keys.models import SpendingPolicy
 from portal.audit.models import AuditEvent
 from standin import Fault
+from tests.keys.helpers import frozen_clock
 from tests.keys.spend_helpers import ORG_USAGE, issued, org_calls, spend
 
 NOW = datetime(2026, 11, 14, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def clock(standin):
-    standin.fake_usage = False
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
+clock = frozen_clock(NOW, recorded_usage=True)
 
 
 @pytest.fixture

@@ -4,20 +4,19 @@ the stand-in, over HTTP, with time moved by time-machine."""
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
 import time_machine
 from django.core.cache import caches
 from django.core.cache.backends.db import DatabaseCache
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
 from keys import usage
 from tests.keys.helpers import HTMX
 from tests.keys.spend_helpers import ORG_USAGE, issued, org_calls, spend
+from tests.threads import run_together
 
 
 def test_the_default_cache_is_shared_through_the_database():
@@ -70,22 +69,7 @@ def test_parallel_processes_share_one_call(transactional_db, standin):
     PostgreSQL only: the SQLite test database is one in-memory database shared between threads,
     which answers concurrent writers with "table is locked" instead of waiting as a file does."""
     standin.latency = 0.3
-    answers, errors = [], []
-
-    def view():
-        try:
-            answers.append(usage.org_usage())
-        except Exception as exc:  # noqa: BLE001 -- reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=view) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    answers = run_together(*[usage.org_usage] * 6)  # raises what any of them raised
     assert len(answers) == 6 and all(a.ok for a in answers)
     assert org_calls(standin) == 1
 

@@ -16,7 +16,7 @@ import requests
 import time_machine
 
 from standin import StandIn
-from standin.server import ADMIN_ID
+from standin.api import ADMIN_ID
 
 from .standin_client import CANARY, KEYS, TOKEN, create, fixtures
 
