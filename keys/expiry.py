@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.db import transaction
 from django.db.models import Q
@@ -18,7 +19,7 @@ from django.utils import timezone
 
 from portal.audit.models import AuditEvent
 
-from . import lifecycle, policy, requesty
+from . import lifecycle, policy, requesty, sidecalls
 from .models import ApprovalRequest, IssuedKey
 
 log = logging.getLogger(__name__)
@@ -40,32 +41,43 @@ def push(key: IssuedKey, *, actor=None, source_ip=None) -> bool:
     """Send the key's recorded expiry to Requesty. True when confirmed; on failure the key is
     marked "expiry not yet set in Requesty" and housekeeping retries it."""
     sent = key.expires_at
-    try:
-        requesty.set_expiry(key.api_key_id, sent)
-    except requesty.NotFound:
+    error = sidecalls.attempt(partial(requesty.set_expiry, key.api_key_id, sent))
+    return pushed(key, sent, error, actor=actor, source_ip=source_ip)
+
+
+def pushed(key: IssuedKey, sent: datetime | None, error: Exception | None, *, actor=None, source_ip=None) -> bool:
+    """The recording half of `push`: what the expiry call that sent `sent` came to (`error`: what it
+    raised; None: Requesty confirmed it), in the key's record and the audit log. A mint makes the
+    call itself, beside its label call (keys/minting.py)."""
+    if isinstance(error, requesty.NotFound):
         lifecycle.mark_deleted_upstream(key, actor=actor, source_ip=source_ip, detail="setting the expiry: key gone")
         return False
-    except requesty.RequestyError as exc:
+    if isinstance(error, requesty.RequestyError):
         failures = key.expiry_failures + 1
         key.expiry_retry_at, key.expiry_failures = timezone.now() + retry_pause(failures), failures
-        log.warning("Requesty expiry call failed: %s", type(exc).__name__, extra={"api_key_id": key.api_key_id})
+        log.warning("Requesty expiry call failed: %s", type(error).__name__, extra={"api_key_id": key.api_key_id})
         with transaction.atomic():
             IssuedKey.objects.filter(pk=key.pk).update(expiry_retry_at=key.expiry_retry_at, expiry_failures=failures)
             _audit_failure(
                 key,
-                exc,
+                error,
                 actor,
                 source_ip,
-                f"expiry {describe(sent)} not set in Requesty ({type(exc).__name__}); "
+                f"expiry {describe(sent)} not set in Requesty ({type(error).__name__}); "
                 f"retrying from {describe(key.expiry_retry_at)}, the portal enforces it meanwhile",
             )
         return False
+    if error is not None:
+        raise error
+    detail = f"expiry {describe(sent)} set in Requesty"
+    if key.expiry_retry_at is None and not key.expiry_failures:  # right after a mint: nothing to clear
+        _audit_set(key, actor, source_ip, detail)  # one append: its own transaction, no savepoint
+        return True
     with transaction.atomic():
-        if key.expiry_retry_at is not None or key.expiry_failures:  # nothing to clear right after a mint
-            # Only if the record still says what was sent (an extension may have come in meanwhile).
-            IssuedKey.objects.filter(pk=key.pk, expires_at=sent).update(expiry_retry_at=None, expiry_failures=0)
-            key.expiry_retry_at, key.expiry_failures = None, 0
-        _audit_set(key, actor, source_ip, f"expiry {describe(sent)} set in Requesty")
+        # Only if the record still says what was sent (an extension may have come in meanwhile).
+        IssuedKey.objects.filter(pk=key.pk, expires_at=sent).update(expiry_retry_at=None, expiry_failures=0)
+        key.expiry_retry_at, key.expiry_failures = None, 0
+        _audit_set(key, actor, source_ip, detail)
     return True
 
 

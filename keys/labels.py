@@ -11,14 +11,17 @@ it again, as it does when the wanted set changes (an owner moved to another team
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from django.contrib.auth.models import Group
+from django.db import transaction
 
 from portal.audit import chain
 from portal.audit.models import AuditEvent
 
-from . import requesty
+from . import requesty, sidecalls
 from .models import IssuedKey
 
 log = logging.getLogger(__name__)
@@ -57,43 +60,77 @@ def merged(upstream: dict[str, str], portal: dict[str, str]) -> dict[str, str]:
 def apply(key: IssuedKey, portal: dict[str, str], upstream: dict[str, str], *, actor=None) -> bool:
     """Send the merged labels; on success remember them. Audited either way; never raises for Requesty."""
     labels = merged(upstream, portal)
+    sent = sidecalls.attempt(partial(requesty.set_labels, key.api_key_id, labels))
+    return record_outcome(key, portal, labels, sent, actor=actor)
+
+
+def record_outcome(key: IssuedKey, portal: dict[str, str], labels: dict[str, str], error, *, actor=None) -> bool:
+    """What the label call sending `labels` came to (`error`: what it raised; None: Requesty
+    confirmed them): the confirmed portal labels remembered, or the failure audited, to be sent
+    again by housekeeping. Raises only what a Requesty call should never raise."""
     detail = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))[:400]
-    try:
-        requesty.set_labels(key.api_key_id, labels)
-    except (requesty.RequestyError, ValueError) as exc:
-        log.warning("Requesty label call failed: %s", type(exc).__name__, extra={"api_key_id": key.api_key_id})
-        unknown = isinstance(exc, requesty.OutcomeUnknown)
+    said = AuditEvent.Outcome  # (this module's Outcome is a housekeeping run's)
+    if error is None:
+        action, outcome, status = AuditEvent.Action.KEY_LABELLED, said.SUCCESS, 204
+    elif isinstance(error, (requesty.RequestyError, ValueError)):
+        log.warning("Requesty label call failed: %s", type(error).__name__, extra={"api_key_id": key.api_key_id})
+        unknown = isinstance(error, requesty.OutcomeUnknown)
+        action, outcome = AuditEvent.Action.KEY_LABEL_FAILED, said.UNKNOWN if unknown else said.FAILURE
+        status, detail = getattr(error, "status", None), f"{type(error).__name__}; will be retried: {detail}"[:500]
+    else:
+        raise error
+    # Confirmed labels and their event commit together, in the append's own transaction (one commit,
+    # not two; joined without a savepoint when a caller has one open, as `chain.record` is).
+    with transaction.atomic(savepoint=False):
+        if error is None:
+            IssuedKey.objects.filter(pk=key.pk).update(labels_applied=portal)
         chain.record(
-            AuditEvent.Action.KEY_LABEL_FAILED,
-            AuditEvent.Outcome.UNKNOWN if unknown else AuditEvent.Outcome.FAILURE,
-            actor=actor,
-            issuance=key.issuance,
-            api_key_id=key.api_key_id,
-            upstream_status=getattr(exc, "status", None),
-            detail=f"{type(exc).__name__}; will be retried: {detail}"[:500],
-        )
-        return False
-    IssuedKey.objects.filter(pk=key.pk).update(labels_applied=portal)
-    key.labels_applied = portal
-    chain.record(
-        AuditEvent.Action.KEY_LABELLED,
-        AuditEvent.Outcome.SUCCESS,
-        actor=actor,
-        issuance=key.issuance,
-        api_key_id=key.api_key_id,
-        upstream_status=204,
-        detail=detail,
-    )
-    return True
+            action, outcome, actor=actor, issuance=key.issuance, api_key_id=key.api_key_id,
+            upstream_status=status, detail=detail,
+        )  # fmt: skip
+    if error is None:
+        key.labels_applied = portal
+    return error is None
 
 
-def label_new_key(key: IssuedKey) -> None:
-    """Right after minting: a new key has no labels from elsewhere yet, so no list call is needed."""
+@dataclass(frozen=True)
+class NewKeyLabels:
+    """The label call for a key just minted, split so that the call can go out from another thread
+    (keys/sidecalls.py) while its outcome is recorded in the request thread. A new key has no
+    labels from elsewhere yet, so no list call is needed."""
+
+    key: IssuedKey
+    portal: dict[str, str]
+    labels: dict[str, str]
+
+    def call(self) -> Callable[[], None]:
+        """The HTTP call alone: the key's id and its labels, no model, no database."""
+        return partial(requesty.set_labels, self.key.api_key_id, self.labels)
+
+    def record(self, error: Exception | None) -> None:
+        """Never raises: the person already has their key, and nothing here may take it from them."""
+        try:
+            record_outcome(self.key, self.portal, self.labels, error, actor=self.key.owner)
+        except Exception:
+            _logged_for_housekeeping(self.key)
+
+
+def for_new_key(key: IssuedKey, team: str | None = None) -> NewKeyLabels | None:
+    """The labels a key just minted gets. `team`: the owner's, as read with their policy when
+    minting (None: read here). None if even that failed (logged: the key stays unlabelled, and
+    housekeeping labels it)."""
     try:
-        team = teams([key.owner_id]).get(key.owner_id, "") if key.owner_id else ""
-        apply(key, wanted(key, team), {}, actor=key.owner)
-    except Exception:  # the person already has their key: nothing here may take it from them
-        log.exception("Labelling a new key failed; housekeeping will retry", extra={"api_key_id": key.api_key_id})
+        if team is None:
+            team = teams([key.owner_id]).get(key.owner_id, "") if key.owner_id else ""
+        portal = wanted(key, team)
+    except Exception:
+        _logged_for_housekeeping(key)
+        return None
+    return NewKeyLabels(key, portal, merged({}, portal))
+
+
+def _logged_for_housekeeping(key: IssuedKey) -> None:
+    log.exception("Labelling a new key failed; housekeeping will retry", extra={"api_key_id": key.api_key_id})
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 1. Commit an issuance record (state `requested`) and its audit event *before* calling Requesty;
    the unique form nonce makes a replayed or double-clicked form mint nothing.
-2. Call Requesty once (never retried).
+2. Call Requesty once (never retried) to create the key; then set its expiry and labels, the two
+   calls side by side (Requesty takes neither at creation).
 3. Record the outcome: `issued`, `rejected` (a definite no) or `unknown` (it may exist upstream).
 4. If Requesty created the key but the record cannot be committed, delete it upstream
    (compensation): no secret is shown without its audit record.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
@@ -23,7 +25,7 @@ from django.views.decorators.debug import sensitive_variables
 from portal.audit import chain
 from portal.audit.models import AuditEvent
 
-from . import expiry, labels, policy, requesty
+from . import expiry, labels, policy, requesty, sidecalls
 from .faultpoints import reached
 from .models import ApprovalRequest, Issuance, IssuedKey
 
@@ -69,7 +71,7 @@ def mint_key(
     """`cleaned["expires_at"]`: when the key ends (None: never; absent: the policy's longest).
     `rotates`: the key this one replaces (keys/rotation.py), which then does not count against
     the caps; it is not touched here."""
-    issuance = _open_issuance(actor, cleaned, nonce, source_ip, approval_id, rotates)
+    issuance, team = _open_issuance(actor, cleaned, nonce, source_ip, approval_id, rotates)
     try:
         reached("before_upstream")
         created = requesty.create_key(issuance.upstream_name, issuance.monthly_limit, issuance.permissions)
@@ -102,19 +104,40 @@ def mint_key(
             f"Please try again later and quote reference {issuance.reference} if it persists."
         )
         raise MintError("failed", message, 503, issuance.reference) from None
-    if key.expires_at is not None:
-        # The key exists and works whatever happens now: a failure here only marks it "expiry not
-        # yet set in Requesty", which housekeeping retries (and it enforces the expiry itself).
-        expiry.push(key, actor=actor, source_ip=source_ip)
-    labels.label_new_key(key)  # never raises: a failed label call is retried by housekeeping
+    _expiry_and_labels(key, actor, source_ip, team)
     return Minted(key=key, secret=created.api_key)
+
+
+def _expiry_and_labels(key: IssuedKey, actor, source_ip: str | None, team: str | None) -> None:
+    """Requesty takes neither at creation: two more calls, which need nothing from each other, so
+    the label call goes out from a pool thread (keys/sidecalls.py) while this thread sets the
+    expiry, and the mint waits for one latency, not two. Both outcomes are recorded here, in this
+    thread, once both calls are back (so no call of this mint competes with its audit appends), the
+    expiry's first, as before. The key exists and works whatever happens now: a failed expiry call
+    marks it "expiry not yet set in Requesty" and a failed label call leaves its labels
+    unconfirmed; housekeeping retries both (and enforces the expiry itself)."""
+    labelling = labels.for_new_key(key, team)  # None: logged, housekeeping labels it
+    if key.expires_at is None:  # one call: nothing to overlap
+        if labelling is not None:
+            labelling.record(sidecalls.attempt(labelling.call()))
+        return
+    pending = sidecalls.start(labelling.call()) if labelling is not None else None
+    sent = key.expires_at
+    expiry_error = sidecalls.attempt(partial(requesty.set_expiry, key.api_key_id, sent))
+    label_error = pending.outcome() if pending is not None else None
+    try:
+        expiry.pushed(key, sent, expiry_error, actor=actor, source_ip=source_ip)
+    finally:
+        if labelling is not None:
+            labelling.record(label_error)  # never raises
 
 
 def _open_issuance(
     actor, cleaned: dict, nonce: str, source_ip: str | None, approval_id: int | None, rotates: IssuedKey | None
-) -> Issuance:
+) -> tuple[Issuance, str | None]:
     """Check the rate limit and the policy (or the approval) and write the issuance record in one
-    transaction, under a per-user lock, so parallel requests cannot together exceed a cap."""
+    transaction, under a per-user lock, so parallel requests cannot together exceed a cap. Returns
+    the record and the actor's team as read with the policy (Policy.team), for the key's labels."""
     try:
         with transaction.atomic():
             policy.lock_user(actor)
@@ -166,7 +189,7 @@ def _open_issuance(
             "The portal cannot reach its database right now, so no key was created. Try again in a few minutes.",
             503,
         ) from None
-    return issuance
+    return issuance, pol.team
 
 
 def _room_for_rotation(actor, pol: policy.Policy, old: IssuedKey) -> policy.Headroom:

@@ -42,6 +42,10 @@ class Policy:
     manage_requestable: bool
     max_key_days: int | None = None  # longest key lifetime; None: keys may never expire
     is_admin: bool = False
+    # The first (by name) of the person's groups that has a policy, "" for none: the team their keys
+    # are attributed to in Requesty's labels (keys/labels.py), read with the policy. None: not read
+    # (an admin's policy comes from no group).
+    team: str | None = None
 
     @property
     def completions_levels(self) -> tuple[str, ...]:
@@ -64,7 +68,8 @@ ADMIN_POLICY = Policy(None, None, None, "write", True, is_admin=True)
 def resolve(user) -> Policy:
     if is_portal_admin(user):
         return ADMIN_POLICY
-    policies = list(SpendingPolicy.objects.filter(group__user=user).values_list(*SpendingPolicy.CAPS))
+    rows = SpendingPolicy.objects.filter(group__user=user).order_by("group__name")
+    policies = list(rows.values_list(*SpendingPolicy.CAPS, "group__name"))
     if not policies:
         return Policy(
             settings.PORTAL_MAX_MONTHLY_LIMIT,
@@ -73,8 +78,9 @@ def resolve(user) -> Policy:
             settings.PORTAL_MAX_COMPLETIONS,
             settings.PORTAL_ALLOW_MANAGE_REQUESTS,
             settings.PORTAL_MAX_KEY_DAYS or None,
+            team="",
         )
-    key_limits, total_limits, key_counts, completions, manage, days = zip(*policies, strict=True)
+    key_limits, total_limits, key_counts, completions, manage, days, groups = zip(*policies, strict=True)
     return Policy(
         max(key_limits),
         max(total_limits),
@@ -82,6 +88,7 @@ def resolve(user) -> Policy:
         max(completions, key=LEVELS.index),
         any(manage),
         None if None in days else max(days),  # the most generous: "no maximum" beats any number
+        team=groups[0],
     )
 
 

@@ -5,6 +5,7 @@ or after it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ class Fault:
     content_type: str = JSON_CT
     headers: Mapping[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    gate: threading.Barrier | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def status(
@@ -68,6 +70,13 @@ class Fault:
     def trickle_headers(cls, interval: float) -> Fault:
         """Perform the action, then send the status line and headers one byte every `interval`."""
         return cls("trickle_headers", seconds=interval)
+
+    @classmethod
+    def together(cls, parties: int = 2, seconds: float = 2.0) -> Fault:
+        """Hold each matching request until ``parties`` of them are in flight at once, then behave
+        normally; if they are not within ``seconds``, answer 504 without acting. Calls a client
+        sends side by side pass, calls sent one after the other fail: overlap proved, not timed."""
+        return cls("together", seconds=seconds, gate=threading.Barrier(int(parties)))
 
     @classmethod
     def trickle(cls, interval: float) -> Fault:

@@ -116,6 +116,12 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "reset":
             self._abort()
             return
+        if kind == "together":
+            try:
+                fault.gate.wait(fault.seconds)
+            except threading.BrokenBarrierError:  # timed out waiting (or a partner did): never together
+                self._send(Reply(504, error_body("stand-in: the calls held together were not in flight at once")))
+                return
         if kind == "delay":
             standin._sleep(fault.seconds)
 

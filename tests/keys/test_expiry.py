@@ -126,7 +126,7 @@ def test_links_and_templates_preset_the_expiry_clamped_to_the_policy(rclient, re
 def test_a_failed_expiry_call_still_shows_the_key_and_housekeeping_retries_it(
     rclient, requester, standin, clock, canary, monkeypatch
 ):
-    monkeypatch.setattr(labels, "label_new_key", lambda key: None)  # only expiry calls meet the faults here
+    monkeypatch.setattr(labels, "for_new_key", lambda key, team: None)  # no label call: only expiry calls fail
     standin.inject(Fault.status(503), method="POST", path="/v1/manage/apikey/", times=2)
     response = rclient.post("/keys/new/", form_data(requester, expires="30"), **HTMX)
     html = response.content.decode()

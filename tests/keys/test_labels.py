@@ -9,9 +9,11 @@ from io import StringIO
 import pytest
 from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
+from django.db import DatabaseError
 
 from keys import labels
 from keys.models import IssuedKey, OnboardingTemplate, SpendingPolicy
+from portal.audit import chain
 from portal.audit.models import AuditEvent
 from standin import Fault
 from tests.keys.helpers import HTMX, form_data, mint
@@ -53,8 +55,21 @@ def test_a_new_key_carries_owner_team_reference_and_template(standin, requester,
     assert AuditEvent.objects.filter(action="key.labelled", api_key_id=key.api_key_id).exists()
 
 
+def test_a_new_key_names_the_first_team_by_name_and_an_admins_too(standin, requester, admin_user, rclient, aclient):
+    """The team is read with the policy when minting (Policy.team); an admin's policy comes from no
+    group, so their team is read for the label."""
+    team(requester, "ops")
+    team(requester, "data")
+    team(admin_user, "finance")
+    mint(rclient, requester, name="two-teams")
+    mint(aclient, admin_user, name="admins")
+    assert IssuedKey.objects.get(name="two-teams").labels_applied["team"] == "data"
+    assert IssuedKey.objects.get(name="admins").labels_applied["team"] == "finance"
+    assert labels.due().due == []  # what was sent is what housekeeping would send
+
+
 def test_a_failed_label_call_keeps_the_key_and_housekeeping_retries_it(standin, requester, rclient, canary):
-    # The two calls after the create, not the create: the expiry call, then the label call.
+    # The two calls after the create, not the create: the expiry and the label call, side by side.
     standin.inject(Fault.status(503), method="POST", path="/v1/manage/apikey/", times=2)
     response = rclient.post("/keys/new/", form_data(requester, name="kept"), **HTMX)
     assert response.status_code == 200 and canary in response.content.decode()  # the secret is shown
@@ -68,6 +83,23 @@ def test_a_failed_label_call_keeps_the_key_and_housekeeping_retries_it(standin, 
     key.refresh_from_db()
     assert key.labels_applied["owner"] == "rita"
     assert labels.due().due == []  # nothing left to send
+
+
+@pytest.mark.django_db(transaction=True)  # a real commit (or its rollback) is what is tested
+def test_confirmed_labels_are_remembered_only_with_their_event(standin, requester, rclient, canary, monkeypatch):
+    def record(action, *args, **kwargs):
+        if action == AuditEvent.Action.KEY_LABELLED:
+            raise DatabaseError("the audit append failed")
+        return appended(action, *args, **kwargs)
+
+    appended = chain.record
+    monkeypatch.setattr(chain, "record", record)
+    response = rclient.post("/keys/new/", form_data(requester, name="unsaid"), **HTMX)
+    assert response.status_code == 200 and canary in response.content.decode()  # the key is never lost
+    key = IssuedKey.objects.get(name="unsaid")
+    assert standin.keys[key.api_key_id]["labels"]["owner"] == "rita"
+    assert key.labels_applied is None  # not remembered without its event: housekeeping sends them again
+    assert labels.due().due == [(key, labels.wanted(key, ""))]
 
 
 def test_labels_set_elsewhere_are_kept_and_a_team_change_is_sent(standin, requester, rclient):

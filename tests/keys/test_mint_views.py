@@ -341,13 +341,13 @@ def test_an_unhandled_database_outage_answers_503(requester, monkeypatch):
 def test_a_mint_stays_within_its_statement_budget(rclient, requester, standin, django_assert_max_num_queries):
     """The session and the user; recent refusals are counted; the user's own and their groups'
     permissions are read (one statement, portal/accounts/backends.py); the form resolves the policy
-    and reads the headroom; the check under the lock resolves the policy and reads the headroom
-    again; after the create, the expiry Requesty confirmed is audited (the chain's head, the insert,
-    and a savepoint around them), and labelling the new key reads the owner's team, records the
-    labels and audits them: 28 statements on SQLite, 29 on PostgreSQL (advisory locks),
-    as counted here, inside the test's transaction (6 of them are savepoints)."""
+    and reads the headroom; the check under the lock resolves the policy (with the team the labels
+    name) and reads the headroom again; after the create, the expiry Requesty confirmed is audited
+    (the chain's head and the insert, in the append's own transaction), and the labels are recorded
+    and audited: 25 statements on SQLite, 26 on PostgreSQL (advisory locks), as counted here, inside
+    the test's transaction (4 of them are savepoints)."""
     rclient.post(URL, form_data(requester, name="warm"), **HTMX)  # first-use queries (content types)
-    with django_assert_max_num_queries(29 if connection.vendor == "postgresql" else 28):
+    with django_assert_max_num_queries(26 if connection.vendor == "postgresql" else 25):
         response = rclient.post(URL, form_data(requester, name="counted"), **HTMX)
     assert response.status_code == 200 and IssuedKey.objects.filter(name="counted").exists()
 

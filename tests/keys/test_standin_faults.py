@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -113,6 +114,21 @@ def test_after_action_body_callable_sees_the_real_response(standin, api):
     assert r.status_code == 200
     assert list(standin.keys) == [r.json()["api_key_id"]]
     assert CANARY not in r.text
+
+
+def test_together_passes_calls_in_flight_at_once_and_refuses_calls_one_after_the_other(standin, api):
+    standin.inject(Fault.together(2, seconds=5), "POST", KEYS, times=2)
+
+    def post(name: str) -> int:  # a connection of its own per call
+        body, headers = {"name": name, "monthly_limit": 5}, {"Authorization": f"Bearer {TOKEN}"}
+        return requests.post(standin.base_url + KEYS, json=body, headers=headers, timeout=10).status_code
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(post, ["a", "b"]))
+    assert answers == [201, 201] and len(standin.keys) == 2
+    standin.inject(Fault.together(2, seconds=0.1), "POST", KEYS, times=2)
+    assert [create(api, "c").status_code, create(api, "d").status_code] == [504, 504]
+    assert len(standin.keys) == 2  # neither acted
 
 
 def test_trickle_sends_headers_at_once_and_the_body_slowly(standin, api):
