@@ -176,15 +176,18 @@ def copy_statement(qs: QuerySet, fmt: str) -> str:
     if fmt == "csv":
         query = f"SELECT {_CSV_COLUMNS} FROM ({sql}) AS export ORDER BY export.seq DESC"  # noqa: S608 (no user text)
         return connection.ops.compose_sql(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", params)
-    # The blocks in order (the sort is of block numbers), each aggregated in seq order from its
-    # own index range; the block numbers span the table.
-    table, block = connection.ops.quote_name(qs.model._meta.db_table), f"{BLOCK}.0"
+    # The blocks that hold events, found from the top down one index probe each (a gap in seq, as
+    # a forged row may open, costs nothing), sorted (block numbers only), then each aggregated in
+    # seq order from its own index range.
+    table, per = connection.ops.quote_name(qs.model._meta.db_table), f"{BLOCK}.0"
     query = (
-        "SELECT lines FROM (SELECT n FROM generate_series("  # noqa: S608 (no user text)
-        f"(SELECT floor(max(seq) / {block})::bigint FROM {table}), "
-        f"(SELECT floor(min(seq) / {block})::bigint FROM {table}), -1) AS n ORDER BY n DESC) AS blocks "
+        "WITH RECURSIVE block(n) AS ("  # noqa: S608 (no user text)
+        f"SELECT floor(max(seq) / {per})::bigint FROM {table} UNION ALL "
+        f"SELECT (SELECT floor(max(seq) / {per})::bigint FROM {table} WHERE seq < block.n * {BLOCK}) "
+        "FROM block WHERE block.n IS NOT NULL) "
+        "SELECT lines FROM (SELECT n FROM block WHERE n IS NOT NULL ORDER BY n DESC) AS blocks "
         f"CROSS JOIN LATERAL (SELECT string_agg({_JSONL_LINE}, '' ORDER BY export.seq DESC) AS lines "
-        f"FROM ({sql}) AS export WHERE export.seq >= n * {BLOCK} AND export.seq < (n + 1) * {BLOCK}) AS block "
+        f"FROM ({sql}) AS export WHERE export.seq >= n * {BLOCK} AND export.seq < (n + 1) * {BLOCK}) AS lines "
         "WHERE lines IS NOT NULL ORDER BY n DESC"
     )
     return connection.ops.compose_sql(f"COPY ({query}) TO STDOUT WITH (FORMAT binary)", params)
