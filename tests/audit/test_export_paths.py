@@ -1,6 +1,7 @@
-"""The export's two paths write the same bytes: PostgreSQL's COPY (the database formats each line)
-and Python's keyset batches (SQLite, and the reference). Hostile values take COPY's exact path,
-plain ones its fast path; both are compared with what Python writes for the same events."""
+"""The export's two paths write the same bytes: PostgreSQL's COPY (the database formats the rows)
+and Python's keyset batches (SQLite, and the reference). Hostile values take the escaping paths
+(COPY's csv quoting, to_json() and the ensure_ascii step for JSON Lines), plain ones the plain
+line; both are compared with what Python writes for the same events."""
 
 from __future__ import annotations
 
