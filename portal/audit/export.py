@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import itertools
 import json
 from collections.abc import Iterator
 from datetime import UTC
@@ -216,13 +217,14 @@ def _copied(cursor, statement: str, fmt: str) -> Iterator[bytes]:
 
 
 def _csv_chunks(copy) -> Iterator[bytes]:
-    # The header goes out with the first rows: the first byte is the database's answer.
+    # The header goes out with the first row, at once: the first byte is the database's answer,
+    # however few rows a filter lets through.
     head = csv.writer(_Echo()).writerow(EXPORT_FIELDS).encode()
     rows, size = [], 0
     for row in copy:  # one row per read (a CopyData message each), ending in LF
         rows.append(row)
         size += len(row)
-        if size >= CHUNK_BYTES:
+        if size >= CHUNK_BYTES or head:
             yield head + _crlf(rows)
             head, rows, size = b"", [], 0
     if rows or head:
@@ -280,7 +282,8 @@ codecs.register_error(_JSON_ESCAPE, _json_escape)
 
 
 def _sliced(blocks: Iterator[bytes]) -> Iterator[bytes]:
-    """The blocks as chunks of CHUNK_BYTES (the last one shorter)."""
+    """The first block at once (the first byte), then chunks of CHUNK_BYTES (the last shorter)."""
+    yield from itertools.islice(blocks, 1)
     pending, size = [], 0
     for block in blocks:
         pending.append(block)
