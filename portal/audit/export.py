@@ -1,23 +1,25 @@
 """The audit log's exports, CSV and JSON Lines: every chained field of each event (the internal
 row ids aside), its time in UTC and its hash, newest first, streamed.
 
-Two paths write the same bytes. On PostgreSQL the database formats every line itself and streams
-them through ``COPY (SELECT ...) TO STDOUT`` (psycopg's copy API), which this process only gathers
-into chunks: the export runs at the speed of COPY, not of Python. Elsewhere (SQLite) Python formats
-keyset batches of rows. tests/audit/test_export_paths.py holds the two to the same bytes.
+Two paths write the same bytes. On PostgreSQL the database writes the rows itself (COPY's own csv
+format; JSON Lines built in SQL, a block of lines per COPY row) and streams them through ``COPY
+(SELECT ...) TO STDOUT`` (psycopg's copy API), which this process only gathers into chunks: the
+export runs at the speed of COPY, not of Python. Elsewhere (SQLite) Python formats keyset batches
+of rows. tests/audit/test_export_paths.py holds the two to the same bytes.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import itertools
 import json
-import re
 from collections.abc import Iterator
 from datetime import UTC
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import QuerySet
-from django.db.models.expressions import RawSQL
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
@@ -98,78 +100,106 @@ def _jsonl_lines(rows: Iterator[dict]) -> Iterator[str]:
 
 
 # --- PostgreSQL: COPY -----------------------------------------------------------------------------
-# Each expression writes what the Python path writes for one field: csv.writer's quoting (only " ,
-# CR and LF), neutralise(), isoformat() in UTC, f"{limit:.2f}", json.dumps(ensure_ascii=True).
-_TIME = "replace(to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '.000000', '') || '+00:00'"
+# What the Python path writes for each field, as SQL. CSV: COPY's own csv format quotes as
+# csv.writer does (a field holding , " CR or LF, its quotes doubled; a lone \. only when a row has
+# one field) but writes '' as "" and NULL as nothing, so an empty value goes out as NULL;
+# neutralise() is a CASE on the first character; the line ends are the one thing left to Python.
+# JSON Lines: the database writes each line as json.dumps does (", " and ": ", its escapes below
+# U+007F), this process what ensure_ascii adds.
+_UTC = "replace(to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '.000000', '')"  # then +00:00
+_FORMULA_CODES = ", ".join(str(ord(c)) for c in _FORMULA_START)
 
 
-def _neutral(value: str) -> str:
-    return f"CASE WHEN left({value}, 1) IN ('=', '+', '-', '@', E'\\t', E'\\r') THEN '''' || {value} ELSE {value} END"
+def _neutral_text(column: str) -> str:
+    """neutralise() of a text column, '' as NULL (ascii() is the first character's code, 0 for '')."""
+    return (
+        f"CASE WHEN ascii({column}) > 64 THEN {column} WHEN ascii({column}) IN ({_FORMULA_CODES}) "
+        f"THEN '''' || {column} ELSE nullif({column}, '') END"
+    )
 
 
-def _csv_cell(column: str) -> str:
-    quoted = f"'\"' || replace({_neutral(column)}, '\"', '\"\"') || '\"'"
-    return f"CASE WHEN {column} ~ E'[\",\\r\\n]' THEN {quoted} ELSE {_neutral(column)} END"
-
-
-_SQL = {  # field: (CSV cell, JSON value), for a row of plain values; every other field is a text column
-    "seq": ("seq::text", "seq::text"),
-    "time_utc": (_TIME, f"'\"' || {_TIME} || '\"'"),
-    "monthly_limit": (
-        f"coalesce({_neutral('monthly_limit::text')}, '')",
-        "coalesce('\"' || monthly_limit || '\"', 'null')",
-    ),
-    "source_ip": ("coalesce(host(source_ip), '')", "coalesce('\"' || host(source_ip) || '\"', 'null')"),
-    "upstream_status": ("coalesce(upstream_status::text, '')", "coalesce(upstream_status::text, 'null')"),
-    "hash": ("hash", "'\"' || hash || '\"'"),
+_CSV = {  # every field that is not a text column (upstream_status is never negative)
+    "seq": "CASE WHEN seq < 0 THEN '''' || seq::text ELSE seq::text END",
+    "time_utc": f"{_UTC} || '+00:00'",
+    "monthly_limit": "CASE WHEN monthly_limit < 0 THEN '''' || monthly_limit::text ELSE monthly_limit::text END",
+    "source_ip": "host(source_ip)",
+    "upstream_status": "upstream_status",
 }
-
-
-def _line(fmt: str, text_value) -> str:
-    """One line of `fmt` as SQL: the fields as _SQL has them, text columns through `text_value`."""
-    if fmt == "csv":
-        return " || ',' || ".join(_SQL[f][0] if f in _SQL else text_value(f) for f in EXPORT_FIELDS)
-    pairs = (f"'\"{f}\": ' || {_SQL[f][1] if f in _SQL else text_value(f)}" for f in EXPORT_FIELDS)
-    return "'{' || " + " || ', ' || ".join(pairs) + " || '}'"
-
-
-# Almost every row holds nothing to neutralise, quote or escape: its line is a plain concatenation.
-# `plain_check` (the text columns, each after a \x01) tells which rows those are; the others take
-# the expressions that handle anything (rows with hostile values). False alarms only cost time.
-_CHECK = "chr(1) || " + " || chr(1) || ".join(f for f in EXPORT_FIELDS if f not in _SQL)
-_NOT_PLAIN = {
-    "csv": r"""plain_check ~ '[",\r\n]|\x01[-=+@\t\r]' OR monthly_limit < 0""",
-    "jsonl": r"plain_check ~ '[^\x01\x20\x21\x23-\x5b\x5d-\x7e]'",
+_JSON = {  # field: (before, value, after) in its JSON line
+    "seq": ("", "seq::text", ""),
+    "time_utc": ('"', _UTC, '+00:00"'),
+    "monthly_limit": ("", "coalesce('\"' || monthly_limit::text || '\"', 'null')", ""),
+    "source_ip": ("", "coalesce('\"' || host(source_ip) || '\"', 'null')", ""),
+    "upstream_status": ("", "coalesce(upstream_status::text, 'null')", ""),
 }
-# to_json() escapes as json.dumps does below U+007F; ensure_ascii also escapes DEL and every other
-# character as \uXXXX (a surrogate pair above U+FFFF).
-_ASCII_ONLY = """(SELECT string_agg(CASE
-    WHEN ascii(c) < 127 THEN c
-    WHEN ascii(c) < 65536 THEN '\\u' || lpad(to_hex(ascii(c)), 4, '0')
-    ELSE '\\u' || to_hex(55296 + ((ascii(c) - 65536) >> 10)) || '\\u' || to_hex(56320 + ((ascii(c) - 65536) & 1023))
-  END, '' ORDER BY n) FROM regexp_split_to_table({line}, '') WITH ORDINALITY AS chars(c, n))"""
-_ANY = {
-    "csv": _line("csv", _csv_cell),
-    "jsonl": _ASCII_ONLY.format(line=_line("jsonl", lambda f: f"to_json({f})::text")),
-}
-_PLAIN = {"csv": _line("csv", str), "jsonl": _line("jsonl", lambda f: f"'\"' || {f} || '\"'")}
-_COPY_ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
-_COPY_CONTROL = {b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v"}
+_TEXT = [f for f in EXPORT_FIELDS if f not in _JSON]
+
+
+def _json_line(text_value) -> str:
+    """One JSON line as SQL; `text_value(column)` is (before, value, after) of a text column. A
+    balanced tree of || between the values and the text around them: a chain of thirty || would
+    copy the growing line at every step."""
+    parts, text = [], "{"
+    for field in EXPORT_FIELDS:
+        before, value, after = _JSON[field] if field in _JSON else text_value(field)
+        parts += [f"'{text}\"{field}\": {before}'", value]
+        text = f"{after}, "
+    return _balanced([*parts, f"E'{text[:-2]}}}\\n'"])  # each line ends in LF
+
+
+def _balanced(parts: list[str]) -> str:
+    if len(parts) == 1:
+        return parts[0]
+    middle = len(parts) // 2
+    return f"({_balanced(parts[:middle])} || {_balanced(parts[middle:])})"
+
+
+# Almost no row's text holds a " \ or control character: its values go between quotes as they
+# are. The others take to_json(), which escapes those as json.dumps does; what ensure_ascii adds
+# (DEL and every non-ASCII character as \uXXXX) is done here, in _ensure_ascii.
+_NEEDS_ESCAPING = "(" + " || ".join(_TEXT) + r") ~ '[\x01-\x1f\"\\]'"
+_ESCAPED = _json_line(lambda f: ("", f"to_json({f})::text", ""))
+_PLAIN = _json_line(lambda f: ('"', f, '"'))
+_CSV_COLUMNS = ", ".join(_CSV[f] if f in _CSV else _neutral_text(f) for f in EXPORT_FIELDS)
+_JSONL_LINE = f"CASE WHEN {_NEEDS_ESCAPING} THEN {_ESCAPED} ELSE {_PLAIN} END"
+BLOCK = 64  # JSON Lines: the lines of this many seq numbers in one COPY row (tens of kilobytes)
 
 
 def copy_statement(qs: QuerySet, fmt: str) -> str:
-    """The COPY of `qs`'s rows as lines of `fmt`, newest first, with its filters' values bound."""
-    check = RawSQL(_CHECK, ())  # noqa: S611 (constant SQL)
-    rows = qs.order_by("-seq").annotate(plain_check=check).values_list(*_STORED, "plain_check")
-    sql, params = rows.query.sql_with_params()
-    line = f"CASE WHEN {_NOT_PLAIN[fmt]} THEN {_ANY[fmt]} ELSE {_PLAIN[fmt]} END"
+    """The COPY of `qs`'s rows in `fmt`, newest first, with its filters' values bound. CSV: a row
+    per event, in COPY's csv format. JSON Lines: a row per BLOCK seq numbers, the lines of its
+    events in one value, in COPY's binary format (the value as it is): a million rows read one by
+    one cost this process more than the rest of the export."""
+    # Unordered inside, so that PostgreSQL merges the subquery into the COPY's query: a subquery
+    # with an ORDER BY of its own stays a step apart, and that step doubled the database's time.
+    sql, params = qs.order_by().values_list(*_STORED).query.sql_with_params()
     # Plain SQL: COPY is what streams rows at the database's speed; the filters are the ORM's own.
-    query = f"SELECT {line} FROM ({sql}) AS export ORDER BY seq DESC"  # noqa: S608 (no user text)
-    return connection.ops.compose_sql(f"COPY ({query}) TO STDOUT", params)
+    if fmt == "csv":
+        query = f"SELECT {_CSV_COLUMNS} FROM ({sql}) AS export ORDER BY export.seq DESC"  # noqa: S608 (no user text)
+        return connection.ops.compose_sql(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", params)
+    # The blocks that hold events, found from the top down one index probe each (a gap in seq, as
+    # a forged row may open, costs nothing), sorted (block numbers only), then each aggregated in
+    # seq order from its own index range.
+    table, per = connection.ops.quote_name(qs.model._meta.db_table), f"{BLOCK}.0"
+    query = (
+        "WITH RECURSIVE block(n) AS ("  # noqa: S608 (no user text)
+        f"SELECT floor(max(seq) / {per})::bigint FROM {table} UNION ALL "
+        f"SELECT (SELECT floor(max(seq) / {per})::bigint FROM {table} WHERE seq < block.n * {BLOCK}) "
+        "FROM block WHERE block.n IS NOT NULL) "
+        "SELECT lines FROM (SELECT n FROM block WHERE n IS NOT NULL ORDER BY n DESC) AS blocks "
+        f"CROSS JOIN LATERAL (SELECT string_agg({_JSONL_LINE}, '' ORDER BY export.seq DESC) AS lines "
+        f"FROM ({sql}) AS export WHERE export.seq >= n * {BLOCK} AND export.seq < (n + 1) * {BLOCK}) AS lines "
+        "WHERE lines IS NOT NULL ORDER BY n DESC"
+    )
+    return connection.ops.compose_sql(f"COPY ({query}) TO STDOUT WITH (FORMAT binary)", params)
 
 
 def copy_body(qs: QuerySet, fmt: str) -> Iterator[bytes]:
-    statement = copy_statement(qs, fmt)
+    try:
+        statement = copy_statement(qs, fmt)
+    except EmptyResultSet:  # a filter that matches nothing whatever the rows (none(), __in=[])
+        yield from python_body(qs, fmt)
+        return
     with transaction.atomic(), connection.cursor() as cursor:
         # Plain SQL, for the first byte: PostgreSQL would plan a whole-log COPY as scan-then-sort
         # (seconds at a million events; walking the seq index streams at once) and JIT-compile its
@@ -180,28 +210,88 @@ def copy_body(qs: QuerySet, fmt: str) -> Iterator[bytes]:
 
 def _copied(cursor, statement: str, fmt: str) -> Iterator[bytes]:
     with cursor.copy(statement) as copy:
-        # The header goes out with the first rows: the first byte is the database's answer.
-        rows, size = ([_csv_header()] if fmt == "csv" else []), 0
-        for row in copy:  # one line per row, as COPY's text format escapes it
-            rows.append(row)
-            size += len(row)
-            if size >= CHUNK_BYTES:
-                yield _unescape(b"".join(rows), fmt)
-                rows, size = [], 0
-        if rows:
-            yield _unescape(b"".join(rows), fmt)
+        if fmt == "csv":
+            yield from _csv_chunks(copy)
+        else:
+            yield from _sliced(_ensure_ascii(block) for block in _binary_values(copy))
 
 
-def _csv_header() -> bytes:
-    """The header as a COPY line (LF-ended), to go through _unescape with the rows."""
-    return csv.writer(_Echo()).writerow(EXPORT_FIELDS).replace("\r\n", "\n").encode()
+def _csv_chunks(copy) -> Iterator[bytes]:
+    # The header goes out with the first row, at once: the first byte is the database's answer,
+    # however few rows a filter lets through.
+    head = csv.writer(_Echo()).writerow(EXPORT_FIELDS).encode()
+    rows, size = [], 0
+    for row in copy:  # one row per read (a CopyData message each), ending in LF
+        rows.append(row)
+        size += len(row)
+        if size >= CHUNK_BYTES or head:
+            yield head + _crlf(rows)
+            head, rows, size = b"", [], 0
+    if rows or head:
+        yield head + _crlf(rows)
 
 
-def _unescape(data: bytes, fmt: str) -> bytes:
-    """COPY's text format ends each line with LF and escapes backslashes and control characters
-    inside it; csv.writer ends lines with CRLF."""
-    if fmt == "csv":
-        data = data.replace(b"\n", b"\r\n")  # only line ends are raw LFs here
-    if b"\\" in data:
-        data = _COPY_ESCAPE.sub(lambda m: _COPY_CONTROL.get(m.group(1), m.group(1)), data)
-    return data
+def _crlf(rows: list) -> bytes:
+    """csv.writer ends lines with CRLF, COPY with LF; a line break inside a value stays as it is
+    (quoted, on both paths)."""
+    data = b"".join(rows)
+    if data.count(b"\n") == len(rows):  # nothing but the line ends
+        return data.replace(b"\n", b"\r\n")
+    return b"".join(bytes(row)[:-1] + b"\r\n" for row in rows)
+
+
+_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, no flags, no header extension
+_BINARY_END = b"\xff\xff"
+
+
+def _binary_values(copy) -> Iterator[bytes]:
+    """The value of each row of a one-column binary COPY (one CopyData message per row; the header
+    comes with the first)."""
+    header = True
+    for message in copy:
+        data = bytes(message)
+        if header:
+            if not data.startswith(_BINARY_HEADER):
+                raise ValueError("not a COPY binary header")
+            data, header = data[len(_BINARY_HEADER) :], False
+        if data == _BINARY_END:
+            if any(copy):  # read to the end: that is when psycopg takes the COPY's result
+                raise ValueError("data after the end of a COPY binary")
+            return
+        if data:
+            fields, length = int.from_bytes(data[:2]), int.from_bytes(data[2:6])
+            if fields != 1 or length != len(data) - 6:
+                raise ValueError("not a COPY binary row of one value")
+            yield data[6:]
+
+
+def _ensure_ascii(lines: bytes) -> bytes:
+    """What json.dumps(ensure_ascii=True) escapes beyond to_json(): DEL and every non-ASCII
+    character (only ever inside a string)."""
+    if not lines.isascii():
+        lines = lines.decode().encode("ascii", errors=_JSON_ESCAPE)
+    return lines.replace(b"\x7f", b"\\u007f") if b"\x7f" in lines else lines
+
+
+def _json_escape(error: UnicodeEncodeError) -> tuple[str, int]:
+    return json.dumps(error.object[error.start : error.end])[1:-1], error.end
+
+
+_JSON_ESCAPE = "portal.audit.json_escape"
+codecs.register_error(_JSON_ESCAPE, _json_escape)
+
+
+def _sliced(blocks: Iterator[bytes]) -> Iterator[bytes]:
+    """The first block at once (the first byte), then chunks of CHUNK_BYTES (the last shorter)."""
+    yield from itertools.islice(blocks, 1)
+    pending, size = [], 0
+    for block in blocks:
+        pending.append(block)
+        size += len(block)
+        if size >= CHUNK_BYTES:
+            data = b"".join(pending)
+            cut = len(data) - len(data) % CHUNK_BYTES
+            yield from (data[i : i + CHUNK_BYTES] for i in range(0, cut, CHUNK_BYTES))
+            pending, size = [data[cut:]], len(data) - cut
+    if size:
+        yield b"".join(pending)
