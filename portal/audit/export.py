@@ -213,7 +213,10 @@ def _copied(cursor, statement: str, fmt: str) -> Iterator[bytes]:
         if fmt == "csv":
             yield from _csv_chunks(copy)
         else:
-            yield from _sliced(_ensure_ascii(block) for block in _binary_values(copy))
+            # Each row's one value as the bytes the database sent: text and bytea travel alike in
+            # the binary format, so psycopg's bytea loader hands them over undecoded.
+            copy.set_types(["bytea"])
+            yield from _sliced(_ensure_ascii(block) for (block,) in copy.rows())
 
 
 def _csv_chunks(copy) -> Iterator[bytes]:
@@ -238,31 +241,6 @@ def _crlf(rows: list) -> bytes:
     if data.count(b"\n") == len(rows):  # nothing but the line ends
         return data.replace(b"\n", b"\r\n")
     return b"".join(bytes(row)[:-1] + b"\r\n" for row in rows)
-
-
-_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, no flags, no header extension
-_BINARY_END = b"\xff\xff"
-
-
-def _binary_values(copy) -> Iterator[bytes]:
-    """The value of each row of a one-column binary COPY (one CopyData message per row; the header
-    comes with the first)."""
-    header = True
-    for message in copy:
-        data = bytes(message)
-        if header:
-            if not data.startswith(_BINARY_HEADER):
-                raise ValueError("not a COPY binary header")
-            data, header = data[len(_BINARY_HEADER) :], False
-        if data == _BINARY_END:
-            if any(copy):  # read to the end: that is when psycopg takes the COPY's result
-                raise ValueError("data after the end of a COPY binary")
-            return
-        if data:
-            fields, length = int.from_bytes(data[:2]), int.from_bytes(data[2:6])
-            if fields != 1 or length != len(data) - 6:
-                raise ValueError("not a COPY binary row of one value")
-            yield data[6:]
 
 
 def _ensure_ascii(lines: bytes) -> bytes:
