@@ -41,8 +41,12 @@ def push(key: IssuedKey, *, actor=None, source_ip=None) -> bool:
     """Send the key's recorded expiry to Requesty. True when confirmed; on failure the key is
     marked "expiry not yet set in Requesty" and housekeeping retries it."""
     sent = key.expires_at
-    error = sidecalls.attempt(partial(requesty.set_expiry, key.api_key_id, sent))
-    return pushed(key, sent, error, actor=actor, source_ip=source_ip)
+    return pushed(key, sent, send(key, sent), actor=actor, source_ip=source_ip)
+
+
+def send(key: IssuedKey, sent: datetime | None) -> Exception | None:
+    """The calling half of `push`: what setting `sent` in Requesty raised (None: confirmed)."""
+    return sidecalls.attempt(partial(requesty.set_expiry, key.api_key_id, sent))
 
 
 def pushed(key: IssuedKey, sent: datetime | None, error: Exception | None, *, actor=None, source_ip=None) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
@@ -123,7 +122,7 @@ def _expiry_and_labels(key: IssuedKey, actor, source_ip: str | None, team: str |
         return
     pending = sidecalls.start(labelling.call()) if labelling is not None else None
     sent = key.expires_at
-    expiry_error = sidecalls.attempt(partial(requesty.set_expiry, key.api_key_id, sent))
+    expiry_error = expiry.send(key, sent)
     label_error = pending.outcome() if pending is not None else None
     try:
         expiry.pushed(key, sent, expiry_error, actor=actor, source_ip=source_ip)
