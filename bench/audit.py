@@ -26,10 +26,11 @@ REQUESTY_BASE_URL is a closed port: no page measured here may call Requesty.
    ``psql -c "COPY (same columns, same rows) TO STDOUT WITH CSV"``.
 3. ``manage.py verify_audit`` over the whole log: its rate; and the walk as it was before issue 17
    over the first --verify-before events, as its floor.
-4. The pages again on a log of --compare-events events (this script, pages only, its own
-   database, --busy-month: every tenth event of one month is the actor's, so that "one actor, one
-   month (full page)" is a full page there as at --events), then one table of each figure, its
-   floor and the ratio (bench/audit_floors.py).
+4. The pages on a log of --compare-events events, measured in step with part 1: this script again
+   (pages only, its own database, --busy-month: every tenth event of one month is the actor's, so
+   that "one actor, one month (full page)" is a full page there as at --events), its rounds
+   alternating with part 1's, so that both sizes meet the same machine; then one table of each
+   figure, its floor and the ratio (bench/audit_floors.py).
 
     .venv/bin/python bench/audit.py [--events 1000000] [--keys 50] [--many-keys 500] [--requests 50]
         [--compare-events 10000] [--verify-before 200000] [--keep-db]
@@ -316,10 +317,49 @@ def explain(sql: str) -> dict:
     }
 
 
-def measure_pages(args, pages: list[dict]) -> list[dict]:
+class Lockstep:
+    """--lockstep: this run's rounds of pages alternate with its parent's (bench/audit_floors.Small):
+    "ready" on stdout once set up, then each round waits for "go" on stdin and answers "done"."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def say(self, word: str) -> None:
+        if self.enabled:
+            sys.__stdout__.write(word + "\n")
+            sys.__stdout__.flush()
+
+    @contextmanager
+    def round(self):
+        if self.enabled and sys.stdin.readline().strip() != "go":
+            raise RuntimeError("--lockstep: the parent stopped before the last round")
+        yield
+        self.say("done")
+
+
+def rounds(pages: list[dict], samples: dict, spent: dict) -> None:
+    """One timed round: each page once; its time, this thread's CPU, its SQL time and its size."""
+    for page in pages:
+        with scans(page):
+            spent["sql"] = 0.0
+            started, cpu = time.perf_counter(), time.thread_time()
+            response = get(page)
+            elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu
+        sample = samples[page["name"]]
+        sample["total"].append(elapsed)
+        sample["cpu"].append(cpu)
+        sample["sql"].append(spent["sql"])
+        sample["kb"].append(len(response.content) / 1024)
+
+
+def measure_pages(args, pages: list[dict], between=lambda: None) -> list[dict]:
+    """Round-robin over `pages`, warm-ups then timed rounds; `between()` runs after each round (there,
+    the small log's round: bench/audit_floors.Small)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    step = Lockstep(args.lockstep)
+    step.say("ready")
     spent = {"sql": 0.0}
 
     def sql_timer(execute, sql, params, many, context):
@@ -331,23 +371,17 @@ def measure_pages(args, pages: list[dict]) -> list[dict]:
 
     log(f"pages: {len(pages)} x ({args.warmup} warm-ups + {args.requests} timed), round-robin")
     for _ in range(args.warmup):
-        for page in pages:
-            with scans(page):
-                get(page)
+        with step.round():
+            for page in pages:
+                with scans(page):
+                    get(page)
+        between()
     samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     with connection.execute_wrapper(sql_timer):
         for _ in range(args.requests):
-            for page in pages:
-                with scans(page):
-                    spent["sql"] = 0.0
-                    started, cpu = time.perf_counter(), time.thread_time()
-                    response = get(page)
-                    elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu
-                sample = samples[page["name"]]
-                sample["total"].append(elapsed)
-                sample["cpu"].append(cpu)
-                sample["sql"].append(spent["sql"])
-                sample["kb"].append(len(response.content) / 1024)
+            with step.round():
+                rounds(pages, samples, spent)
+            between()
     log("pages: statements and EXPLAIN (ANALYZE, BUFFERS)")
     results = []
     for page in pages:
@@ -601,6 +635,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "so that it fills a page on a small log too (the --compare-events run does)",
     )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument("--lockstep", action="store_true", help=argparse.SUPPRESS)  # the --compare-events run
     args = parser.parse_args(argv)
     if args.events < 200 or args.keys < 1 or args.requests < 1 or args.warmup < 0:
         parser.error("--events at least 200; --keys and --requests positive")
@@ -634,10 +669,16 @@ def main(argv: list[str] | None = None) -> int:
             args.many_keys: make_requester(args.many_keys, MANY_KEYS_REQUESTER),
         }
         report["seed"]["vacuum_s"] = vacuum(system.db)
+        small_run = audit_floors.Small(args) if args.compare_events else None
+        if small_run:
+            system.stack.callback(small_run.close)
         report["table"] = table_info(system.db)
         pages = page_list(args, requesters, report["table"]["head_seq"])
         check_pages(pages, max(requesters))
-        report["pages"] = measure_pages(args, pages)
+        if small_run:
+            small_run.ready()
+        report["pages"] = measure_pages(args, pages, small_run.round if small_run else lambda: None)
+        small = small_run.finish() if small_run else None
         if not args.no_export:
             report["export"] = measure_export(system)
         if not args.no_verify:
@@ -654,8 +695,10 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"verify as before issue 17, over the first {args.verify_before} events")
                 report["verify_before"] = audit_floors.verify_before(args.verify_before)
         report["machine"]["load_average_at_end"] = load_average()
-    small = audit_floors.compare_run(args) if args.compare_events else None
     report["floors"] = audit_floors.table(report, small)
+    if args.lockstep:  # stdout is the parent's pipe; it reads the JSON
+        write_json(args.json, report)
+        return 0
     print_report(report, args.plans)
     if small:
         print(f"\nPages on the small log ({small['table']['events']} events), the floors of the table below:")

@@ -27,21 +27,57 @@ TTFB_S = 1.0
 VERIFY_GAIN = 2.0
 
 
-def compare_run(args) -> dict:
-    """The pages on a log of --compare-events events: this script again, pages only, its own database."""
-    with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
-        out = Path(tmp) / "small.json"
+class Small:
+    """The pages on a log of --compare-events events: this script again (pages only, its own database,
+    --lockstep), whose rounds alternate with this run's, so that both sizes see the same machine:
+    a load that comes and goes lands on both, not on one of them (the ratios were 0.5-2.4x for pages
+    doing identical work when the two sizes ran minutes apart)."""
+
+    def __init__(self, args) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="bench-audit-")
+        self.out = Path(self.tmp.name) / "small.json"
         command = [
             sys.executable,
             str(Path(__file__).with_name("audit.py")),
             *("--events", str(args.compare_events), "--keys", str(args.keys), "--many-keys", str(args.many_keys)),
             *("--requests", str(args.requests), "--warmup", str(args.warmup), "--compare-events", "0"),
             *("--database-url", args.database_url, "--db-name", f"{args.db_name}_small"),
-            *("--no-export", "--no-verify", "--busy-month", "--json", str(out)),
+            *("--no-export", "--no-verify", "--busy-month", "--lockstep", "--json", str(self.out)),
         ]
-        log(f"pages at {args.compare_events} events: {' '.join(command[1:])}")
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-        return json.loads(out.read_text())
+        log(f"pages at {args.compare_events} events, in step with these: {' '.join(command[1:])}")
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def _expect(self, word: str) -> None:
+        while (line := self.process.stdout.readline()) and line.strip() != word:
+            print(line, end="", file=sys.stderr)  # anything else it printed
+        if not line:
+            self.close()
+            raise RuntimeError(f"the run at --compare-events ended before saying {word!r} (its log is above)")
+
+    def ready(self) -> None:
+        """Wait until the small log is seeded and its pages checked."""
+        self._expect("ready")
+
+    def round(self) -> None:
+        """One round of its pages, while this run waits."""
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        self._expect("done")
+
+    def finish(self) -> dict:
+        """Its report, once it has measured statements and plans (before this run's export is timed)."""
+        self.process.stdin.close()
+        if self.process.wait(timeout=600) != 0:
+            raise RuntimeError(f"the run at --compare-events failed (exit {self.process.returncode})")
+        report = json.loads(self.out.read_text())
+        self.tmp.cleanup()
+        return report
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.tmp.cleanup()
 
 
 def verify_before(limit: int) -> dict:

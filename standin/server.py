@@ -39,6 +39,7 @@ def is_loopback(host: str) -> bool:
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 64  # the default listen backlog (5) reset connections when 20 clients came at once
 
     def __init__(self, address: tuple[str, int], handler: type, standin: StandIn) -> None:
         self.standin = standin

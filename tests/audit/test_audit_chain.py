@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+import time_machine
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.test import Client
@@ -19,6 +20,7 @@ from django.test import Client
 from portal.audit import chain
 from portal.audit.models import AuditEvent
 from tests.audit.helpers import event, unprotected
+from tests.keys.helpers import attempt
 from tests.polling import wait_until
 
 
@@ -242,6 +244,33 @@ def test_a_change_to_any_chained_column_is_named(db, column):
     with unprotected() as cursor:
         cursor.execute(f"UPDATE keys_auditevent SET {column} = %s WHERE seq = 4", [value])  # noqa: S608
     assert "Event #4 was changed" in verify_error()
+
+
+def test_verify_reads_the_canonical_text(db, django_user_model):
+    """On PostgreSQL the walk reads the time, the limit and the issuance id as text made by SQL
+    (chain._as_text), not as Python values: for awkward values it must be the very text the hash
+    was made from, or a good chain would fail (or a changed one pass)."""
+    from tests.audit.helpers import HOSTILE
+
+    assert bool(chain._as_text()) == (connection.vendor == "postgresql")  # the path under test is taken
+    moments = [
+        datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC),  # no microseconds: still six digits
+        datetime(2000, 2, 29, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 30, 0, 5, tzinfo=UTC),
+        datetime(2031, 6, 1, 0, 0, 0, 10, tzinfo=UTC),
+    ]
+    limits = [None, Decimal("0"), Decimal("0.1"), Decimal("9999999999.99"), Decimal(1) / 3, Decimal("-5")]
+    owner = django_user_model.objects.create_user("owner")
+    for i, text in enumerate([*HOSTILE, "", "😀 \u2028 é"]):
+        values = {"key_name": text, "detail": text[::-1], "api_key_id": text, "monthly_limit": limits[i % len(limits)]}
+        if i % 2:  # with an issuance: its UUID is chained too
+            values = {"issuance": attempt(owner, text[:100], str(limits[i % len(limits)] or 1)), "detail": text}
+        with time_machine.travel(moments[i % len(moments)], tick=False):
+            event(**values)
+    walked = [chain._canonical_of(row[:-2]) for row in chain._walk(batch=3)]
+    assert walked == [chain.canonical(e) for e in AuditEvent.objects.order_by("seq")]
+    assert len(walked) == len(HOSTILE) + 2
+    assert verify_output().startswith(f"{len(walked)} events verified")
 
 
 def test_verify_reports_its_rate(db):
