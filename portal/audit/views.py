@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 
 from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.shortcuts import render
-from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from keys.models import Issuance
-from keys.templatetags.money import usd
 from portal.accounts.permissions import auditor_required
 from portal.htmx import render_htmx, wants_partial
 
@@ -26,12 +23,10 @@ from . import chain
 from .export import export_response
 from .forms import AuditFilterForm
 from .models import AuditEvent
+from .rows import ROW_FIELDS, shown, table_row
 
 PAGE_SIZE = 50
 OWN_ACTIONS = [a for a in AuditEvent.Action.values if a.startswith("audit.")]  # the log's own events
-ACTION_LABELS = dict(AuditEvent.Action.choices)
-# The columns a row of the table shows: not the detail (the event's own page has it, with the hashes).
-ROW_FIELDS = tuple(f for f in chain.CHAINED_FIELDS if f not in ("actor_id", "issuance_id", "detail"))
 
 
 def filtered(data: dict) -> QuerySet:
@@ -54,8 +49,25 @@ def filtered(data: dict) -> QuerySet:
             # A whole key id is matched exactly, through the (api_key_id, seq) index.
             qs = qs.filter(api_key_id=str(uuid.UUID(term)))
         except ValueError:
-            qs = qs.filter(Q(key_name__icontains=term) | Q(api_key_id__icontains=term))
+            qs = qs.filter(_contains("key_name", term) | _contains("api_key_id", term))
     return qs
+
+
+_WORD = re.compile(r"[^\W_]{3,}")  # a run of letters or digits long enough to make a trigram
+
+
+def _contains(field: str, term: str) -> Q:
+    """`field` contains `term`, ignoring case, with the term's words (longest first) as conditions of
+    their own before it. Each is implied by the whole term, so the matches are the same. But
+    PostgreSQL's trigram index (audit 0004) takes each as a key of its own, in this order, and
+    reads a word that most names share (the "key" of "key-123456") only where the rarer words
+    matched: the whole term as one key read all of that word's posting list, a cost growing with
+    the log (8.6 ms at 1,000,000 events; 0.9 ms this way, docs/performance.md)."""
+    words = sorted({w for w in _WORD.findall(term) if len(w) < len(term)}, key=len, reverse=True)
+    condition = Q()
+    for word in words[:3]:
+        condition &= Q(**{f"{field}__icontains": word})
+    return condition & Q(**{f"{field}__icontains": term})
 
 
 def _newer_from(qs: QuerySet, seq: int) -> bool:
@@ -93,46 +105,6 @@ def keyset_page(qs: QuerySet, data: dict) -> dict:
     return {"events": rows, "has_newer": has_newer, "has_older": has_older}
 
 
-def shown(rows: list[dict]) -> list[dict]:
-    """Each row as the table shows it, worked out here in plain Python: done cell by cell by template
-    filters and tags (a label lookup, two date formats, two URL reversals a row) it was most of a
-    page's time. The action's label, the time in UTC (ISO 8601 for `datetime`, to the second on
-    screen), the limit in dollars, "—" for a missing actor or level. The template still escapes all."""
-    event_url, key_url = _route("audit-event"), _route("audit-key")
-    for row in rows:
-        created = row["created_at"].astimezone(UTC)
-        manage, completions = row["manage"], row["completions"]
-        row.update(
-            action_label=ACTION_LABELS.get(row["action"], row["action"]),
-            time_iso=created.isoformat(),
-            time=created.strftime("%Y-%m-%d %H:%M:%S"),
-            actor=row["actor_username"] or "—",
-            limit=usd(row["monthly_limit"]) if row["monthly_limit"] is not None else "",
-            levels=f"manage {manage or '—'}, completions {completions or '—'}" if manage or completions else "",
-            url=event_url(row["seq"]),
-            key_url=key_url(row["api_key_id"]) if row["api_key_id"] else "",
-        )
-        row["source_ip"] = row["source_ip"] or ""
-        row["upstream_status"] = row["upstream_status"] or ""
-    return rows
-
-
-_PLAIN = re.compile(r"[0-9A-Za-z-]+")  # what reverse() puts in a URL unchanged (no quoting needed)
-
-
-def _route(name: str) -> Callable[[object], str]:
-    """`reverse(name, args=[value])` for a page of rows: reversed once, and a plain value (an event
-    number, a UUID) put in the place of the marker; any other value is reversed as usual."""
-    marker = "987654321"
-    head, tail = reverse(name, args=[marker]).rsplit(marker, 1)
-
-    def url(value) -> str:
-        text = str(value)
-        return f"{head}{text}{tail}" if _PLAIN.fullmatch(text) else reverse(name, args=[value])
-
-    return url
-
-
 def page_status(form: AuditFilterForm, page: dict) -> str:
     """What the results show, in words: the page's `role="status"` line, which htmx updates in place
     (out of band) on every filter or page change so that screen readers announce it."""
@@ -162,6 +134,7 @@ def audit_log(request):
     if form.is_valid():
         context.update(keyset_page(filtered(form.cleaned_data).values(*ROW_FIELDS), form.cleaned_data))
         context["events"] = shown(context["events"])
+        context["rows"] = [table_row(event) for event in context["events"]]
         context["filter_query"] = form.filter_query()
     context["status"] = page_status(form, context)
     chain.record_request(request, AuditEvent.Action.AUDIT_VIEWED, detail=request.GET.urlencode())

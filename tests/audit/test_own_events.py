@@ -83,6 +83,41 @@ def test_key_name_search_and_its_pager_use_the_trigram_indexes(db):
     assert [e.key_name for e in search] == ["laptop-3"]
 
 
+def test_a_search_matches_what_the_whole_term_matches(db):
+    """The search adds the term's words as conditions of their own (for the trigram index, see
+    the next test): the matches must be exactly the events whose name or id holds the whole term,
+    ignoring case, with LIKE's wildcards taken literally."""
+    names = ["key-588721", "KEY-588721-old", "key 588721", "588721-key", "laptop_42%", "laptopX42%",
+             "Ünïcode-Straße", "a-b-c-key", "key-5887210", "", "keys-1234"]  # fmt: skip
+    for i, name in enumerate(names):
+        event(key_name=name, api_key_id=f"id-{i}-{name[::-1]}")
+    terms = ["key-588721", "Key-588721", "588721-key", "laptop_42%", "p_4", "Straße", "a-b-c-key", "eys-12",
+             "127885-yek", "0-id", "key", "ke", "%", "_", "nothing-here"]  # fmt: skip
+    for term in terms:
+        expected = [
+            n for i, n in enumerate(names) if term.lower() in n.lower() or term.lower() in f"id-{i}-{n[::-1]}".lower()
+        ]
+        found = sorted(filtered({"q": term}).values_list("key_name", flat=True), key=names.index)
+        assert found == expected, term
+
+
+@pytest.mark.postgres
+def test_a_search_asks_the_index_for_its_longest_word_first(db):
+    """GIN walks an index condition's keys in order, and a key that matches nearly every name (the
+    "key" of "key-123456") costs its whole posting list when it leads: the longest word comes first,
+    then the shorter ones, then the whole term."""
+    for i in range(5):
+        event(key_name=f"key-58872{i}")
+    search = filtered({"q": "key-588721"})
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_indexscan = off")
+        plan = search.order_by("-seq")[:51].explain()
+    condition = next(line for line in plan.splitlines() if "Index Cond" in line and "key_name" in line)
+    assert condition.index("'%588721%'") < condition.index("'%KEY%'") < condition.index("'%KEY-588721%'"), plan
+    assert [e.key_name for e in search] == ["key-588721"]
+
+
 def test_the_trigram_migration_leaves_sqlite_alone(db):
     with connection.cursor() as cursor:
         indexes = connection.introspection.get_constraints(cursor, "keys_auditevent")
