@@ -404,6 +404,7 @@ def measure_pages(args, pages: list[dict], between=lambda: None) -> list[dict]:
                 "cpu_p50_ms": round(statistics.median(s["cpu"]) * 1000, 2),
                 "sql_p50_ms": round(statistics.median(s["sql"]) * 1000, 2),
                 "kb": round(statistics.median(s["kb"]), 1),
+                "rounds_ms": [round(t * 1000, 3) for t in s["total"]],  # in round order, for paired comparisons
                 "statements": dict(Counter(statement_kind(q) for q in sql)),
                 "statement_count": len(sql),
                 "explain": plans,
