@@ -22,11 +22,10 @@ from portal.htmx import render_htmx, wants_partial
 from . import chain
 from .export import export_response
 from .forms import AuditFilterForm
-from .models import AuditEvent
+from .models import OWN_ACTIONS, AuditEvent
 from .rows import ROW_FIELDS, shown, table_row
 
 PAGE_SIZE = 50
-OWN_ACTIONS = [a for a in AuditEvent.Action.values if a.startswith("audit.")]  # the log's own events
 
 
 def filtered(data: dict) -> QuerySet:
