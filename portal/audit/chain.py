@@ -15,7 +15,7 @@ import logging
 import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -181,7 +181,9 @@ def record(
         # From here to the commit every other append waits: keep it to a few round trips.
         last = _lock_and_read_head()
         event.seq, event.prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
-        event.created_at = timezone.now()
+        # Never earlier than the event before it (a clock stepped back, another host's clock a little
+        # behind): the log's times stay in seq order, so a period is a range of seq (periods.py).
+        event.created_at = max(timezone.now(), last[2]) if last else timezone.now()
         event.hash = compute_hash(event.prev_hash, event)
         event.save()  # always an INSERT (AuditEvent.save)
     return event
@@ -194,16 +196,16 @@ def record_request(request: HttpRequest, action: str, outcome: str = "success", 
     return record(action, outcome, source_ip=client_ip(request), **kwargs)
 
 
-def _lock_and_read_head() -> tuple[int, str] | None:
-    """Serialise appends until the transaction ends and return the chain's (seq, hash). On
-    PostgreSQL one call does both (migration 0008); SQLite's IMMEDIATE transaction already holds
-    the database's write lock."""
+def _lock_and_read_head() -> tuple[int, str, datetime] | None:
+    """Serialise appends until the transaction ends and return the chain's head: its seq, hash and
+    time. On PostgreSQL one call does both (keys 0008, audit 0009); SQLite's IMMEDIATE transaction
+    already holds the database's write lock."""
     if connection.vendor != "postgresql":
-        return head()
+        return AuditEvent.objects.order_by("-seq").values_list("seq", "hash", "created_at").first()
     with connection.cursor() as cursor:  # plain SQL: an advisory lock, then the head read after it, in one round trip
-        cursor.execute("SELECT head_seq, head_hash FROM keys_audit_lock_head(%s)", [_LOCK_ID])
+        cursor.execute("SELECT head_seq, head_hash, head_created_at FROM keys_audit_lock_head(%s)", [_LOCK_ID])
         row = cursor.fetchone()
-    return (row[0], row[1]) if row else None
+    return (row[0], row[1], row[2]) if row else None
 
 
 # --- Verifying ------------------------------------------------------------------------------------

@@ -144,3 +144,19 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("Audit events are append-only.")
+
+
+class AuditClock(models.Model):
+    """Where the log's times are out of `seq` order, as one row (PostgreSQL; portal/audit/periods.py).
+
+    An event normally carries a time no earlier than the event before it (chain.record holds the
+    time back to the previous event's, under the append lock). Rows written otherwise (before that
+    rule, by an older release during a deploy, by hand) are noted by a database trigger (migration
+    0009) for every event followed by an earlier one: between `disorder_from` and `disorder_to`
+    times may be out of order; outside them, a period of time is a range of `seq`. None: nowhere."""
+
+    disorder_from = models.DateTimeField(null=True)  # the earliest time of an event that came after a later one
+    disorder_to = models.DateTimeField(null=True)  # the latest time of an event an earlier one followed
+
+    def __str__(self) -> str:
+        return f"times out of order from {self.disorder_from} to {self.disorder_to}"

@@ -19,7 +19,7 @@ from keys.models import Issuance
 from portal.accounts.permissions import auditor_required
 from portal.htmx import render_htmx, wants_partial
 
-from . import chain
+from . import chain, periods
 from .export import export_response
 from .forms import AuditFilterForm
 from .models import OWN_ACTIONS, AuditEvent
@@ -38,10 +38,13 @@ def filtered(data: dict) -> QuerySet:
         qs = qs.filter(action=data["action"])
     if data.get("outcome"):
         qs = qs.filter(outcome=data["outcome"])
-    if data.get("since"):
-        qs = qs.filter(created_at__gte=datetime.combine(data["since"], time.min, UTC))
-    if data.get("until"):
-        qs = qs.filter(created_at__lt=datetime.combine(data["until"] + timedelta(days=1), time.min, UTC))
+    since = datetime.combine(data["since"], time.min, UTC) if data.get("since") else None
+    until = datetime.combine(data["until"] + timedelta(days=1), time.min, UTC) if data.get("until") else None
+    if since:
+        qs = qs.filter(created_at__gte=since)
+    if until:
+        qs = qs.filter(created_at__lt=until)
+    qs = periods.within(qs, since, until)
     if data.get("q"):
         term = data["q"].strip()
         try:

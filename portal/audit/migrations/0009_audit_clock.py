@@ -1,0 +1,100 @@
+"""Periods of time as ranges of `seq` (portal/audit/periods.py, docs/performance.md).
+
+On PostgreSQL:
+- the chain-head function (keys 0008) also returns the head's time, so that an append can keep its
+  time no earlier than the previous event's (portal/audit/chain.record);
+- an AFTER INSERT trigger notes in the one AuditClock row every event whose neighbour by `seq` is
+  out of time order, whoever wrote it (an older release during a deploy, a hand-written row);
+- the log already written is examined once, under the append lock, so nothing is missed between
+  the examination and the trigger.
+"""
+
+from django.db import migrations, models
+
+LOCK_ID = 0x6B657973  # portal/audit/chain._LOCK_ID: no append runs while this migration examines the log
+
+HEAD_SQL = """
+DROP FUNCTION IF EXISTS keys_audit_lock_head(bigint);
+CREATE FUNCTION keys_audit_lock_head(lock_id bigint)
+RETURNS TABLE (head_seq bigint, head_hash varchar, head_created_at timestamptz) LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(lock_id);
+    RETURN QUERY SELECT e.seq, e.hash, e.created_at FROM keys_auditevent e ORDER BY e.seq DESC LIMIT 1;
+END
+$$;
+"""
+OLD_HEAD_SQL = """
+DROP FUNCTION IF EXISTS keys_audit_lock_head(bigint);
+CREATE FUNCTION keys_audit_lock_head(lock_id bigint)
+RETURNS TABLE (head_seq bigint, head_hash varchar) LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(lock_id);
+    RETURN QUERY SELECT e.seq, e.hash FROM keys_auditevent e ORDER BY e.seq DESC LIMIT 1;
+END
+$$;
+"""
+TRIGGER_SQL = """
+CREATE FUNCTION audit_note_disorder() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    before_it timestamptz;
+    after_it timestamptz;
+BEGIN
+    SELECT e.created_at INTO before_it FROM keys_auditevent e WHERE e.seq = NEW.seq - 1;
+    SELECT e.created_at INTO after_it FROM keys_auditevent e WHERE e.seq = NEW.seq + 1;
+    IF before_it > NEW.created_at THEN
+        UPDATE audit_auditclock SET disorder_from = LEAST(disorder_from, NEW.created_at),
+                                    disorder_to = GREATEST(disorder_to, before_it);
+    END IF;
+    IF NEW.created_at > after_it THEN
+        UPDATE audit_auditclock SET disorder_from = LEAST(disorder_from, after_it),
+                                    disorder_to = GREATEST(disorder_to, NEW.created_at);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER audit_note_disorder AFTER INSERT ON keys_auditevent
+    FOR EACH ROW EXECUTE FUNCTION audit_note_disorder();
+"""
+# LEAST and GREATEST ignore NULLs: the first disorder noted sets both ends.
+EXAMINE_SQL = """
+INSERT INTO audit_auditclock (disorder_from, disorder_to)
+SELECT min(created_at), max(before_it) FROM (
+    SELECT created_at, lag(created_at) OVER (ORDER BY seq) AS before_it FROM keys_auditevent
+) AS neighbours WHERE before_it > created_at
+"""
+DROP_SQL = """
+DROP TRIGGER IF EXISTS audit_note_disorder ON keys_auditevent;
+DROP FUNCTION IF EXISTS audit_note_disorder();
+"""
+
+
+def install(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        apps.get_model("audit", "AuditClock").objects.create()  # unused: SQLite filters periods by time alone
+        return
+    schema_editor.execute("SELECT pg_advisory_xact_lock(%s)", params=[LOCK_ID])
+    schema_editor.execute(HEAD_SQL, params=None)
+    schema_editor.execute(TRIGGER_SQL, params=None)
+    schema_editor.execute(EXAMINE_SQL, params=None)
+
+
+def remove(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(DROP_SQL, params=None)
+        schema_editor.execute(OLD_HEAD_SQL, params=None)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("audit", "0008_seq_not_own_index")]
+
+    operations = [
+        migrations.CreateModel(
+            name="AuditClock",
+            fields=[
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("disorder_from", models.DateTimeField(null=True)),
+                ("disorder_to", models.DateTimeField(null=True)),
+            ],
+        ),
+        migrations.RunPython(install, remove),
+    ]
