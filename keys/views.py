@@ -201,9 +201,11 @@ def key_list(request):
     context = listing.key_page(keys, visible, form.cleaned_data, {"owner": owner, "status": status})
     context.update(listing.unsettled(unknown, context["first_page"]))
     context["org_usage"] = usage.attach(context["keys"])
+    new_key = visible.filter(pk=form.cleaned_data["new"]).first() if form.cleaned_data["new"] else None
+    listing.show(context["keys"], new_pk=new_key.pk if new_key else None)
     context.update(
         is_admin=is_admin,
-        new_key=visible.filter(pk=form.cleaned_data["new"]).first() if form.cleaned_data["new"] else None,
+        new_key=new_key,
         reconcile_minutes=settings.PORTAL_RECONCILE_MINUTES,
         owner=owner,
         status=status,
@@ -264,6 +266,7 @@ def key_revoke(request, pk: int):
         except lifecycle.LifecycleError as exc:
             error = exc.message
     if wants_partial(request):  # the list's row, swapped in place of the one that was asked about
+        listing.show([key])
         context = {
             "org_usage": usage.attach([key]),
             "key": key,
