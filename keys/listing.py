@@ -27,6 +27,8 @@ NEWEST_FIRST = ("-created_at", "-pk")
 OLDEST_FIRST = ("created_at", "pk")
 STALE_CURSOR = "That page link no longer points at a key you can see, so this is the newest page."
 STATUS_LABELS = dict(IssuedKey.Status.choices)
+REVOCATION_FAILED = "revocation_failed"  # the status filter's value for active keys whose revocation failed
+FAILURES_LISTED = 10  # All keys' alert names at most this many of them, those that failed first
 
 
 def visible_keys(user, *, own: bool = False) -> QuerySet:
@@ -107,6 +109,21 @@ def unsettled(issuances: QuerySet, first_page: bool) -> dict:
     shown = list(issuances.select_related("actor").order_by(*NEWEST_FIRST)[: UNKNOWN_LIMIT + 1]) if first_page else []
     total = issuances.count() if len(shown) > UNKNOWN_LIMIT else len(shown)
     return {"unknown": shown[:UNKNOWN_LIMIT], "unknown_total": total}
+
+
+def failed_revocations(keys: QuerySet) -> QuerySet:
+    """Keys still active because revoking them in Requesty failed (offboarding, idle keys):
+    `reconcile_keys` retries them; admins see them above All keys and can filter the list by them."""
+    return keys.filter(status=IssuedKey.Status.ACTIVE, revocation_failed_at__isnull=False)
+
+
+def revocation_failures() -> tuple[list[IssuedKey], int]:
+    """All keys' alert: the FAILURES_LISTED keys whose revocation failed first, and how many there
+    are (counted only when there are more): the page costs the same however many failed."""
+    keys = failed_revocations(IssuedKey.objects.select_related("owner")).order_by("revocation_failed_at", "pk")
+    listed = list(keys[: FAILURES_LISTED + 1])
+    total = keys.count() if len(listed) > FAILURES_LISTED else len(listed)
+    return listed[:FAILURES_LISTED], total
 
 
 def show(keys: Iterable[IssuedKey], *, new_pk: int | None = None) -> None:

@@ -194,6 +194,8 @@ def key_list(request):
         unknown = unknown.filter(actor=request.user)
     if status in IssuedKey.Status.values:
         keys, unknown = keys.filter(status=status), unknown.none()
+    elif status == listing.REVOCATION_FAILED:
+        keys, unknown = listing.failed_revocations(keys), unknown.none()
     elif status == "unknown":
         keys = keys.none()
     else:
@@ -209,14 +211,15 @@ def key_list(request):
         reconcile_minutes=settings.PORTAL_RECONCILE_MINUTES,
         owner=owner,
         status=status,
-        statuses=[*IssuedKey.Status.choices, ("unknown", "outcome unknown")],
+        statuses=[
+            *IssuedKey.Status.choices,
+            (listing.REVOCATION_FAILED, "active, revocation failed"),
+            ("unknown", "outcome unknown"),
+        ],
         approval_requests=ApprovalRequest.objects.filter(requester=request.user).select_related("decided_by")[:20],
-        revocation_failures=IssuedKey.objects.filter(
-            status=IssuedKey.Status.ACTIVE, revocation_failed_at__isnull=False
-        ).select_related("owner")
-        if is_admin
-        else [],
+        revocation_failed=listing.REVOCATION_FAILED,
     )
+    context["revocation_failures"], context["revocation_total"] = listing.revocation_failures() if is_admin else ([], 0)
     context["expiring_soon"], context["expiring_total"] = reminders.expiring_soon(request.user, timezone.now())
     return render(request, "keys/list.html", context)
 
