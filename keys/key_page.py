@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from portal.htmx import render_htmx
 
-from . import rotation, usage
+from . import listing, rotation, usage
 from .expiry_fields import ExtendForm
 from .forms import LimitForm, new_nonce
 from .models import ApprovalRequest, IssuedKey
@@ -22,6 +22,7 @@ def key_page(request, key: IssuedKey, status: int = 200, **extra):
     """The key page, or its `expiry` section for htmx, with everything the section shows."""
     user = request.user
     own, active = key.owner_id == user.pk, key.status == Status.ACTIVE
+    listing.show([key])  # the links of the list's spend cell, which the page shows too (keys/_usage_details.html)
     context = {
         "key": key,
         "extend_form": ExtendForm(key=key, user=user) if active and key.expires_at else None,

@@ -8,20 +8,27 @@ user may see, so a cursor naming someone else's key, or no key, positions nothin
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import UTC
 from urllib.parse import urlencode
 
 from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from portal.accounts.permissions import is_portal_admin
+from portal.routes import route
 
 from .models import IssuedKey
+from .templatetags.money import usd
 
 PAGE_SIZE = 50
 UNKNOWN_LIMIT = 100  # unsettled issuances shown above the keys (first page only)
 NEWEST_FIRST = ("-created_at", "-pk")
 OLDEST_FIRST = ("created_at", "pk")
 STALE_CURSOR = "That page link no longer points at a key you can see, so this is the newest page."
+STATUS_LABELS = dict(IssuedKey.Status.choices)
+REVOCATION_FAILED = "revocation_failed"  # the status filter's value for active keys whose revocation failed
+FAILURES_LISTED = 10  # All keys' alert names at most this many of them, those that failed first
 
 
 def visible_keys(user, *, own: bool = False) -> QuerySet:
@@ -102,3 +109,37 @@ def unsettled(issuances: QuerySet, first_page: bool) -> dict:
     shown = list(issuances.select_related("actor").order_by(*NEWEST_FIRST)[: UNKNOWN_LIMIT + 1]) if first_page else []
     total = issuances.count() if len(shown) > UNKNOWN_LIMIT else len(shown)
     return {"unknown": shown[:UNKNOWN_LIMIT], "unknown_total": total}
+
+
+def failed_revocations(keys: QuerySet) -> QuerySet:
+    """Keys still active because revoking them in Requesty failed (offboarding, idle keys):
+    `reconcile_keys` retries them; admins see them above All keys and can filter the list by them."""
+    return keys.filter(status=IssuedKey.Status.ACTIVE, revocation_failed_at__isnull=False)
+
+
+def revocation_failures() -> tuple[list[IssuedKey], int]:
+    """All keys' alert: the FAILURES_LISTED keys whose revocation failed first, and how many there
+    are (counted only when there are more): the page costs the same however many failed."""
+    keys = failed_revocations(IssuedKey.objects.select_related("owner")).order_by("revocation_failed_at", "pk")
+    listed = list(keys[: FAILURES_LISTED + 1])
+    total = keys.count() if len(listed) > FAILURES_LISTED else len(listed)
+    return listed[:FAILURES_LISTED], total
+
+
+def show(keys: Iterable[IssuedKey], *, new_pk: int | None = None) -> None:
+    """What a row of the list shows (the `row` partial of keys/list.html, also the row a revocation
+    swaps in), worked out once a page in plain Python: done by the template cell by cell (five URL
+    reversals, two date formats, a money format, a label lookup and two comparisons with the new key
+    a row) it was most of the page's time. Links to the key's page and its spend (`detail_url`,
+    `spend_url`; the key page shows the same spend cell), "Revoke" (`revoke_url`), the creation
+    time in UTC (`created_iso` for `datetime`, to the minute on screen), the limit (`limit_text`),
+    the status's label and whether it is the key just created (`is_new`). The template still
+    escapes every value."""
+    detail, spend, revoke = route("keys:detail"), route("keys:spend"), route("keys:revoke")
+    for key in keys:
+        created = key.created_at.astimezone(UTC)
+        key.detail_url, key.spend_url, key.revoke_url = detail(key.pk), spend(key.pk), revoke(key.pk)
+        key.created_iso, key.created_text = created.isoformat(), created.strftime("%Y-%m-%d %H:%M")
+        key.limit_text = usd(key.monthly_limit) if key.monthly_limit else "No cap"
+        key.status_label = STATUS_LABELS.get(key.status, key.status)
+        key.is_new = new_pk is not None and key.pk == new_pk

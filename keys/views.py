@@ -184,7 +184,8 @@ def key_list(request):
     if not form.is_valid():
         raise BadRequest("Not a valid page of the key list.")
     visible = visible_keys(request.user)
-    keys = visible
+    # The rows show no issuance, and the owner only to admins: no join (and no instances) for them.
+    keys = visible.select_related("owner") if is_admin else visible.select_related(None)
     unknown = Issuance.objects.filter(state__in=[Issuance.State.UNKNOWN, Issuance.State.REQUESTED])
     owner, status = form.cleaned_data["owner"] if is_admin else "", form.cleaned_data["status"]
     if owner:
@@ -193,6 +194,8 @@ def key_list(request):
         unknown = unknown.filter(actor=request.user)
     if status in IssuedKey.Status.values:
         keys, unknown = keys.filter(status=status), unknown.none()
+    elif status == listing.REVOCATION_FAILED:
+        keys, unknown = listing.failed_revocations(keys), unknown.none()
     elif status == "unknown":
         keys = keys.none()
     else:
@@ -200,20 +203,23 @@ def key_list(request):
     context = listing.key_page(keys, visible, form.cleaned_data, {"owner": owner, "status": status})
     context.update(listing.unsettled(unknown, context["first_page"]))
     context["org_usage"] = usage.attach(context["keys"])
+    new_key = visible.filter(pk=form.cleaned_data["new"]).first() if form.cleaned_data["new"] else None
+    listing.show(context["keys"], new_pk=new_key.pk if new_key else None)
     context.update(
         is_admin=is_admin,
-        new_key=visible.filter(pk=form.cleaned_data["new"]).first() if form.cleaned_data["new"] else None,
+        new_key=new_key,
         reconcile_minutes=settings.PORTAL_RECONCILE_MINUTES,
         owner=owner,
         status=status,
-        statuses=[*IssuedKey.Status.choices, ("unknown", "outcome unknown")],
+        statuses=[
+            *IssuedKey.Status.choices,
+            (listing.REVOCATION_FAILED, "active, revocation failed"),
+            ("unknown", "outcome unknown"),
+        ],
         approval_requests=ApprovalRequest.objects.filter(requester=request.user).select_related("decided_by")[:20],
-        revocation_failures=IssuedKey.objects.filter(
-            status=IssuedKey.Status.ACTIVE, revocation_failed_at__isnull=False
-        ).select_related("owner")
-        if is_admin
-        else [],
+        revocation_failed=listing.REVOCATION_FAILED,
     )
+    context["revocation_failures"], context["revocation_total"] = listing.revocation_failures() if is_admin else ([], 0)
     context["expiring_soon"], context["expiring_total"] = reminders.expiring_soon(request.user, timezone.now())
     return render(request, "keys/list.html", context)
 
@@ -263,6 +269,7 @@ def key_revoke(request, pk: int):
         except lifecycle.LifecycleError as exc:
             error = exc.message
     if wants_partial(request):  # the list's row, swapped in place of the one that was asked about
+        listing.show([key])
         context = {
             "org_usage": usage.attach([key]),
             "key": key,

@@ -5,15 +5,13 @@ page's time; written here they cost a fifth of that (docs/performance.md)."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from datetime import UTC
 from html import escape
 
-from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 
 from keys.templatetags.money import usd
+from portal.routes import route
 
 from . import chain
 from .models import AuditEvent
@@ -28,7 +26,7 @@ def shown(rows: list[dict]) -> list[dict]:
     filters and tags (a label lookup, two date formats, two URL reversals a row) it was most of a
     page's time. The action's label, the time in UTC (ISO 8601 for `datetime`, to the second on
     screen), the limit in dollars, "—" for a missing actor or level. The template still escapes all."""
-    event_url, key_url = _route("audit-event"), _route("audit-key")
+    event_url, key_url = route("audit-event"), route("audit-key")
     for row in rows:
         created = row["created_at"].astimezone(UTC)
         manage, completions = row["manage"], row["completions"]
@@ -45,22 +43,6 @@ def shown(rows: list[dict]) -> list[dict]:
         row["source_ip"] = row["source_ip"] or ""
         row["upstream_status"] = row["upstream_status"] or ""
     return rows
-
-
-_PLAIN = re.compile(r"[0-9A-Za-z-]+")  # what reverse() puts in a URL unchanged (no quoting needed)
-
-
-def _route(name: str) -> Callable[[object], str]:
-    """`reverse(name, args=[value])` for a page of rows: reversed once, and a plain value (an event
-    number, a UUID) put in the place of the marker; any other value is reversed as usual."""
-    marker = "987654321"
-    head, tail = reverse(name, args=[marker]).rsplit(marker, 1)
-
-    def url(value) -> str:
-        text = str(value)
-        return f"{head}{text}{tail}" if _PLAIN.fullmatch(text) else reverse(name, args=[value])
-
-    return url
 
 
 # One row of templates/audit/log.html's table. Every {slot} is a value escaped by table_row.

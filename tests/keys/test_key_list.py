@@ -225,3 +225,58 @@ def test_my_keys_with_500_keys_costs_what_it_does_with_50(rclient, r2client, req
         statements.append([re.sub(r"'[^']*'|\d+", "?", q["sql"]) for q in queries.captured_queries])
     assert statements[0] == statements[1]
     assert "of 500" in response.content.decode() and "120 of your keys expire soon" in response.content.decode()
+
+
+# --- Keys whose revocation failed (admins) --------------------------------------------------------
+def failures(keys, first_failed_at) -> list[IssuedKey]:
+    """Flag `keys` as failed revocations, a minute apart from `first_failed_at` in the order given."""
+    for i, key in enumerate(keys):
+        IssuedKey.objects.filter(pk=key.pk).update(revocation_failed_at=first_failed_at + timedelta(minutes=i))
+    return keys
+
+
+def alert_box(html: str) -> str:
+    found = re.search(r'<div class="alert" role="alert">(.*?)</div>', html, re.S)
+    assert found, "no alert"
+    return found.group(1)
+
+
+def test_failed_revocations_are_counted_and_the_first_ten_listed(aclient, rclient, requester, requester2):
+    """However many keys failed to be revoked, All keys names the 10 that failed first, says how
+    many there are, and links to the list filtered to them: the same statements for 11 as for 150."""
+    now = timezone.now()
+    few = failures(make_keys(requester, 3, "few"), now)
+    box = alert_box(aclient.get("/keys/").content.decode())
+    assert box.startswith("<p>3 keys of deactivated users could not be revoked in Requesty:</p>")
+    assert box.count("<li>") == 3 and "Show all" not in box and "listed" not in box
+    assert all(f'<a href="/keys/{k.pk}/">{k.name}</a> (rita, <code>{k.api_key_id}</code>)' in box for k in few)
+    assert "could not be revoked" not in rclient.get("/keys/").content.decode()  # admins only
+
+    seen = []
+    for count in (11, 150):
+        IssuedKey.objects.update(revocation_failed_at=None)
+        flagged = failures(make_keys(requester2, count, f"stuck{count}")[::-1], now - timedelta(days=1))
+        failures(few, now)  # failed later than all of those: not among the first ten
+        total = count + 3
+        aclient.get("/keys/")  # the organization's usage, once per period (keys/usage.py): then one cache read
+        with CaptureQueriesContext(connection) as queries:
+            html = aclient.get("/keys/").content.decode()
+        seen.append([re.sub(r"'[^']*'|\d+", "?", q["sql"]) for q in queries.captured_queries])
+        box = alert_box(html)
+        assert box.startswith(
+            f"<p>{total} keys of deactivated users could not be revoked in Requesty"
+            " (the 10 that failed first are listed):</p>"
+        )
+        assert re.findall(r'<li><a href="/keys/(\d+)/">', box) == [str(k.pk) for k in flagged[:10]]
+        assert f'<a href="/keys/?status=revocation_failed">Show all {total} in the list</a>.' in box
+    assert seen[0] == seen[1]
+
+    IssuedKey.objects.filter(pk=few[0].pk).update(status="revoked")  # no longer active: not a failure
+    listed = aclient.get("/keys/?status=revocation_failed")
+    assert "Showing keys 1–50 of 152, newest first." in listed.content.decode()
+    assert '<option value="revocation_failed" selected>active, revocation failed</option>' in listed.content.decode()
+    pages = walk(aclient, "/keys/?status=revocation_failed")
+    failed_keys = IssuedKey.objects.filter(status="active", revocation_failed_at__isnull=False)
+    assert sum(pages, []) == newest_first(failed_keys) and len(sum(pages, [])) == 152
+    only_rita = aclient.get("/keys/?owner=rita&status=revocation_failed")
+    assert set(row_ids(only_rita)) == {few[1].pk, few[2].pk}
