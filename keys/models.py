@@ -132,6 +132,12 @@ class IssuedKey(models.Model):
             # Housekeeping's due work: keys to end, and keys whose expiry Requesty has not confirmed.
             models.Index(fields=["status", "expires_at"], name="issuedkey_expiry"),
             models.Index(fields=["status", "expiry_retry_at"], name="issuedkey_expiry_retry"),
+            # "All keys": active keys whose revocation failed, oldest failure first (listing.revocation_failures).
+            models.Index(
+                fields=["revocation_failed_at", "id"],
+                name="issuedkey_revocation_failed",
+                condition=models.Q(status="active", revocation_failed_at__isnull=False),
+            ),
         ]
         permissions = [
             ("portal_admin", "Can act as a portal admin (manage rights, any limit)"),

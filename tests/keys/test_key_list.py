@@ -247,7 +247,8 @@ def test_failed_revocations_are_counted_and_the_first_ten_listed(aclient, rclien
     now = timezone.now()
     few = failures(make_keys(requester, 3, "few"), now)
     box = alert_box(aclient.get("/keys/").content.decode())
-    assert box.startswith("<p>3 keys of deactivated users could not be revoked in Requesty:</p>")
+    text = "<p>3 keys the portal revoked (owner deactivated, or idle) could not be revoked in Requesty:</p>"
+    assert box.startswith(text)
     assert box.count("<li>") == 3 and "Show all" not in box and "listed" not in box
     assert all(f'<a href="/keys/{k.pk}/">{k.name}</a> (rita, <code>{k.api_key_id}</code>)' in box for k in few)
     assert "could not be revoked" not in rclient.get("/keys/").content.decode()  # admins only
@@ -264,7 +265,7 @@ def test_failed_revocations_are_counted_and_the_first_ten_listed(aclient, rclien
         seen.append([re.sub(r"'[^']*'|\d+", "?", q["sql"]) for q in queries.captured_queries])
         box = alert_box(html)
         assert box.startswith(
-            f"<p>{total} keys of deactivated users could not be revoked in Requesty"
+            f"<p>{total} keys the portal revoked (owner deactivated, or idle) could not be revoked in Requesty"
             " (the 10 that failed first are listed):</p>"
         )
         assert re.findall(r'<li><a href="/keys/(\d+)/">', box) == [str(k.pk) for k in flagged[:10]]
