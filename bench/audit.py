@@ -16,7 +16,8 @@ REQUESTY_BASE_URL is a closed port: no page measured here may call Requesty.
    root urlconf extended by ``floor/``, a view returning "ok" behind the same middleware, session
    and login requirement. ``django.test.Client`` (force_login) as the requester: the floor,
    /keys/new/ and /keys/; as the auditor: the floor and the /audit/ pages (first, one actor and
-   month, its "Older" page, one actor and a month that fills a page on the small log too, last,
+   month, its "Older" page, one actor and a month that fills a page on the small log too, a month
+   nine months back and its "Older" page, everything before that month, last,
    middle, the middle with sequential scans starting at block 0, a key-name search). Round-robin,
    --warmup rounds, then --requests timed ones; each page's median against its session's floor,
    its SQL time and statements, and EXPLAIN (ANALYZE, BUFFERS) of its audit-log queries (the
@@ -211,6 +212,8 @@ def page_list(args, requesters: dict, head_seq: int) -> list[dict]:
     one_month = urlencode({"actor": actor, "since": since, "until": until})
     since, until = month(273)
     full_month = urlencode({"actor": actor, "since": since, "until": until})
+    a_month = urlencode({"since": since, "until": until})  # every event of a month nine months back
+    before_it = urlencode({"until": since})  # everything before that month
 
     def older(query: str) -> str | None:
         """The page's own "Older ›" link."""
@@ -232,6 +235,9 @@ def page_list(args, requesters: dict, head_seq: int) -> list[dict]:
         ("audit: one actor, one month, Older", older(one_month), auditor),
         # A full page on the small log too (--busy-month): like for like with the large log's.
         ("audit: one actor, one month (full page)", f"/audit/?{full_month}", auditor),
+        ("audit: one month (no other filter)", f"/audit/?{a_month}", auditor),
+        ("audit: one month, Older", older(a_month), auditor),
+        ("audit: until a day (no other filter)", f"/audit/?{before_it}", auditor),
         ("audit: last page", "/audit/?last=1", auditor),
         ("audit: middle page", f"/audit/?before={middle}", auditor),
         ("audit: middle, seq scans from block 0", f"/audit/?before={middle}", auditor),
