@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -124,7 +125,13 @@ def paired_difference(a: list[float], b: list[float]) -> tuple[float, float, flo
     statistics: whether `a` costs measurably more than `b`, which a ratio of medians cannot say."""
     diffs = sorted(x - y for x, y in zip(a, b, strict=True))
     n = len(diffs)
-    k = max(int((n - 1.96 * n**0.5) / 2), 0)  # rank of the interval's lower end (normal approximation)
+    # The interval runs from the (k+1)-th smallest to the (k+1)-th largest difference, k the largest
+    # with P(Binomial(n, 1/2) <= k) <= 2.5%: at least 95% coverage, exactly.
+    k, below = 0, 0.0
+    while below + math.comb(n, k) / 2**n <= 0.025:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    k = max(k - 1, 0)
     return diffs[k], statistics.median(diffs), diffs[n - 1 - k]
 
 

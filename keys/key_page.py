@@ -22,7 +22,6 @@ def key_page(request, key: IssuedKey, status: int = 200, **extra):
     """The key page, or its `expiry` section for htmx, with everything the section shows."""
     user = request.user
     own, active = key.owner_id == user.pk, key.status == Status.ACTIVE
-    listing.show([key])  # the links of the list's spend cell, which the page shows too (keys/_usage_details.html)
     context = {
         "key": key,
         "extend_form": ExtendForm(key=key, user=user) if active and key.expires_at else None,
@@ -46,6 +45,9 @@ def key_page(request, key: IssuedKey, status: int = 200, **extra):
 def limit_context(request, key: IssuedKey, **extra) -> dict:
     """The key page's limit section: the form, and for the owner an approved raise to apply or a
     request still waiting (ApprovalRequest.kind LIMIT)."""
+    # The links of the list's spend cell, which the whole page shows too (keys/_usage_details.html):
+    # here, so that every view answering with the whole page (a limit change without htmx) has them.
+    listing.show([key])
     context = {"key": key, "limit_form": LimitForm(key=key, user=request.user), **extra}
     if key.owner_id == request.user.pk and key.status == IssuedKey.Status.ACTIVE:
         asked = ApprovalRequest.objects.filter(requester=request.user, key=key, kind=ApprovalRequest.Kind.LIMIT)

@@ -110,11 +110,14 @@ def aclient(admin_user) -> Client:
     return client
 
 
+AUDIT_TABLES = ("keys_auditevent", "audit_auditclock")
+
+
 @pytest.fixture(autouse=True)
 def _audit_trigger_vs_flush(request):
-    """On PostgreSQL the audit table refuses TRUNCATE (migration 0003), but pytest-django empties
-    the database with TRUNCATE after each transactional test (live_server, browser tests). Switch
-    the trigger off just for that flush, and back on for the next test."""
+    """On PostgreSQL the audit table and its clock refuse TRUNCATE (keys 0003, audit 0009), but
+    pytest-django empties the database with TRUNCATE after each transactional test (live_server,
+    browser tests). Switch their triggers off just for that flush, and back on for the next test."""
     marker = request.node.get_closest_marker("django_db")
     transactional = (
         "transactional_db" in request.fixturenames
@@ -130,7 +133,8 @@ def _audit_trigger_vs_flush(request):
     is_pg = connection.vendor == "postgresql"
     if is_pg:
         with connection.cursor() as cursor:
-            cursor.execute("ALTER TABLE keys_auditevent ENABLE TRIGGER USER")
+            for table in AUDIT_TABLES:
+                cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
     yield
     # The flush empties the models' tables, not the database cache's (keys/usage.py keeps spend
     # figures there): empty it too, so no test sees another's.
@@ -139,4 +143,5 @@ def _audit_trigger_vs_flush(request):
     cache.clear()
     if is_pg:
         with connection.cursor() as cursor:
-            cursor.execute("ALTER TABLE keys_auditevent DISABLE TRIGGER USER")
+            for table in AUDIT_TABLES:
+                cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")

@@ -15,7 +15,7 @@ import logging
 import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ from django.db.models.functions import Cast
 from django.http import HttpRequest
 from django.utils import timezone
 
+from . import periods
 from .models import AuditEvent
 
 if TYPE_CHECKING:
@@ -129,7 +130,8 @@ def _clean(field: str, value):
         max_length = AuditEvent._meta.get_field(field).max_length
         return value[:max_length] if max_length else value
     if isinstance(value, Decimal):
-        return value.quantize(Decimal("0.01"))
+        value = value.quantize(Decimal("0.01"))
+        return value.copy_abs() if value.is_zero() else value  # the database keeps no -0.00
     return value
 
 
@@ -181,12 +183,29 @@ def record(
         # From here to the commit every other append waits: keep it to a few round trips.
         last = _lock_and_read_head()
         event.seq, event.prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
-        # Never earlier than the event before it (a clock stepped back, another host's clock a little
-        # behind): the log's times stay in seq order, so a period is a range of seq (periods.py).
-        event.created_at = max(timezone.now(), last[2]) if last else timezone.now()
+        event.created_at = _time_after(last[2] if last else None)
         event.hash = compute_hash(event.prev_hash, event)
         event.save()  # always an INSERT (AuditEvent.save)
     return event
+
+
+HOLD_BACK = timedelta(seconds=2)  # the most an event's time is held back to its predecessor's
+
+
+def _time_after(previous: datetime | None) -> datetime:
+    """Now, but never just before the previous event's time: another host's clock a little behind
+    would otherwise put the log's times out of seq order (a period is a range of seq where they are
+    in order, periods.py). A clock further behind than HOLD_BACK is not papered over: the real time
+    is written, PostgreSQL's trigger notes the disorder, and periods there are filtered by time."""
+    now = timezone.now()
+    if previous is None or now >= previous:
+        return now
+    if previous - now <= HOLD_BACK:
+        return previous
+    log.warning(
+        "Audit event timed %.1f s before the previous one: check this host's clock", (previous - now).total_seconds()
+    )
+    return now
 
 
 def record_request(request: HttpRequest, action: str, outcome: str = "success", **kwargs) -> AuditEvent:
@@ -227,7 +246,12 @@ def _as_text() -> dict:
     hyphenated lower case (as str). test_verify_reads_the_canonical_text pins each against Python's."""
     if connection.vendor != "postgresql":
         return {}
-    iso = """to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+    # to_char writes no era: a time moved before year 1 (or past 9999) must not read as a real one,
+    # so outside the years Python can hold it reads as NULL, and the hash then does not match.
+    iso = (
+        "CASE WHEN %(expressions)s >= '0001-01-01 00:00:00+00' AND %(expressions)s < '10000-01-01 00:00:00+00' "
+        """THEN to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') END"""
+    )
     return {
         "created_at_text": Func(F("created_at"), template=iso, output_field=CharField()),
         "monthly_limit_text": Cast("monthly_limit", CharField()),
@@ -249,12 +273,15 @@ def _walk(batch: int = 5000) -> Iterator[tuple]:
         last = rows[-1][0]
 
 
-def verify(expected_head: tuple[int, str] | None = None) -> Verdict:
+def verify(expected_head: tuple[int, str] | None = None, *, widen_clock: bool = False) -> Verdict:
     """Walk the chain from the first event, in one pass; report the first event that was changed,
     removed or reordered. With `expected_head` (a (seq, hash) copied elsewhere earlier), also detect
-    a truncated tail, which the chain alone cannot reveal."""
+    a truncated tail, which the chain alone cannot reveal. Also check that the audit clock notes any
+    times found out of order (periods.py relies on it); with `widen_clock`, note them there."""
     key = settings.AUDIT_HMAC_KEY.encode()
     previous, expected_seq, count, last_seq = GENESIS, 1, 0, None
+    # Times out of seq order: the earliest time that followed a later one, and the latest such later one.
+    before, first_disorder, last_disorder = None, None, None
     for row in _walk():
         seq, prev_hash, digest = row[0], row[-2], row[-1]
         if seq != expected_seq:
@@ -270,6 +297,17 @@ def verify(expected_head: tuple[int, str] | None = None) -> Verdict:
                 seq,
             )
         previous, expected_seq, count, last_seq = digest, expected_seq + 1, count + 1, seq
+        when = row[1]  # created_at: ISO text on PostgreSQL (_as_text), which sorts as the times do
+        if before is not None and when < before:
+            first_disorder = when if first_disorder is None or when < first_disorder else first_disorder
+            last_disorder = before if last_disorder is None or before > last_disorder else last_disorder
+        before = when
+    if first_disorder is not None and not periods.noted(first_disorder, last_disorder, widen=widen_clock):
+        message = (
+            f"Times out of order from {first_disorder} to {last_disorder} are not noted in the audit clock, so a page "
+            "or export of a period there could miss events; verify_audit --widen-clock notes them."
+        )
+        return Verdict(False, count, message)
     if expected_head is not None:
         seq, digest = expected_head
         if last_seq is None or last_seq < seq:

@@ -25,7 +25,8 @@ def shown(rows: list[dict]) -> list[dict]:
     """Each row as the table shows it, worked out here in plain Python: done cell by cell by template
     filters and tags (a label lookup, two date formats, two URL reversals a row) it was most of a
     page's time. The action's label, the time in UTC (ISO 8601 for `datetime`, to the second on
-    screen), the limit in dollars, "—" for a missing actor or level. The template still escapes all."""
+    screen), the limit in dollars, "—" for a missing actor or level. Escaped later: by the key
+    history's template, or by table_row."""
     event_url, key_url = route("audit-event"), route("audit-key")
     for row in rows:
         created = row["created_at"].astimezone(UTC)

@@ -273,6 +273,25 @@ def test_verify_reads_the_canonical_text(db, django_user_model):
     assert verify_output().startswith(f"{len(walked)} events verified")
 
 
+@pytest.mark.postgres
+def test_a_time_moved_before_year_one_is_a_change(db):
+    """PostgreSQL's to_char writes no era: 2026-03-01 BC would read as 2026-03-01 AD, so the walk
+    reads times outside years 1-9999 as nothing, and the hash no longer matches."""
+    five_events()
+    with unprotected() as cursor:
+        cursor.execute("UPDATE keys_auditevent SET created_at = created_at - interval '4051 years' WHERE seq = 3")
+        cursor.execute("SELECT to_char(created_at, 'YYYY BC') FROM keys_auditevent WHERE seq = 3")
+        assert cursor.fetchone()[0].endswith("BC")
+    assert "Event #3 was changed" in verify_error()
+
+
+def test_a_limit_of_minus_zero_verifies(db):
+    """The database keeps no -0.00: an event recorded with one must still verify."""
+    event(monthly_limit=Decimal("-0"))
+    event(monthly_limit=Decimal("-0.001"))
+    assert "2 events verified" in verify_output()
+
+
 def test_verify_reports_its_rate(db):
     five_events()
     assert re.fullmatch(r"5 events verified\. \(\d+\.\d s, [\d,]+ events/s\)\n", verify_output())

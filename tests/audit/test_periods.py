@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import time_machine
-from django.db import connection
+from django.db import connection, transaction
 
 from portal.audit import chain
 from portal.audit.models import AuditClock, AuditEvent
@@ -88,8 +88,9 @@ def test_the_migration_examines_the_log_already_written(db):
     times = [START + timedelta(hours=i) for i in range(10)]
     times[4], times[7] = times[7], times[4]
     written(times)
-    AuditClock.objects.all().delete()
     with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE audit_auditclock DISABLE TRIGGER USER")  # the migration makes the row
+        cursor.execute("DELETE FROM audit_auditclock")
         cursor.execute(migration.EXAMINE_SQL)
     assert AuditClock.objects.values_list("disorder_from", "disorder_to").get() == (times[7], times[4])
     AuditClock.objects.all().delete()
@@ -111,14 +112,73 @@ def test_an_ordered_period_is_read_by_seq(db):
     assert [e.seq for e in query] == list(range(20, 8, -1))
 
 
-def test_an_append_never_goes_back_in_time(db):
+def test_an_append_is_held_back_to_its_predecessor_only_a_little(db, caplog):
+    """A host a second behind writes the previous event's time; a clock stepped back an hour is not
+    papered over: the real time is written, with a warning, and (PostgreSQL) the clock notes it."""
     with time_machine.travel(START + timedelta(hours=1), tick=False):
         first = event()
-    with time_machine.travel(START, tick=False):  # the clock stepped back an hour
-        second = event()
+    with time_machine.travel(START + timedelta(hours=1) - timedelta(seconds=1), tick=False):
+        held = event()
+    assert held.created_at == first.created_at and not caplog.records
+    with time_machine.travel(START, tick=False):
+        stepped_back = event()
+    assert stepped_back.created_at == START and "check this host's clock" in caplog.text
     with time_machine.travel(START + timedelta(hours=2), tick=False):
-        third = event()
-    assert [e.created_at for e in (first, second, third)] == [START + timedelta(hours=h) for h in (1, 1, 2)]
+        event()
     assert chain.verify().ok
     if connection.vendor == "postgresql":
-        assert AuditClock.objects.values_list("disorder_from", "disorder_to").get() == (None, None)
+        assert AuditClock.objects.values_list("disorder_from", "disorder_to").get() == (START, first.created_at)
+    assert_periods_match()
+
+
+@pytest.mark.postgres
+def test_the_trigger_compares_across_a_gap(db):
+    written([START + timedelta(days=4)])
+    written([START], first_seq=3)  # seq 2 missing (verify_audit reports that); 1 January after 5 January
+    assert AuditClock.objects.values_list("disorder_from", "disorder_to").get() == (START, START + timedelta(days=4))
+    assert list(filtered({"since": date(2026, 1, 1), "own": True}).values_list("seq", flat=True)) == [3, 1]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE audit_auditclock SET disorder_from = NULL, disorder_to = NULL",
+        "UPDATE audit_auditclock SET disorder_from = '2026-01-02 12:00+00'",
+        "UPDATE audit_auditclock SET disorder_to = '2026-01-02+00'",
+        "DELETE FROM audit_auditclock",
+        "TRUNCATE audit_auditclock",
+    ],
+)
+def test_the_clock_only_widens(db, sql):
+    written([START + timedelta(days=2), START + timedelta(days=1), START + timedelta(days=3)])
+    with pytest.raises(Exception, match="only widens"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql)
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE audit_auditclock SET disorder_from = '2025-12-01+00', disorder_to = '2026-02-01+00'")
+    assert AuditClock.objects.values_list("disorder_from", "disorder_to").get()[0] == datetime(2025, 12, 1, tzinfo=UTC)
+
+
+@pytest.mark.postgres
+def test_verify_audit_finds_disorder_the_clock_missed_and_notes_it(db):
+    """Out-of-order times the trigger did not see (as after a data-only restore with triggers off):
+    verify_audit finds them in its walk and fails, naming them; with --widen-clock it notes them,
+    and periods there fall back to time."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # ALTER TABLE refuses pending FK checks
+        cursor.execute("ALTER TABLE keys_auditevent DISABLE TRIGGER audit_note_disorder")
+    for hours in (0, 2, 1, 3):  # the third event an hour before the second: more than HOLD_BACK
+        with time_machine.travel(START + timedelta(hours=hours), tick=False):
+            event()
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("ALTER TABLE keys_auditevent ENABLE TRIGGER audit_note_disorder")
+    assert AuditClock.objects.values_list("disorder_from", "disorder_to").get() == (None, None)
+    verdict = chain.verify()
+    assert not verdict.ok and "not noted in the audit clock" in verdict.message and verdict.count == 4
+    assert "2026-01-01T01:00:00" in verdict.message and "2026-01-01T02:00:00" in verdict.message
+    assert chain.verify(widen_clock=True).ok
+    clock = AuditClock.objects.values_list("disorder_from", "disorder_to").get()
+    assert clock == (START + timedelta(hours=1), START + timedelta(hours=2))
+    assert chain.verify().ok
+    assert_periods_match()

@@ -32,6 +32,14 @@ def test_owner_changes_the_limit_within_policy(rkey, rclient, standin):
     assert event.detail == "monthly limit 25.00 -> 40.50" and event.actor_username == "rita"
 
 
+def test_a_limit_change_without_htmx_answers_the_whole_key_page(rkey, rclient, standin):
+    """Plain HTML first: the key page comes back whole, its links (the spend cell's) filled in."""
+    html = rclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "40.50"}).content.decode()
+    assert "<html" in html and "now $40.50" in html
+    assert 'hx-get=""' not in html and 'href=""' not in html
+    assert f'hx-get="/keys/{rkey.pk}/spend/' in html
+
+
 def test_a_limit_change_is_audited_as_requested_before_its_outcome(rkey, rclient, standin):
     rclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "40.50"}, **HTMX)
     assert limit_events(rkey) == [("key.limit_requested", "pending"), ("key.limit_changed", "success")]

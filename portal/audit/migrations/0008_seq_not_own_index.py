@@ -12,6 +12,12 @@ INDEX = models.Index(
 
 def create_index(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
+        # A build that failed half way leaves an INVALID index that IF NOT EXISTS would keep: drop it.
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [INDEX.name])
+            invalid = cursor.fetchone()
+        if invalid and invalid[0]:
+            schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX.name}")
         schema_editor.execute(
             f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {INDEX.name} ON keys_auditevent (seq)"
             " WHERE NOT (action IN ('audit.viewed', 'audit.exported'))"

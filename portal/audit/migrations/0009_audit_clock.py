@@ -6,7 +6,8 @@ On PostgreSQL:
 - an AFTER INSERT trigger notes in the one AuditClock row every event whose neighbour by `seq` is
   out of time order, whoever wrote it (an older release during a deploy, a hand-written row);
 - the log already written is examined once, under the append lock, so nothing is missed between
-  the examination and the trigger.
+  the examination and the trigger (a million events: a second or two, during which appends wait);
+- the clock row may only widen (a trigger), and verify_audit checks that it covers what it finds.
 """
 
 from django.db import migrations, models
@@ -39,8 +40,9 @@ DECLARE
     before_it timestamptz;
     after_it timestamptz;
 BEGIN
-    SELECT e.created_at INTO before_it FROM keys_auditevent e WHERE e.seq = NEW.seq - 1;
-    SELECT e.created_at INTO after_it FROM keys_auditevent e WHERE e.seq = NEW.seq + 1;
+    -- Its neighbours by seq, the nearest ones even across a gap (verify_audit reports gaps).
+    SELECT e.created_at INTO before_it FROM keys_auditevent e WHERE e.seq < NEW.seq ORDER BY e.seq DESC LIMIT 1;
+    SELECT e.created_at INTO after_it FROM keys_auditevent e WHERE e.seq > NEW.seq ORDER BY e.seq LIMIT 1;
     IF before_it > NEW.created_at THEN
         UPDATE audit_auditclock SET disorder_from = LEAST(disorder_from, NEW.created_at),
                                     disorder_to = GREATEST(disorder_to, before_it);
@@ -54,6 +56,23 @@ END
 $$;
 CREATE TRIGGER audit_note_disorder AFTER INSERT ON keys_auditevent
     FOR EACH ROW EXECUTE FUNCTION audit_note_disorder();
+
+-- The clock may only widen: narrowing it, emptying it or deleting its row would let a period's
+-- page or export leave out events whose times are out of order.
+CREATE FUNCTION audit_clock_only_widens() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'UPDATE'
+       OR (OLD.disorder_from IS NOT NULL AND (NEW.disorder_from IS NULL OR NEW.disorder_from > OLD.disorder_from))
+       OR (OLD.disorder_to IS NOT NULL AND (NEW.disorder_to IS NULL OR NEW.disorder_to < OLD.disorder_to)) THEN
+        RAISE EXCEPTION 'the audit clock only widens (%)', TG_OP;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER audit_clock_only_widens BEFORE UPDATE OR DELETE ON audit_auditclock
+    FOR EACH ROW EXECUTE FUNCTION audit_clock_only_widens();
+CREATE TRIGGER audit_clock_no_truncate BEFORE TRUNCATE ON audit_auditclock
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_clock_only_widens();
 """
 # LEAST and GREATEST ignore NULLs: the first disorder noted sets both ends.
 EXAMINE_SQL = """
@@ -65,6 +84,9 @@ SELECT min(created_at), max(before_it) FROM (
 DROP_SQL = """
 DROP TRIGGER IF EXISTS audit_note_disorder ON keys_auditevent;
 DROP FUNCTION IF EXISTS audit_note_disorder();
+DROP TRIGGER IF EXISTS audit_clock_only_widens ON audit_auditclock;
+DROP TRIGGER IF EXISTS audit_clock_no_truncate ON audit_auditclock;
+DROP FUNCTION IF EXISTS audit_clock_only_widens();
 """
 
 
