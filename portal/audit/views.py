@@ -64,7 +64,7 @@ def _contains(field: str, term: str) -> Q:
     PostgreSQL's trigram index (audit 0004) takes each as a key of its own, in this order, and
     reads a word that most names share (the "key" of "key-123456") only where the rarer words
     matched: the whole term as one key read all of that word's posting list, a cost growing with
-    the log (8.6 ms at 1,000,000 events; 0.9 ms this way, docs/performance.md)."""
+    the log (6.1 ms of SQL at 1,000,000 events; 1.3 ms this way, docs/performance.md)."""
     words = sorted({w for w in _WORD.findall(term) if len(w) < len(term)}, key=len, reverse=True)
     condition = Q()
     for word in words[:3]:
