@@ -335,6 +335,11 @@ class Lockstep:
             sys.__stdout__.write(word + "\n")
             sys.__stdout__.flush()
 
+    def wait_for_parent(self) -> None:
+        """After the last round: until the parent closes our stdin (its own plans measured)."""
+        if self.enabled:
+            sys.stdin.read()
+
     @contextmanager
     def round(self):
         if self.enabled and sys.stdin.readline().strip() != "go":
@@ -388,6 +393,7 @@ def measure_pages(args, pages: list[dict], between=lambda: None) -> list[dict]:
             with step.round():
                 rounds(pages, samples, spent)
             between()
+    step.wait_for_parent()
     log("pages: statements and EXPLAIN (ANALYZE, BUFFERS)")
     results = []
     for page in pages:
