@@ -10,13 +10,13 @@ from django.views.decorators.http import require_POST
 
 from portal.audit import bounds, chain
 from portal.audit.models import AuditEvent
-from portal.htmx import render_htmx
+from portal.htmx import render_htmx, wants_partial
 from portal.inputs import parse_id
 
 from . import lifecycle, policy
 from .approval_views import audit_approval
 from .forms import LimitApprovalForm, LimitForm
-from .key_page import limit_context
+from .key_page import key_page, limit_context
 from .listing import key_or_404
 from .models import ApprovalRequest, IssuedKey
 from .refusals import refuse_request_for_more, too_many_refusals
@@ -24,11 +24,17 @@ from .refusals import refuse_request_for_more, too_many_refusals
 Action, Outcome = AuditEvent.Action, AuditEvent.Outcome
 
 
+def _answer(request, key: IssuedKey, status: int = 200, **context):
+    """The key page's limit section for htmx; without htmx the whole key page (every section)."""
+    if not wants_partial(request):
+        return key_page(request, key, status=status, **context)
+    return render_htmx(request, "keys/detail.html", "limit", limit_context(request, key, **context), status=status)
+
+
 def _refused_unexamined(request, key: IssuedKey):
     """Past the per-person bound of refusals (portal/audit/bounds.py): say so, examine nothing."""
     refused = too_many_refusals(request)
-    context = limit_context(request, key, limit_error=refused.message)
-    return refused.answer(render_htmx(request, "keys/detail.html", "limit", context, status=429))
+    return refused.answer(_answer(request, key, status=429, limit_error=refused.message))
 
 
 @require_POST
@@ -78,8 +84,7 @@ def key_limit(request, pk: int):
         )
         if form.beyond is not None and key.owner_id == request.user.pk:
             context["limit_offer"] = LimitApprovalForm(initial={"monthly_limit": form.beyond})
-    context = {**limit_context(request, key), **context}
-    return render_htmx(request, "keys/detail.html", "limit", context, status=status)
+    return _answer(request, key, status, **context)
 
 
 @require_POST
@@ -91,12 +96,12 @@ def limit_approval_request(request, pk: int):
         return _refused_unexamined(request, key)
     form = LimitApprovalForm(request.POST)
     if not form.is_valid():
-        return render_htmx(request, "keys/detail.html", "limit", limit_context(request, key, limit_offer=form))
+        return _answer(request, key, limit_offer=form)
     with transaction.atomic():
         if message := policy.pending_approvals_full(request.user):
             limit = form.cleaned_data["monthly_limit"]
             refuse_request_for_more(request, form, message, issuance=key.issuance, monthly_limit=limit)
-            return render_htmx(request, "keys/detail.html", "limit", limit_context(request, key, limit_offer=form))
+            return _answer(request, key, limit_offer=form)
         approval = ApprovalRequest.objects.create(
             kind=ApprovalRequest.Kind.LIMIT,
             key=key,
@@ -109,4 +114,4 @@ def limit_approval_request(request, pk: int):
         )
         reason = f": {form.cleaned_data['reason']}"
         audit_approval(request, approval, Action.APPROVAL_REQUESTED, Outcome.PENDING, reason)
-    return render_htmx(request, "keys/detail.html", "limit", limit_context(request, key))
+    return _answer(request, key)

@@ -117,14 +117,16 @@ AUDIT_TABLES = ("keys_auditevent", "audit_auditclock")
 def _audit_trigger_vs_flush(request):
     """On PostgreSQL the audit table and its clock refuse TRUNCATE (keys 0003, audit 0009), but
     pytest-django empties the database with TRUNCATE after each transactional test (live_server,
-    browser tests). Switch their triggers off just for that flush, and back on for the next test."""
+    browser tests). Switch their triggers off just for that flush; every test that uses the
+    database switches them on again first, and puts back the clock's one row the flush took (an
+    empty log has no disorder), whatever ran before it (--ff, --reuse-db)."""
     marker = request.node.get_closest_marker("django_db")
     transactional = (
         "transactional_db" in request.fixturenames
         or "live_server" in request.fixturenames
-        or bool(marker and marker.kwargs.get("transaction"))
+        or bool(marker and (marker.kwargs.get("transaction") or (marker.args and marker.args[0])))
     )
-    if not transactional:
+    if not (transactional or marker or "db" in request.fixturenames):
         yield
         return
     request.getfixturevalue("_django_db_helper")  # set up first, so torn down (flushed) after this
@@ -133,9 +135,18 @@ def _audit_trigger_vs_flush(request):
     is_pg = connection.vendor == "postgresql"
     if is_pg:
         with connection.cursor() as cursor:
-            for table in AUDIT_TABLES:
-                cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+            cursor.execute(
+                "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgenabled = 'D'"
+                " AND tgrelid IN ('keys_auditevent'::regclass, 'audit_auditclock'::regclass)"
+            )
+            if cursor.fetchone()[0]:  # only then: ALTER TABLE locks the table until the test ends
+                for table in AUDIT_TABLES:
+                    cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+            cursor.execute("INSERT INTO audit_auditclock (disorder_from, disorder_to) SELECT NULL, NULL "
+                           "WHERE NOT EXISTS (SELECT 1 FROM audit_auditclock)")  # fmt: skip
     yield
+    if not transactional:
+        return
     # The flush empties the models' tables, not the database cache's (keys/usage.py keeps spend
     # figures there): empty it too, so no test sees another's.
     from django.core.cache import cache

@@ -302,12 +302,6 @@ def verify(expected_head: tuple[int, str] | None = None, *, widen_clock: bool = 
             first_disorder = when if first_disorder is None or when < first_disorder else first_disorder
             last_disorder = before if last_disorder is None or before > last_disorder else last_disorder
         before = when
-    if first_disorder is not None and not periods.noted(first_disorder, last_disorder, widen=widen_clock):
-        message = (
-            f"Times out of order from {first_disorder} to {last_disorder} are not noted in the audit clock, so a page "
-            "or export of a period there could miss events; verify_audit --widen-clock notes them."
-        )
-        return Verdict(False, count, message)
     if expected_head is not None:
         seq, digest = expected_head
         if last_seq is None or last_seq < seq:
@@ -316,6 +310,12 @@ def verify(expected_head: tuple[int, str] | None = None, *, widen_clock: bool = 
         recorded = AuditEvent.objects.filter(seq=seq).values_list("hash", flat=True).first()
         if recorded != digest:
             return Verdict(False, count, f"Event #{seq} does not match the recorded head hash.", seq)
+    if first_disorder is not None and not periods.noted(first_disorder, last_disorder, widen=widen_clock):
+        message = (
+            f"Times out of order from {first_disorder} to {last_disorder} are not noted in the audit clock, so a page "
+            "or export of a period there could miss events; verify_audit --widen-clock notes them."
+        )
+        return Verdict(False, count, message)
     return Verdict(True, count, f"{count} events verified.")
 
 

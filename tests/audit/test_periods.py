@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import time_machine
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from portal.audit import chain
 from portal.audit.models import AuditClock, AuditEvent
@@ -157,6 +157,18 @@ def test_the_clock_only_widens(db, sql):
     with connection.cursor() as cursor:
         cursor.execute("UPDATE audit_auditclock SET disorder_from = '2025-12-01+00', disorder_to = '2026-02-01+00'")
     assert AuditClock.objects.values_list("disorder_from", "disorder_to").get()[0] == datetime(2025, 12, 1, tzinfo=UTC)
+
+
+@pytest.mark.postgres
+def test_the_clock_is_one_row_that_only_the_trigger_writes(db):
+    """A second row claiming no disorder cannot be put beside it; the trigger writes with its owner's
+    rights (SECURITY DEFINER), so the portal's role needs no write right on the clock."""
+    with pytest.raises(IntegrityError), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("INSERT INTO audit_auditclock (id, disorder_from, disorder_to) VALUES (-1, NULL, NULL)")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT prosecdef, proconfig FROM pg_proc WHERE proname = 'audit_note_disorder'")
+        definer, config = cursor.fetchone()
+    assert definer and any(c.startswith("search_path=pg_catalog") for c in config)
 
 
 @pytest.mark.postgres

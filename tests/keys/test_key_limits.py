@@ -3,6 +3,7 @@ outcome, reserved before Requesty is called so an unsettled change still counts 
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -33,11 +34,15 @@ def test_owner_changes_the_limit_within_policy(rkey, rclient, standin):
 
 
 def test_a_limit_change_without_htmx_answers_the_whole_key_page(rkey, rclient, standin):
-    """Plain HTML first: the key page comes back whole, its links (the spend cell's) filled in."""
+    """Plain HTML first: the key page comes back whole, with every section and its links."""
     html = rclient.post(f"/keys/{rkey.pk}/limit/", {"monthly_limit": "40.50"}).content.decode()
     assert "<html" in html and "now $40.50" in html
     assert 'hx-get=""' not in html and 'href=""' not in html
-    assert f'hx-get="/keys/{rkey.pk}/spend/' in html
+    assert f'hx-get="/keys/{rkey.pk}/usage/"' in html
+    # Every section of the key page, not only the limit's: the same forms as a plain GET of it.
+    forms = re.compile(r'<form[^>]* action="([^"]+)"')
+    assert forms.findall(html) == forms.findall(rclient.get(f"/keys/{rkey.pk}/").content.decode())
+    assert f"/keys/{rkey.pk}/rotate/" in forms.findall(html)
 
 
 def test_a_limit_change_is_audited_as_requested_before_its_outcome(rkey, rclient, standin):

@@ -34,12 +34,18 @@ BEGIN
 END
 $$;
 """
+# SECURITY DEFINER: the trigger updates the clock with the rights of the role that ran this
+# migration, so the portal's own role needs only SELECT on audit_auditclock, and cannot write it.
 TRIGGER_SQL = """
-CREATE FUNCTION audit_note_disorder() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION audit_note_disorder() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, {schema} AS $$
 DECLARE
     before_it timestamptz;
     after_it timestamptz;
 BEGIN
+    -- Under the append lock (re-entered by an append, which holds it): a writer that does not take
+    -- it still waits for the others, and then sees their rows.
+    PERFORM pg_advisory_xact_lock({lock_id});
     -- Its neighbours by seq, the nearest ones even across a gap (verify_audit reports gaps).
     SELECT e.created_at INTO before_it FROM keys_auditevent e WHERE e.seq < NEW.seq ORDER BY e.seq DESC LIMIT 1;
     SELECT e.created_at INTO after_it FROM keys_auditevent e WHERE e.seq > NEW.seq ORDER BY e.seq LIMIT 1;
@@ -73,6 +79,8 @@ CREATE TRIGGER audit_clock_only_widens BEFORE UPDATE OR DELETE ON audit_auditclo
     FOR EACH ROW EXECUTE FUNCTION audit_clock_only_widens();
 CREATE TRIGGER audit_clock_no_truncate BEFORE TRUNCATE ON audit_auditclock
     FOR EACH STATEMENT EXECUTE FUNCTION audit_clock_only_widens();
+-- One row at most: a second one, claiming no disorder, cannot be slipped in beside it.
+CREATE UNIQUE INDEX audit_clock_one_row ON audit_auditclock ((true));
 """
 # LEAST and GREATEST ignore NULLs: the first disorder noted sets both ends.
 EXAMINE_SQL = """
@@ -87,6 +95,7 @@ DROP FUNCTION IF EXISTS audit_note_disorder();
 DROP TRIGGER IF EXISTS audit_clock_only_widens ON audit_auditclock;
 DROP TRIGGER IF EXISTS audit_clock_no_truncate ON audit_auditclock;
 DROP FUNCTION IF EXISTS audit_clock_only_widens();
+DROP INDEX IF EXISTS audit_clock_one_row;
 """
 
 
@@ -96,7 +105,10 @@ def install(apps, schema_editor):
         return
     schema_editor.execute("SELECT pg_advisory_xact_lock(%s)", params=[LOCK_ID])
     schema_editor.execute(HEAD_SQL, params=None)
-    schema_editor.execute(TRIGGER_SQL, params=None)
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute("SELECT current_schema()")
+        schema = schema_editor.quote_name(cursor.fetchone()[0])
+    schema_editor.execute(TRIGGER_SQL.format(schema=schema, lock_id=LOCK_ID), params=None)
     schema_editor.execute(EXAMINE_SQL, params=None)
 
 
