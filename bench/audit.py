@@ -33,6 +33,9 @@ REQUESTY_BASE_URL is a closed port: no page measured here may call Requesty.
    alternating with part 1's, so that both sizes meet the same machine; then one table of each
    figure, its floor and the ratio (bench/audit_floors.py).
 
+Part 1's timing is in audit_pages.py, part 2 in audit_export.py, the printed report in
+audit_report.py and part 4's table in audit_floors.py; this script sets up, seeds and runs them.
+
     .venv/bin/python bench/audit.py [--events 1000000] [--keys 50] [--many-keys 500] [--requests 50]
         [--compare-events 10000] [--verify-before 200000] [--keep-db]
         [--database-url postgres://postgres@127.0.0.1:5432/postgres] [--json out.json]
@@ -45,13 +48,8 @@ import hashlib
 import json
 import os
 import re
-import statistics
-import subprocess
 import sys
-import threading
 import time
-from collections import Counter, defaultdict
-from contextlib import contextmanager, nullcontext
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
@@ -61,9 +59,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script: the start-up helper lives in tests/system
 
 from bench import audit_floors  # noqa: E402
-from bench._common import fmt, load_average, log, machine, print_machine, run_script, summary, write_json  # noqa: E402
+from bench._common import fmt, load_average, log, machine, run_script, write_json  # noqa: E402
+from bench.audit_export import measure_export  # noqa: E402
+from bench.audit_pages import get, measure_pages, scans  # noqa: E402
+from bench.audit_report import print_report  # noqa: E402
 from tests.system import harness  # noqa: E402
-from tests.system.browser import Client  # noqa: E402
 
 # Not a secret: it keys the chain of a throw-away benchmark database. Fixed, so a kept database
 # (--keep-db) still verifies on the next run.
@@ -247,33 +247,6 @@ def page_list(args, requesters: dict, head_seq: int) -> list[dict]:
     return [{"name": n, "path": p, "client": c, "floor": floors[c], "cold": "block 0" in n} for n, p, c in pages if p]
 
 
-@contextmanager
-def seq_scans_from_block_zero():
-    """PostgreSQL's synchronized scans start a sequential scan where the previous one of the table
-    got to, so a repeated query can look cheaper than its first run; off for this page, outside the
-    timed window."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SET synchronize_seqscans = off")
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("RESET synchronize_seqscans")
-
-
-def scans(page: dict):
-    return seq_scans_from_block_zero() if page["cold"] else nullcontext()
-
-
-def get(page: dict):
-    response = page["client"].get(page["path"])
-    if response.status_code != 200:
-        raise RuntimeError(f"{page['name']} ({page['path']}): HTTP {response.status_code}")
-    return response
-
-
 def check_pages(pages: list[dict], n_keys: int) -> None:
     """What must hold before any timing means anything."""
     from django.test import Client as DjangoClient
@@ -291,247 +264,6 @@ def check_pages(pages: list[dict], n_keys: int) -> None:
                 raise RuntimeError(f"My keys shows {rows} rows and {lazy} lazy spend cells for {n_keys} keys")
         if page["path"] == "/keys/new/" and b'name="nonce"' not in body:
             raise RuntimeError("the form page has no mint form")
-
-
-def statement_kind(sql: str) -> str:
-    s = sql.lstrip()
-    if s.upper() in ("BEGIN", "COMMIT", "ROLLBACK") or s.upper().startswith(("SAVEPOINT", "RELEASE")):
-        return s.split()[0].lower()
-    if "pg_advisory_xact_lock" in s.lower():
-        return "advisory lock"
-    table = re.search(r'(?:FROM|INTO|UPDATE)\s+"(\w+)"', s, re.IGNORECASE)
-    return f"{s.split()[0].lower()} {table.group(1) if table else '?'}"
-
-
-_SCAN = re.compile(
-    r"((?:Parallel )?(?:Index Only Scan|Index Scan|Bitmap Index Scan|Seq Scan)(?: Backward)?)(?: (?:using|on) (\S+))?"
-)
-
-
-def explain(sql: str) -> dict:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
-        plan = "\n".join(row[0] for row in cursor.fetchall())
-    execution = re.search(r"Execution Time: ([\d.]+) ms", plan)
-    return {
-        "scans": [m.group(1) + (f" on {m.group(2)}" if m.group(2) else "") for m in _SCAN.finditer(plan)],
-        "rows_removed_by_filter": sum(int(x) for x in re.findall(r"Rows Removed by Filter: (\d+)", plan)),
-        "execution_ms": float(execution.group(1)) if execution else None,
-        "plan": plan,
-    }
-
-
-class Lockstep:
-    """--lockstep: this run's rounds of pages alternate with its parent's (bench/audit_floors.Small):
-    "ready" on stdout once set up, then each round waits for "go" on stdin and answers "done"."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def say(self, word: str) -> None:
-        if self.enabled:
-            sys.__stdout__.write(word + "\n")
-            sys.__stdout__.flush()
-
-    def wait_for_parent(self) -> None:
-        """After the last round: until the parent closes our stdin (its own plans measured)."""
-        if self.enabled:
-            sys.stdin.read()
-
-    @contextmanager
-    def round(self):
-        if self.enabled and sys.stdin.readline().strip() != "go":
-            raise RuntimeError("--lockstep: the parent stopped before the last round")
-        yield
-        self.say("done")
-
-
-def rounds(pages: list[dict], samples: dict, spent: dict) -> None:
-    """One timed round: each page once; its time, this thread's CPU, its SQL time and its size."""
-    for page in pages:
-        with scans(page):
-            spent["sql"] = 0.0
-            started, cpu = time.perf_counter(), time.thread_time()
-            response = get(page)
-            elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu
-        sample = samples[page["name"]]
-        sample["total"].append(elapsed)
-        sample["cpu"].append(cpu)
-        sample["sql"].append(spent["sql"])
-        sample["kb"].append(len(response.content) / 1024)
-
-
-def measure_pages(args, pages: list[dict], between=lambda: None) -> list[dict]:
-    """Round-robin over `pages`, warm-ups then timed rounds; `between()` runs after each round (there,
-    the small log's round: bench/audit_floors.Small)."""
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    step = Lockstep(args.lockstep)
-    step.say("ready")
-    spent = {"sql": 0.0}
-
-    def sql_timer(execute, sql, params, many, context):
-        started = time.perf_counter()
-        try:
-            return execute(sql, params, many, context)
-        finally:
-            spent["sql"] += time.perf_counter() - started
-
-    log(f"pages: {len(pages)} x ({args.warmup} warm-ups + {args.requests} timed), round-robin")
-    for _ in range(args.warmup):
-        with step.round():
-            for page in pages:
-                with scans(page):
-                    get(page)
-        between()
-    samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    with connection.execute_wrapper(sql_timer):
-        for _ in range(args.requests):
-            with step.round():
-                rounds(pages, samples, spent)
-            between()
-    step.wait_for_parent()
-    log("pages: statements and EXPLAIN (ANALYZE, BUFFERS)")
-    results = []
-    for page in pages:
-        with scans(page):
-            with CaptureQueriesContext(connection) as ctx:
-                get(page)
-            s = samples[page["name"]]
-            sql = [q["sql"] for q in ctx.captured_queries]
-            plans = [
-                {"sql": q, **explain(q)}
-                for q in sql
-                if q.startswith("SELECT") and '"keys_auditevent"' in q.split("WHERE")[0]
-            ]
-        results.append(
-            {
-                "name": page["name"],
-                "path": page["path"],
-                "floor": page["floor"],
-                **summary(s["total"]),
-                "cpu_p50_ms": round(statistics.median(s["cpu"]) * 1000, 2),
-                "sql_p50_ms": round(statistics.median(s["sql"]) * 1000, 2),
-                "kb": round(statistics.median(s["kb"]), 1),
-                "rounds_ms": [round(t * 1000, 3) for t in s["total"]],  # in round order, for paired comparisons
-                "statements": dict(Counter(statement_kind(q) for q in sql)),
-                "statement_count": len(sql),
-                "explain": plans,
-            }
-        )
-    by_name = {r["name"]: r for r in results}
-    for r in results:
-        floor = by_name[r["floor"]]
-        r["p50_x_floor"] = round(r["p50_ms"] / floor["p50_ms"], 2)
-        r["p50_above_floor_ms"] = round(r["p50_ms"] - floor["p50_ms"], 2)
-    return results
-
-
-# --- part 2: the export through gunicorn, against COPY --------------------------------------------
-def status_kb(pid: int, field: str) -> int | None:
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return None
-    return next((int(x.split()[1]) for x in lines if x.startswith(field + ":")), None)
-
-
-def stream_export(client: Client, worker: int, fmt_: str) -> dict:
-    """Stream one export while sampling the worker's RSS every 50 ms; its VmHWM is reset first
-    (proc(5): clear_refs 5), so the kernel's own peak is reported too."""
-    Path(f"/proc/{worker}/clear_refs").write_text("5")
-    baseline, samples, stop = status_kb(worker, "VmRSS"), [], threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(0.05):
-            samples.append(status_kb(worker, "VmRSS") or 0)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    cpu0, started, first, size, lines, last = harness.cpu_seconds(worker), time.perf_counter(), None, 0, 0, b""
-    head = b""
-    try:
-        with client.http.get(f"{client.base_url}/audit/export.{fmt_}", stream=True, timeout=(5, 600)) as response:
-            if response.status_code != 200:
-                raise RuntimeError(f"export.{fmt_}: HTTP {response.status_code}")
-            for chunk in response.iter_content(chunk_size=1 << 16):
-                first = first or time.perf_counter() - started
-                head = head if len(head) > 4096 else head + chunk
-                size, lines, last = size + len(chunk), lines + chunk.count(b"\n"), chunk[-1:] or last
-    finally:
-        total = time.perf_counter() - started
-        stop.set()
-        sampler.join()
-    rows = lines - 1 if fmt_ == "csv" else lines  # CSV: a header line; no seeded field holds a newline
-    peak, hwm = max(samples, default=baseline), status_kb(worker, "VmHWM")
-    return {
-        "format": fmt_,
-        "header": head.split(b"\n", 1)[0].decode().strip() if fmt_ == "csv" else None,
-        "rows": rows,
-        "mb": round(size / 1e6, 1),
-        "ends_with_newline": last == b"\n",
-        "ttfb_s": round(first or total, 3),
-        "total_s": round(total, 2),
-        "rows_per_s": round(rows / total),
-        "worker_cpu_s": round(harness.cpu_seconds(worker) - cpu0, 2),
-        "rss_baseline_mb": round(baseline / 1024, 1),
-        "growth_sampled_mb": round((peak - baseline) / 1024, 1),
-        "growth_kernel_mb": round((hwm - baseline) / 1024, 1) if hwm else None,
-    }
-
-
-def copy_floor(db: harness.Database, below_seq: int, header: str) -> dict:
-    """PostgreSQL's own CSV of the same rows and columns (the CSV export's header, its UTC time
-    being created_at), through psql: what the database alone costs."""
-    fields = ["created_at" if f == "time_utc" else f for f in header.split(",")]
-    if not all(re.fullmatch(r"[a-z_]+", f) for f in fields):
-        raise RuntimeError(f"unexpected export header: {header!r}")
-    columns = ", ".join(fields)
-    query = (
-        f"COPY (SELECT {columns} FROM keys_auditevent WHERE seq < {int(below_seq)} ORDER BY seq DESC) "  # noqa: S608
-        "TO STDOUT WITH (FORMAT csv, HEADER)"
-    )
-    started, first, size, lines = time.perf_counter(), None, 0, 0
-    with subprocess.Popen(["psql", "-X", "-q", "-d", db.owner_url, "-c", query], stdout=subprocess.PIPE) as proc:
-        while chunk := proc.stdout.read(1 << 16):
-            first = first or time.perf_counter() - started
-            size, lines = size + len(chunk), lines + chunk.count(b"\n")
-    total = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"psql COPY failed ({proc.returncode})")
-    return {
-        "rows": lines - 1,
-        "mb": round(size / 1e6, 1),
-        "ttfb_s": round(first or total, 3),
-        "total_s": round(total, 2),
-    }
-
-
-def measure_export(system: harness.System) -> dict:
-    portal = system.add_portal("export", WEB_CONCURRENCY="1", GUNICORN_THREADS="4")
-    client = Client(portal.base_url).sign_in(AUDITOR)
-    client.get("/audit/")  # the worker has imported everything
-    (worker,) = portal.workers()
-    exports = []
-    for fmt_ in ("csv", "jsonl"):
-        log(f"export.{fmt_}: streaming")
-        exports.append(stream_export(client, worker, fmt_))
-    with system.db.connect() as conn:  # each export holds exactly the events older than its own audit.exported
-        marks = conn.execute(
-            "SELECT seq, (SELECT count(*) FROM keys_auditevent o WHERE o.seq < e.seq) FROM keys_auditevent e "
-            "WHERE action = 'audit.exported' AND actor_username = %s ORDER BY seq DESC LIMIT 2",
-            [AUDITOR],
-        ).fetchall()
-    for export, (_seq, expected) in zip(exports, reversed(marks), strict=True):
-        export["complete"] = export["rows"] == expected and export["ends_with_newline"]
-    if portal.workers() != [worker]:
-        log("warning: the gunicorn worker changed during the exports")
-    portal.stop()
-    log("psql COPY floor")
-    return {"exports": exports, "copy": copy_floor(system.db, marks[-1][0], exports[0]["header"])}
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -553,64 +285,6 @@ def table_info(db: harness.Database) -> dict:
         "with_indexes_mb": round(total_mb),
         "pg": settings,
     }
-
-
-def print_report(r: dict, plans: bool) -> None:
-    print_machine(r["machine"])
-    s, t = r["seed"], r["table"]
-    print(f"  PostgreSQL settings: {t['pg']}")
-    print()
-    seeded = "this run" if s["this_run"] else "an earlier run (--keep-db)"
-    print(f"Data: {s['events']} events seeded in {s['seconds']} s ({seeded}), VACUUM (ANALYZE) {s['vacuum_s']} s;")
-    print(f"  keys_auditevent: {t['events']} rows (head #{t['head_seq']}), {t['table_mb']} MB", end="")
-    print(f", {t['with_indexes_mb']} MB with indexes")
-    cfg = r["config"]
-    print()
-    print(f"Pages, server time in process ({cfg['warmup']} warm-up + {cfg['requests']} timed rounds, round-robin); ms")
-    print(
-        f"  {'page':44} {'p50':>7} {'p95':>7} {'x floor':>7} {'+floor':>7} {'CPU':>6} {'SQL':>6} {'stmts':>5} {'KB':>5}"
-    )
-    for x in r["pages"]:
-        print(
-            f"  {x['name'][:44]:44} {fmt(x['p50_ms'], 2):>7} {fmt(x['p95_ms'], 2):>7} {x['p50_x_floor']:>7.2f} "
-            f"{x['p50_above_floor_ms']:>7.2f} {fmt(x['cpu_p50_ms'], 2):>6} {fmt(x['sql_p50_ms'], 2):>6} "
-            f"{x['statement_count']:>5} {x['kb']:>5.0f}"
-        )
-    print("  (x floor = median / the median of the bare view in the same session; CPU = this thread's CPU;")
-    print("   SQL = time inside SQL statements; stmts = statements of one request, BEGIN/COMMIT included)")
-    print()
-    print("  Statements and audit-log query plans (EXPLAIN ANALYZE, warm cache):")
-    for x in r["pages"]:
-        print(f"  {x['name']}: " + ", ".join(f"{k} x{v}" for k, v in x["statements"].items()))
-        for e in x["explain"]:
-            removed = (
-                f"  (rows removed by filter: {e['rows_removed_by_filter']})" if e["rows_removed_by_filter"] else ""
-            )
-            print(f"    {fmt(e['execution_ms'], 2):>8} ms  {'; '.join(e['scans'])}{removed}")
-            if plans:
-                print("\n".join("      " + line for line in [e["sql"], *e["plan"].splitlines()]))
-    if x := r.get("export"):
-        c = x["copy"]
-        print()
-        print("Export through gunicorn (one worker; growth = that worker's RSS peak over its baseline)")
-        print(
-            f"  {'':6} {'rows':>9} {'MB':>6} {'TTFB s':>7} {'total s':>8} {'rows/s':>8} {'x COPY':>7} "
-            f"{'growth MB':>9} {'HWM MB':>7} {'CPU s':>6}  complete"
-        )
-        for e in x["exports"]:
-            print(
-                f"  {e['format']:6} {e['rows']:>9} {e['mb']:>6} {e['ttfb_s']:>7} {e['total_s']:>8} "
-                f"{e['rows_per_s']:>8} {e['total_s'] / c['total_s']:>7.1f} {e['growth_sampled_mb']:>9} "
-                f"{fmt(e['growth_kernel_mb']):>7} {e['worker_cpu_s']:>6}  {e['complete']}"
-            )
-        print(
-            f"  {'COPY':6} {c['rows']:>9} {c['mb']:>6} {c['ttfb_s']:>7} {c['total_s']:>8}  (psql, TO STDOUT WITH CSV)"
-        )
-    if v := r.get("verify"):
-        print()
-        print(f"verify_audit: {v['message']}")
-    if b := r.get("verify_before"):
-        print(f"verify as before issue 17: {b['events']} events in {b['seconds']} s ({b['events_per_s']} events/s)")
 
 
 # --- main ------------------------------------------------------------------------------------------
@@ -693,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         report["pages"] = measure_pages(args, pages, small_run.round if small_run else lambda: None)
         small = small_run.finish() if small_run else None
         if not args.no_export:
-            report["export"] = measure_export(system)
+            report["export"] = measure_export(system, AUDITOR)
         if not args.no_verify:
             log("verify_audit")
             message = system.manage("verify_audit", timeout=3600).strip().splitlines()[-1]

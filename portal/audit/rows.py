@@ -22,11 +22,9 @@ ROW_FIELDS = tuple(f for f in chain.CHAINED_FIELDS if f not in ("actor_id", "iss
 
 
 def shown(rows: list[dict]) -> list[dict]:
-    """Each row as the table shows it, worked out here in plain Python: done cell by cell by template
-    filters and tags (a label lookup, two date formats, two URL reversals a row) it was most of a
-    page's time. The action's label, the time in UTC (ISO 8601 for `datetime`, to the second on
-    screen), the limit in dollars, "—" for a missing actor or level. Escaped later: by the key
-    history's template, or by table_row."""
+    """Each row's cells as the table shows them: the action's label, the time in UTC (ISO 8601 for
+    `datetime`, to the second on screen), the limit in dollars, "—" for a missing actor or level.
+    Escaped later: by the key history's template, or by table_row."""
     event_url, key_url = route("audit-event"), route("audit-key")
     for row in rows:
         created = row["created_at"].astimezone(UTC)
